@@ -1,0 +1,1 @@
+//! Runnable examples of Machinery for Rust; see the `examples/` folder.

@@ -1,0 +1,199 @@
+//! The broker: where messages wait for workers.
+
+use std::any::Any;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::backend::ResultBackend;
+use crate::error::Result;
+use crate::result::TaskState;
+
+/// A message on its way into the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The task's UUID (for logs and listings; the payload is opaque to the broker).
+    pub uuid: Uuid,
+    /// The queue.
+    pub queue: String,
+    /// Earliest delivery, in milliseconds since the Unix epoch.
+    pub eta: Option<u64>,
+    /// 0–9, higher first.
+    pub priority: u8,
+    /// The encoded [`RawSignature`](crate::RawSignature).
+    pub payload: Vec<u8>,
+}
+
+/// A message handed to a worker. It stays invisible to other workers until it is
+/// acknowledged, released, or its visibility deadline passes without a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The encoded message, exactly as published (or as pushed by anyone else).
+    pub payload: Vec<u8>,
+    /// The queue it came from.
+    pub queue: String,
+    /// How many times the message was delivered, this time included.
+    pub delivery_count: u32,
+    /// The engine's lease on this delivery: acks, heartbeats and releases that present
+    /// a receipt the engine no longer holds are refused with
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost).
+    pub receipt: String,
+}
+
+/// How a finished delivery is settled by [`Broker::complete`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The delivery to acknowledge.
+    pub delivery: Delivery,
+    /// The state to store (SUCCESS, FAILURE or RETRY).
+    pub state: TaskState,
+    /// States of other tasks decided by this one, stored in the same step (the later
+    /// steps of a chain that this failure stopped).
+    pub also_store: Vec<TaskState>,
+    /// Messages to publish in the same step (callbacks, the retry of the task).
+    pub publish: Vec<Outgoing>,
+    /// The chord this task is a member of, when it is one and finished for good.
+    pub group: Option<GroupMember>,
+}
+
+/// A task's place in a group whose completion triggers a callback (a chord).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The group.
+    pub group_uuid: Uuid,
+    /// The member's position, from 0.
+    pub index: u32,
+    /// How many members the group has.
+    pub count: u32,
+}
+
+/// A message in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The queue it was consumed from.
+    pub queue: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// The payload as it was received.
+    pub payload: Vec<u8>,
+}
+
+/// Where messages wait for workers.
+///
+/// Delivery is **at least once**: a message handed out by [`fetch`](Broker::fetch) is
+/// delivered again (to any worker) when its visibility deadline passes before it is
+/// acknowledged, so a worker that dies loses nothing. Tasks must tolerate running twice.
+/// Among ready messages of one queue, higher priority goes first, then oldest first;
+/// across queues nothing is ordered.
+///
+/// Every method may fail with an engine error (connection lost, …): such a call may be
+/// retried, since nothing the broker does twice loses or duplicates more than
+/// at-least-once allows.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// The engine's name, for logs (`memory`, `redis`).
+    fn engine(&self) -> &'static str;
+
+    /// How long a delivery stays invisible without a heartbeat.
+    fn visibility_timeout(&self) -> Duration;
+
+    /// Publishes messages in one batch. A message whose ETA is in the future waits in
+    /// the broker until then; the others are ready at once.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) for an oversized payload
+    /// (nothing of the batch is published); engine errors.
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<()>;
+
+    /// Takes up to `max` ready messages from `queues`, waiting up to `wait` for the first
+    /// one. Returns an empty batch when nothing arrived in time.
+    async fn fetch(&self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+
+    /// Acknowledges a delivery: the message is gone for good.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease expired and the
+    /// message may belong to another worker; nothing was changed.
+    async fn ack(&self, delivery: &Delivery) -> Result<()>;
+
+    /// Pushes the visibility deadline of each delivery one timeout ahead (heartbeat).
+    /// Returns, for each delivery, whether its lease is still held.
+    async fn extend(&self, deliveries: &[Delivery]) -> Result<Vec<bool>>;
+
+    /// Hands a delivery back undone: it becomes ready again after `delay` (at once when
+    /// `None`). Its delivery count is kept.
+    async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()>;
+
+    /// Moves a delivery to the dead-letter queue with a reason.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
+
+    /// The payloads ready in `queue`, in the order they will be delivered.
+    async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>>;
+
+    /// The payloads waiting for their ETA, in `queue` or in every queue when `None`,
+    /// soonest first.
+    async fn delayed(&self, queue: Option<&str>) -> Result<Vec<Vec<u8>>>;
+
+    /// The dead-letter queue of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Moves every dead letter of `queue` back into it; returns how many.
+    async fn requeue_dead_letters(&self, queue: &str) -> Result<usize>;
+
+    /// Deletes the dead letters of `queue`; returns how many.
+    async fn purge_dead_letters(&self, queue: &str) -> Result<usize>;
+
+    /// Publishes messages after storing their PENDING states. An engine that is also the
+    /// result backend may do both in one round trip; the default stores, then publishes.
+    async fn publish_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> Result<()> {
+        backend.store(states).await?;
+        self.publish(messages).await
+    }
+
+    /// Settles finished deliveries: for each, checks the lease, stores the state,
+    /// publishes the follow-up messages and acknowledges, in that order, so a crash in
+    /// between only repeats work. An engine that is also the result backend does each
+    /// completion atomically, and refuses one whose lease was lost without writing
+    /// anything (fencing). Returns one result per completion.
+    async fn complete(
+        &self,
+        completions: Vec<Completion>,
+        backend: &dyn ResultBackend,
+    ) -> Result<Vec<Result<()>>> {
+        let mut out = Vec::with_capacity(completions.len());
+        for c in completions {
+            out.push(complete_one(self, c, backend).await);
+        }
+        Ok(out)
+    }
+
+    /// The engine object, for engines that recognise a result backend of their own.
+    fn as_any(&self) -> &dyn Any;
+}
+
+async fn complete_one<B: Broker + ?Sized>(
+    broker: &B,
+    c: Completion,
+    backend: &dyn ResultBackend,
+) -> Result<()> {
+    let held = broker.extend(std::slice::from_ref(&c.delivery)).await?;
+    if !held.first().copied().unwrap_or(false) {
+        return Err(crate::Error::LeaseLost {
+            receipt: c.delivery.receipt,
+        });
+    }
+    let mut states = Vec::with_capacity(1 + c.also_store.len());
+    states.push(c.state);
+    states.extend(c.also_store);
+    backend.store(&states).await?;
+    if !c.publish.is_empty() {
+        broker.publish(c.publish).await?;
+    }
+    broker.ack(&c.delivery).await
+}

@@ -1,0 +1,90 @@
+//! What a running task knows about itself.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+/// Information about the running task, given to a task whose first parameter is
+/// `TaskContext` (that parameter is not sent as an argument).
+///
+/// ```
+/// use machinery_core::prelude::*;
+///
+/// #[task]
+/// async fn whoami(ctx: TaskContext, greeting: String) -> Result<String, TaskError> {
+///     Ok(format!("{greeting} from {} (attempt {})", ctx.name(), ctx.retried() + 1))
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub(crate) uuid: Uuid,
+    pub(crate) name: String,
+    pub(crate) retried: u32,
+    pub(crate) retries_left: u32,
+    pub(crate) delivery_count: u32,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) group_uuid: Option<Uuid>,
+    pub(crate) queue: String,
+}
+
+impl TaskContext {
+    /// The task's UUID (the same across its retries).
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The registered name of the task.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many times this task was retried before this run (0 on the first run).
+    pub fn retried(&self) -> u32 {
+        self.retried
+    }
+
+    /// How many retries remain after this run.
+    pub fn retries_left(&self) -> u32 {
+        self.retries_left
+    }
+
+    /// How many times the broker delivered this message (1 unless a worker died or lost
+    /// the message's lease while holding it).
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
+
+    /// The headers set on the signature.
+    pub fn headers(&self) -> &BTreeMap<String, String> {
+        &self.headers
+    }
+
+    /// One header.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.get(key).map(String::as_str)
+    }
+
+    /// The UUID of the group (or chord) this task belongs to.
+    pub fn group_uuid(&self) -> Option<Uuid> {
+        self.group_uuid
+    }
+
+    /// The queue the task was consumed from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// A context for calling a task function directly, outside a worker (tests).
+    pub fn detached(name: impl Into<String>) -> Self {
+        TaskContext {
+            uuid: Uuid::now_v7(),
+            name: name.into(),
+            retried: 0,
+            retries_left: 0,
+            delivery_count: 1,
+            headers: BTreeMap::new(),
+            group_uuid: None,
+            queue: String::new(),
+        }
+    }
+}

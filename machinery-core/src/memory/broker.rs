@@ -1,0 +1,374 @@
+use std::any::Any;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::broker::{Broker, DeadLetter, Delivery, Outgoing};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::signature::{now_ms, to_ms};
+
+/// The in-memory broker. See the [module docs](crate::memory).
+pub struct MemoryBroker {
+    state: Mutex<Inner>,
+    arrived: Notify,
+    visibility: Duration,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    queue: String,
+    priority: u8,
+    payload: Vec<u8>,
+    delivery_count: u32,
+    seq: u64,
+}
+
+/// Ready order: higher priority, then lower sequence number.
+struct Ready(Message);
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .priority
+            .cmp(&other.0.priority)
+            .then_with(|| Reverse(self.0.seq).cmp(&Reverse(other.0.seq)))
+    }
+}
+
+struct InFlight {
+    message: Message,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    ready: HashMap<String, BinaryHeap<Ready>>,
+    /// (due, seq) → message; due in tokio time.
+    delayed: BTreeMap<(Instant, u64), Message>,
+    inflight: HashMap<u64, InFlight>,
+    dead: HashMap<String, Vec<DeadLetter>>,
+    seq: u64,
+    rotation: usize,
+}
+
+fn eta_instant(eta_ms: u64) -> Instant {
+    let now_wall = now_ms();
+    Instant::now() + Duration::from_millis(eta_ms.saturating_sub(now_wall))
+}
+
+impl Inner {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn push_ready(&mut self, message: Message) {
+        self.ready
+            .entry(message.queue.clone())
+            .or_default()
+            .push(Ready(message));
+    }
+
+    /// Moves due delayed messages and expired leases to the ready queues; returns the
+    /// next instant something becomes due.
+    fn promote(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let message = entry.remove();
+            self.push_ready(message);
+        }
+        let expired: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for receipt in expired {
+            if let Some(f) = self.inflight.remove(&receipt) {
+                tracing::warn!(queue = %f.message.queue, "delivery lease expired; the message is ready again");
+                self.push_ready(f.message);
+            }
+        }
+        let next_delayed = self.delayed.keys().next().map(|k| k.0);
+        let next_lease = self.inflight.values().map(|f| f.deadline).min();
+        match (next_delayed, next_lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn take(&mut self, queues: &[String], max: usize, visibility: Duration) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if queues.is_empty() {
+            return out;
+        }
+        let now = Instant::now();
+        let start = self.rotation % queues.len();
+        self.rotation = self.rotation.wrapping_add(1);
+        for i in 0..queues.len() {
+            let queue = &queues[(start + i) % queues.len()];
+            while out.len() < max {
+                let Some(Ready(mut message)) = self.ready.get_mut(queue).and_then(BinaryHeap::pop)
+                else {
+                    break;
+                };
+                message.delivery_count += 1;
+                let receipt = self.next_seq();
+                out.push(Delivery {
+                    payload: message.payload.clone(),
+                    queue: message.queue.clone(),
+                    delivery_count: message.delivery_count,
+                    receipt: receipt.to_string(),
+                });
+                self.inflight.insert(
+                    receipt,
+                    InFlight {
+                        message,
+                        deadline: now + visibility,
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+fn receipt_of(delivery: &Delivery) -> Result<u64> {
+    delivery.receipt.parse().map_err(|_| Error::LeaseLost {
+        receipt: delivery.receipt.clone(),
+    })
+}
+
+impl MemoryBroker {
+    /// A broker with the visibility timeout and message size limit of `config`.
+    pub fn new(config: &Config) -> Self {
+        MemoryBroker {
+            state: Mutex::new(Inner::default()),
+            arrived: Notify::new(),
+            visibility: Duration::from_secs(config.visibility_timeout),
+            max_bytes: config.max_message_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every step is one
+        // collection operation), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_inflight(&self, inner: &mut Inner, delivery: &Delivery) -> Result<Message> {
+        let receipt = receipt_of(delivery)?;
+        inner
+            .inflight
+            .remove(&receipt)
+            .map(|f| f.message)
+            .ok_or_else(|| Error::LeaseLost {
+                receipt: delivery.receipt.clone(),
+            })
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("visibility", &self.visibility)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn engine(&self) -> &'static str {
+        "memory"
+    }
+
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility
+    }
+
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<()> {
+        if let Some(big) = messages.iter().find(|m| m.payload.len() > self.max_bytes) {
+            return Err(Error::MessageTooLarge {
+                size: big.payload.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let now_wall = to_ms(SystemTime::now());
+        {
+            let mut inner = self.lock();
+            for m in messages {
+                let seq = inner.next_seq();
+                let message = Message {
+                    queue: m.queue,
+                    priority: m.priority.min(9),
+                    payload: m.payload,
+                    delivery_count: 0,
+                    seq,
+                };
+                match m.eta {
+                    Some(eta) if eta > now_wall => {
+                        inner.delayed.insert((eta_instant(eta), seq), message);
+                    }
+                    _ => inner.push_ready(message),
+                }
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    async fn fetch(&self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let next_due = {
+                let mut inner = self.lock();
+                let next_due = inner.promote(Instant::now());
+                let batch = inner.take(queues, max.max(1), self.visibility);
+                if !batch.is_empty() {
+                    return Ok(batch);
+                }
+                next_due
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let wake = next_due.map_or(deadline, |d| d.min(deadline));
+            tokio::select! {
+                () = &mut arrived => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        let mut inner = self.lock();
+        self.take_inflight(&mut inner, delivery).map(drop)
+    }
+
+    async fn extend(&self, deliveries: &[Delivery]) -> Result<Vec<bool>> {
+        let mut inner = self.lock();
+        let deadline = Instant::now() + self.visibility;
+        Ok(deliveries
+            .iter()
+            .map(|d| {
+                receipt_of(d)
+                    .ok()
+                    .and_then(|r| inner.inflight.get_mut(&r))
+                    .map(|f| f.deadline = deadline)
+                    .is_some()
+            })
+            .collect())
+    }
+
+    async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let message = self.take_inflight(&mut inner, delivery)?;
+            match delay {
+                Some(d) if !d.is_zero() => {
+                    let seq = inner.next_seq();
+                    inner.delayed.insert((Instant::now() + d, seq), message);
+                }
+                _ => inner.push_ready(message),
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let message = self.take_inflight(&mut inner, delivery)?;
+        tracing::warn!(queue = %message.queue, reason, "message moved to the dead-letter queue");
+        inner
+            .dead
+            .entry(message.queue.clone())
+            .or_default()
+            .push(DeadLetter {
+                queue: message.queue,
+                reason: reason.to_owned(),
+                payload: message.payload,
+            });
+        Ok(())
+    }
+
+    async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
+        let mut inner = self.lock();
+        inner.promote(Instant::now());
+        let mut ready: Vec<&Ready> = inner
+            .ready
+            .get(queue)
+            .map(|h| h.iter().collect())
+            .unwrap_or_default();
+        ready.sort_by(|a, b| b.cmp(a));
+        Ok(ready.into_iter().map(|r| r.0.payload.clone()).collect())
+    }
+
+    async fn delayed(&self, queue: Option<&str>) -> Result<Vec<Vec<u8>>> {
+        let mut inner = self.lock();
+        inner.promote(Instant::now());
+        Ok(inner
+            .delayed
+            .values()
+            .filter(|m| queue.is_none_or(|q| m.queue == q))
+            .map(|m| m.payload.clone())
+            .collect())
+    }
+
+    async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>> {
+        Ok(self.lock().dead.get(queue).cloned().unwrap_or_default())
+    }
+
+    async fn requeue_dead_letters(&self, queue: &str) -> Result<usize> {
+        let n = {
+            let mut inner = self.lock();
+            let dead = inner.dead.remove(queue).unwrap_or_default();
+            let n = dead.len();
+            for d in dead {
+                let seq = inner.next_seq();
+                inner.push_ready(Message {
+                    queue: d.queue,
+                    priority: 0,
+                    payload: d.payload,
+                    delivery_count: 0,
+                    seq,
+                });
+            }
+            n
+        };
+        self.arrived.notify_waiters();
+        Ok(n)
+    }
+
+    async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
+        Ok(self.lock().dead.remove(queue).map_or(0, |d| d.len()))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,132 @@
+//! Items used by the code `#[task]` generates. Not a public API: names and signatures
+//! change without notice.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use inventory;
+pub use rmp_serde;
+pub use serde;
+pub use tokio;
+
+pub use crate::context::TaskContext;
+pub use crate::error::Error;
+pub use crate::registry::{BoxFuture, Handler, Invocation, Outcome, TaskEntry, TaskOptions};
+pub use crate::result::AsyncResult;
+pub use crate::signature::Signature;
+pub use crate::task_error::TaskError;
+
+/// A type that can be a task argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent as a task argument",
+    label = "this argument's type must implement `Serialize + DeserializeOwned + Send + 'static`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, and own its data (no borrowed references)"
+)]
+pub trait TaskArg: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T> TaskArg for T where T: Serialize + DeserializeOwned + Send + 'static {}
+
+/// A type that can be a task's result.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a task",
+    label = "a task's `Ok` type must implement `Serialize + DeserializeOwned + Send + 'static`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, and own its data (no borrowed references)"
+)]
+pub trait TaskOutput: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T> TaskOutput for T where T: Serialize + DeserializeOwned + Send + 'static {}
+
+/// The return type of a task: `Result<T, E>` with `E: Into<TaskError>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid task return type",
+    label = "a task must return `Result<T, E>` where `E` converts into `TaskError`",
+    note = "any `std::error::Error + Send + Sync + 'static` converts into `TaskError`; so does `TaskError` itself"
+)]
+pub trait IntoTaskResult {
+    /// The `Ok` type.
+    type Ok;
+    /// Converts the error side.
+    fn into_task_result(self) -> Result<Self::Ok, TaskError>;
+}
+
+impl<T, E: Into<TaskError>> IntoTaskResult for Result<T, E> {
+    type Ok = T;
+    fn into_task_result(self) -> Result<T, TaskError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Compile-time check that an argument type qualifies; called at the argument's span.
+pub const fn assert_arg<T: TaskArg>() {}
+
+/// Compile-time check that the output type qualifies; called at the return type's span.
+pub const fn assert_output<T: TaskOutput>() {}
+
+/// Compile-time check of the return type; called at the return type's span.
+pub const fn assert_return<T: IntoTaskResult>() {}
+
+fn decode_args<A: DeserializeOwned>(inv: &Invocation, schema: &str) -> Result<A, TaskError> {
+    rmp_serde::from_slice(&inv.args).map_err(|e| {
+        TaskError::fatal(format!(
+            "arguments of task `{}` do not decode as `{schema}`: {e}",
+            inv.ctx.name
+        ))
+    })
+}
+
+fn encode_output<T: Serialize>(value: &T) -> Outcome {
+    rmp_serde::to_vec(value)
+        .map_err(|e| TaskError::fatal(format!("cannot encode the task's result: {e}")))
+}
+
+/// Runs an `async fn` task: decodes `A`, awaits `f`, encodes the `Ok` value.
+pub fn run_async<A, F, Fut, R>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
+where
+    A: DeserializeOwned + Send + 'static,
+    F: FnOnce(TaskContext, A) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoTaskResult,
+    R::Ok: Serialize,
+{
+    let args = decode_args::<A>(&inv, schema);
+    Box::pin(async move {
+        let args = args?;
+        let value = f(inv.ctx, args).await.into_task_result()?;
+        encode_output(&value)
+    })
+}
+
+/// Runs a plain `fn` task on tokio's blocking pool.
+pub fn run_blocking<A, F, R>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
+where
+    A: DeserializeOwned + Send + 'static,
+    F: FnOnce(TaskContext, A) -> R + Send + 'static,
+    R: IntoTaskResult + Send + 'static,
+    R::Ok: Serialize,
+{
+    let args = decode_args::<A>(&inv, schema);
+    Box::pin(async move {
+        let args = args?;
+        let ctx = inv.ctx;
+        let joined = tokio::task::spawn_blocking(move || {
+            let value = f(ctx, args).into_task_result()?;
+            encode_output(&value)
+        })
+        .await;
+        match joined {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => Err(TaskError::msg(format!(
+                "task panicked: {}",
+                crate::worker::panic_message(e.into_panic().as_ref())
+            ))),
+            Err(e) => Err(TaskError::msg(format!("task was cancelled: {e}"))),
+        }
+    })
+}
+
+/// Builds the typed signature of a call.
+pub fn signature<T, A: Serialize>(entry: &'static TaskEntry, args: &A) -> Signature<T> {
+    Signature::for_entry(entry, rmp_serde::to_vec(args).map_err(|e| e.to_string()))
+}

@@ -1,0 +1,240 @@
+//! Task states and typed handles to results.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::backend::ResultBackend;
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// The life cycle of a task, as Machinery defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Sent, waiting in the broker.
+    Pending,
+    /// Taken by a worker.
+    Received,
+    /// Running.
+    Started,
+    /// Failed and scheduled to run again.
+    Retry,
+    /// Finished with a result.
+    Success,
+    /// Failed for good.
+    Failure,
+}
+
+impl State {
+    /// SUCCESS or FAILURE: nothing more will happen to the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Success | State::Failure)
+    }
+
+    /// The state's name as Machinery spells it (`PENDING`, `SUCCESS`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Received => "RECEIVED",
+            State::Started => "STARTED",
+            State::Retry => "RETRY",
+            State::Success => "SUCCESS",
+            State::Failure => "FAILURE",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored state of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskState {
+    /// The task's UUID.
+    pub uuid: Uuid,
+    /// The registered task name.
+    pub name: String,
+    /// Where the task is in its life cycle.
+    pub state: State,
+    /// The MessagePack-encoded result, on SUCCESS.
+    #[serde(
+        default,
+        with = "codec::bytes::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub result: Option<Vec<u8>>,
+    /// The error text, on FAILURE and RETRY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Retries done so far.
+    #[serde(default)]
+    pub retried: u32,
+    /// The group the task belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_uuid: Option<Uuid>,
+    /// When this state was written, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+impl TaskState {
+    /// A state record for `uuid` at `state`, timestamped now.
+    pub fn new(uuid: Uuid, name: impl Into<String>, state: State) -> Self {
+        TaskState {
+            uuid,
+            name: name.into(),
+            state,
+            result: None,
+            error: None,
+            retried: 0,
+            group_uuid: None,
+            updated_at: crate::signature::now_ms(),
+        }
+    }
+
+    /// Encodes the record (a MessagePack map).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::to_vec_named(self, "task state")
+    }
+
+    /// Decodes a record written by [`TaskState::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        codec::from_slice(bytes, "task state")
+    }
+
+    /// Decodes the SUCCESS result as `T`, or turns FAILURE into [`Error::TaskFailed`].
+    pub fn value<T: DeserializeOwned>(&self) -> Result<T> {
+        match self.state {
+            State::Success => {
+                let bytes = self.result.as_deref().unwrap_or(&[0xc0]);
+                codec::from_slice(bytes, "task result")
+            }
+            State::Failure => Err(Error::TaskFailed {
+                uuid: self.uuid,
+                name: self.name.clone(),
+                message: self.error.clone().unwrap_or_default(),
+            }),
+            other => Err(Error::Decode {
+                what: "task result",
+                reason: format!("task {} is {other}, not finished", self.uuid),
+            }),
+        }
+    }
+}
+
+/// A typed handle to the result of a sent task.
+///
+/// ```
+/// use machinery_core::prelude::*;
+///
+/// #[task]
+/// async fn double(x: i64) -> Result<i64, TaskError> {
+///     Ok(x * 2)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), machinery_core::Error> {
+/// let server = Server::memory();
+/// let worker = Worker::auto().server(&server).spawn()?;
+/// let result = double::s(21).send_with(&server).await?;
+/// assert_eq!(result.get().await?, 42);
+/// worker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct AsyncResult<T> {
+    uuid: Uuid,
+    name: String,
+    backend: Arc<dyn ResultBackend>,
+    _result: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for AsyncResult<T> {
+    fn clone(&self) -> Self {
+        AsyncResult {
+            uuid: self.uuid,
+            name: self.name.clone(),
+            backend: self.backend.clone(),
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("uuid", &self.uuid)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<T> AsyncResult<T> {
+    /// A handle to the result of task `uuid` stored in `backend`.
+    pub fn new(uuid: Uuid, name: impl Into<String>, backend: Arc<dyn ResultBackend>) -> Self {
+        AsyncResult {
+            uuid,
+            name: name.into(),
+            backend,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> AsyncResult<T> {
+    /// The task's UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The task's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The task's current state.
+    ///
+    /// # Errors
+    /// [`Error::ResultMissing`] when nothing is stored (expired); engine errors.
+    pub async fn state(&self) -> Result<State> {
+        Ok(self.task_state().await?.state)
+    }
+
+    /// The full stored record.
+    ///
+    /// # Errors
+    /// [`Error::ResultMissing`] when nothing is stored (expired); engine errors.
+    pub async fn task_state(&self) -> Result<TaskState> {
+        self.backend
+            .load(self.uuid)
+            .await?
+            .ok_or(Error::ResultMissing(self.uuid))
+    }
+
+    /// Waits for the task to finish and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::TaskFailed`] when the task failed; [`Error::ResultMissing`] when its state
+    /// expired; engine and decoding errors.
+    pub async fn get(&self) -> Result<T> {
+        self.backend.wait(self.uuid, None).await?.value()
+    }
+
+    /// Like [`get`](AsyncResult::get), giving up after `timeout` with [`Error::Timeout`].
+    ///
+    /// # Errors
+    /// As [`get`](AsyncResult::get), plus [`Error::Timeout`].
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.backend.wait(self.uuid, Some(timeout)).await?.value()
+    }
+}

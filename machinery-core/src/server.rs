@@ -1,0 +1,295 @@
+//! The server: configuration, broker and result backend together.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
+
+use crate::backend::ResultBackend;
+use crate::broker::{Broker, DeadLetter, Outgoing};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::memory::{MemoryBackend, MemoryBroker};
+use crate::registry::BoxFuture;
+use crate::result::{AsyncResult, State, TaskState};
+use crate::signature::RawSignature;
+
+/// Connects a broker from a configuration.
+#[doc(hidden)]
+pub type ConnectBroker = fn(Config) -> BoxFuture<Result<Arc<dyn Broker>>>;
+
+/// Connects a result backend from a configuration.
+#[doc(hidden)]
+pub type ConnectBackend = fn(Config) -> BoxFuture<Result<Arc<dyn ResultBackend>>>;
+
+/// Makes brokers and result backends for one URL scheme. Engine crates register one
+/// with `inventory::submit!`, so [`Server::from_config`] finds them; the crate must be
+/// linked (`use machinery_redis as _;`).
+#[doc(hidden)]
+pub struct EngineFactory {
+    /// URL schemes handled, e.g. `["redis", "rediss"]`.
+    pub schemes: &'static [&'static str],
+    /// Connects a broker to `config.broker`.
+    pub broker: ConnectBroker,
+    /// Connects a result backend to `config.result_backend_url()`.
+    pub backend: ConnectBackend,
+}
+
+inventory::collect!(EngineFactory);
+
+static DEFAULT: RwLock<Option<Server>> = RwLock::new(None);
+
+/// Configuration, broker and result backend: what producers send through and what
+/// workers consume from. Cheap to clone.
+///
+/// ```
+/// use machinery_core::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), machinery_core::Error> {
+/// // `memory://` unless MACHINERY_BROKER says otherwise.
+/// let server = Server::from_env().await?;
+/// server.install(); // typed senders (`add::send`) now use it
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    broker: Arc<dyn Broker>,
+    backend: Arc<dyn ResultBackend>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.inner.config)
+            .field("broker", &self.inner.broker.engine())
+            .field("backend", &self.inner.backend.engine())
+            .finish()
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(s, _)| s)
+}
+
+impl Server {
+    /// A server over the given engines.
+    pub fn new(config: Config, broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> Self {
+        Server {
+            inner: Arc::new(Inner {
+                config,
+                broker,
+                backend,
+            }),
+        }
+    }
+
+    /// A server on a fresh in-memory engine with the default configuration.
+    pub fn memory() -> Self {
+        Self::memory_with(Config::default())
+    }
+
+    /// A server on a fresh in-memory engine with `config`.
+    pub fn memory_with(config: Config) -> Self {
+        let broker = Arc::new(MemoryBroker::new(&config));
+        let backend = Arc::new(MemoryBackend::new(config.results_ttl()));
+        Server::new(config, broker, backend)
+    }
+
+    /// Connects the engines named by `config`: `memory://` here, others through the
+    /// engine crates linked into the binary (`machinery-redis` for `redis://`).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedUrl`] for a scheme no linked engine handles; connection errors.
+    pub async fn from_config(config: Config) -> Result<Self> {
+        config.validate()?;
+        let broker: Arc<dyn Broker> = match scheme(&config.broker) {
+            "memory" => Arc::new(MemoryBroker::new(&config)),
+            s => (factory(s, &config.broker)?.broker)(config.clone()).await?,
+        };
+        let backend: Arc<dyn ResultBackend> = match scheme(config.result_backend_url()) {
+            "memory" => Arc::new(MemoryBackend::new(config.results_ttl())),
+            s => (factory(s, config.result_backend_url())?.backend)(config.clone()).await?,
+        };
+        Ok(Server::new(config, broker, backend))
+    }
+
+    /// [`Server::from_config`] with [`Config::from_env`].
+    ///
+    /// # Errors
+    /// Configuration and connection errors.
+    pub async fn from_env() -> Result<Self> {
+        Self::from_config(Config::from_env()?).await
+    }
+
+    /// Makes this server the process-wide default used by typed senders
+    /// (`add::send(..)`, [`Signature::send`](crate::Signature::send)) and by workers
+    /// built without [`Worker::server`](crate::Worker::server). Replaces any previous one.
+    pub fn install(&self) {
+        let mut slot = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(self.clone());
+    }
+
+    /// The process-wide default server.
+    ///
+    /// # Errors
+    /// [`Error::NoDefaultServer`] when none is installed.
+    pub fn global() -> Result<Self> {
+        DEFAULT
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::NoDefaultServer)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The result backend.
+    pub fn backend(&self) -> &Arc<dyn ResultBackend> {
+        &self.inner.backend
+    }
+
+    /// The queue a signature goes to: its own, or the default queue.
+    pub fn queue_of<'a>(&'a self, raw: &'a RawSignature) -> &'a str {
+        if raw.routing_key.is_empty() {
+            &self.inner.config.default_queue
+        } else {
+            &raw.routing_key
+        }
+    }
+
+    /// Encodes a signature for the broker, filling in the default queue.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::MessageTooLarge`].
+    pub fn outgoing(&self, raw: &mut RawSignature) -> Result<Outgoing> {
+        if raw.routing_key.is_empty() {
+            raw.routing_key.clone_from(&self.inner.config.default_queue);
+        }
+        let payload = raw.encode()?;
+        let limit = self.inner.config.max_message_bytes;
+        if payload.len() > limit {
+            return Err(Error::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(Outgoing {
+            uuid: raw.uuid,
+            queue: raw.routing_key.clone(),
+            eta: raw.eta,
+            priority: raw.priority,
+            payload,
+        })
+    }
+
+    /// Sends one signature: stores its PENDING state and publishes it.
+    ///
+    /// # Errors
+    /// Encoding, size and engine errors.
+    pub async fn send_raw(&self, raw: RawSignature) -> Result<()> {
+        self.send_batch(vec![raw]).await
+    }
+
+    /// Sends many signatures in one batch (one round trip on engines that allow it).
+    ///
+    /// # Errors
+    /// Encoding, size and engine errors; nothing is sent when one message is invalid.
+    pub async fn send_batch(&self, raws: Vec<RawSignature>) -> Result<()> {
+        let mut messages = Vec::with_capacity(raws.len());
+        let mut states = Vec::with_capacity(raws.len());
+        for mut raw in raws {
+            messages.push(self.outgoing(&mut raw)?);
+            let mut state = TaskState::new(raw.uuid, raw.name, State::Pending);
+            state.group_uuid = raw.group_uuid;
+            states.push(state);
+        }
+        self.inner
+            .broker
+            .publish_with_states(messages, &states, self.inner.backend.as_ref())
+            .await
+    }
+
+    /// A typed handle to the result of task `uuid`.
+    pub fn result<T: serde::de::DeserializeOwned>(&self, uuid: Uuid, name: &str) -> AsyncResult<T> {
+        AsyncResult::new(uuid, name, self.inner.backend.clone())
+    }
+
+    /// The signatures ready in `queue`, in delivery order. Messages that do not decode
+    /// are left out (they go to the dead-letter queue when consumed).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn pending_tasks(&self, queue: &str) -> Result<Vec<RawSignature>> {
+        let payloads = self.inner.broker.pending(queue).await?;
+        Ok(decode_all(&payloads))
+    }
+
+    /// The signatures waiting for their ETA, in `queue` or in every queue, soonest
+    /// first.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn delayed_tasks(&self, queue: Option<&str>) -> Result<Vec<RawSignature>> {
+        let payloads = self.inner.broker.delayed(queue).await?;
+        Ok(decode_all(&payloads))
+    }
+
+    /// The dead-letter queue of `queue`.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>> {
+        self.inner.broker.dead_letters(queue).await
+    }
+
+    /// Moves the dead letters of `queue` back into it.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn requeue_dead_letters(&self, queue: &str) -> Result<usize> {
+        self.inner.broker.requeue_dead_letters(queue).await
+    }
+
+    /// Deletes the dead letters of `queue`.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
+        self.inner.broker.purge_dead_letters(queue).await
+    }
+}
+
+fn decode_all(payloads: &[Vec<u8>]) -> Vec<RawSignature> {
+    payloads
+        .iter()
+        .filter_map(|p| RawSignature::decode(p).ok())
+        .collect()
+}
+
+fn factory(scheme: &str, url: &str) -> Result<&'static EngineFactory> {
+    inventory::iter::<EngineFactory>
+        .into_iter()
+        .find(|f| f.schemes.contains(&scheme))
+        .ok_or_else(|| Error::UnsupportedUrl {
+            url: crate::config::redact_url(url),
+            reason: format!(
+                "no engine for `{scheme}://` is linked into this binary; `memory://` is built in, \
+                 `redis://` needs the machinery-redis crate (add it and reference it, e.g. `use machinery_redis as _;`)"
+            ),
+        })
+}

@@ -1,0 +1,92 @@
+//! The engine conformance suite: every behaviour of the single-task feature set,
+//! written once and run on every engine (behind the `test-util` feature).
+//!
+//! An engine crate runs it from a test file:
+//!
+//! ```ignore
+//! // tests/conformance.rs of an engine crate
+//! async fn server(config: machinery_core::Config) -> machinery_core::Server {
+//!     /* connect a fresh, isolated server for one test */
+//! }
+//! machinery_core::conformance_suite!(server);
+//! ```
+//!
+//! Each test asks the harness for a fresh server with the configuration it needs; the
+//! harness must isolate servers from each other (memory: a new engine; Redis: a new key
+//! prefix). The suite's tasks are registered under names starting with `conformance.`.
+
+pub mod suite;
+pub mod tasks;
+
+use std::future::Future;
+
+use crate::config::Config;
+use crate::registry::BoxFuture;
+use crate::server::Server;
+
+/// Makes a fresh, isolated server for one test.
+pub trait Harness: Send + Sync {
+    /// A server with `config` (the harness fills in the engine URLs and isolation).
+    fn server(&self, config: Config) -> BoxFuture<Server>;
+}
+
+impl<F, Fut> Harness for F
+where
+    F: Fn(Config) -> Fut + Send + Sync,
+    Fut: Future<Output = Server> + Send + 'static,
+{
+    fn server(&self, config: Config) -> BoxFuture<Server> {
+        Box::pin(self(config))
+    }
+}
+
+/// Runs a test body on a fresh multi-threaded runtime, failing it after two minutes
+/// rather than hanging.
+///
+/// # Panics
+/// When the runtime cannot be built or the body takes longer than two minutes.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub fn block_on<F: Future<Output = ()>>(body: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(120), body)
+            .await
+            .expect("test took longer than two minutes");
+    });
+}
+
+/// The memory engine's harness.
+pub async fn memory(config: Config) -> Server {
+    Server::memory_with(config)
+}
+
+/// Declares one `#[tokio::test]` per conformance test, each calling `$harness`
+/// (an `async fn(Config) -> Server` or any [`Harness`]).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:path) => {
+        $crate::conformance_suite!(@tests $harness;
+            send_and_get, pending_then_success, failure_is_reported, retries_until_success,
+            retries_exhausted, retry_in_counts_against_budget, fibonacci_backoff_is_observed,
+            panic_becomes_failure, timeout_becomes_failure, unregistered_is_dead_lettered,
+            unregistered_can_be_ignored, garbage_is_dead_lettered, schema_mismatch_names_both,
+            bad_args_fail, delayed_tasks_wait, pending_tasks_listed, priority_runs_first,
+            several_queues, result_ttl_expires, results_kept_forever, graceful_shutdown_loses_nothing,
+            abort_hands_tasks_back, hooks_run, context_is_visible, blocking_tasks_run,
+            concurrency_is_bounded, unlimited_concurrency, message_too_large, get_timeout_is_distinct,
+            dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease
+        );
+    };
+    (@tests $harness:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testing::block_on($crate::testing::suite::$name(&$harness));
+            }
+        )*
+    };
+}

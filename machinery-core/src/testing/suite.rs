@@ -1,0 +1,758 @@
+//! The conformance tests. Each is an `async fn(&impl Harness)` that panics on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use uuid::Uuid;
+
+use super::Harness;
+use super::tasks::{self, *};
+use crate::broker::Outgoing;
+use crate::config::Config;
+use crate::error::Error;
+use crate::result::State;
+use crate::server::Server;
+use crate::signature::RawSignature;
+use crate::worker::{Worker, WorkerHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn key(name: &str) -> String {
+    format!("{name}-{}", Uuid::now_v7())
+}
+
+fn fast_config() -> Config {
+    Config {
+        unregistered_requeues: 1,
+        ..Config::default()
+    }
+}
+
+async fn server<H: Harness>(h: &H) -> Server {
+    h.server(fast_config()).await
+}
+
+fn worker(server: &Server) -> WorkerHandle {
+    Worker::auto()
+        .server(server)
+        .grace_period(Duration::from_secs(10))
+        .spawn()
+        .expect("worker starts")
+}
+
+/// Polls `cond` every 10 ms until it holds, for at most [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn send_and_get<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    assert_eq!(r.name(), "conformance.add");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn pending_then_success<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("gate");
+    let r = gate::s(k.clone()).send_with(&server).await.unwrap();
+    assert_eq!(r.state().await.unwrap(), State::Pending);
+    let w = worker(&server);
+    eventually("STARTED", || async {
+        r.state().await.unwrap() == State::Started
+    })
+    .await;
+    tasks::open(&k);
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), k);
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn failure_is_reported<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = fail::s("no luck".into()).send_with(&server).await.unwrap();
+    match r.get_timeout(WAIT).await {
+        Err(Error::TaskFailed { message, name, .. }) => {
+            assert_eq!(message, "no luck");
+            assert_eq!(name, "conformance.fail");
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    let st = r.task_state().await.unwrap();
+    assert_eq!(st.state, State::Failure);
+    assert_eq!(st.error.as_deref(), Some("no luck"));
+    w.shutdown().await.unwrap();
+}
+
+pub async fn retries_until_success<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("flaky");
+    let r = flaky::s(k.clone(), 2)
+        .retries(3)
+        .retry_timeout(Duration::from_millis(20))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_timeout(WAIT).await.unwrap(),
+        2,
+        "succeeded on its second retry"
+    );
+    assert_eq!(tasks::count(&k), 3);
+    assert_eq!(r.task_state().await.unwrap().retried, 2);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn retries_exhausted<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("flaky");
+    let r = flaky::s(k.clone(), 10)
+        .retries(2)
+        .retry_timeout(Duration::from_millis(10))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("failure 3 of 10"), "{err}");
+    assert_eq!(tasks::count(&k), 3, "one run and two retries");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn retry_in_counts_against_budget<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("later");
+    let r = later::s(k.clone(), 30)
+        .retries(2)
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("not yet (3)"), "{err}");
+    assert_eq!(tasks::count(&k), 3);
+    let t = tasks::times(&k);
+    assert!(
+        t[1] - t[0] >= Duration::from_millis(25),
+        "retry_in delay honoured"
+    );
+    w.shutdown().await.unwrap();
+}
+
+pub async fn fibonacci_backoff_is_observed<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("fib");
+    let base = 60u64;
+    let r = flaky::s(k.clone(), 3)
+        .retries(3)
+        .retry_timeout(Duration::from_millis(base))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    let t = tasks::times(&k);
+    assert_eq!(t.len(), 4);
+    // Delays are 1, 2, 3 × base; an ETA is kept to the millisecond, so allow 2 ms.
+    for (i, fib) in [1u64, 2, 3].iter().enumerate() {
+        let gap = t[i + 1] - t[i];
+        assert!(
+            gap + Duration::from_millis(2) >= Duration::from_millis(fib * base),
+            "retry {} came after {gap:?}, expected at least {} ms",
+            i + 1,
+            fib * base
+        );
+    }
+    w.shutdown().await.unwrap();
+}
+
+pub async fn panic_becomes_failure<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = panics::s("kaboom".into()).send_with(&server).await.unwrap();
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("task panicked: kaboom"), "{err}");
+    // The worker lives on.
+    assert_eq!(
+        add::s(2, 2)
+            .send_with(&server)
+            .await
+            .unwrap()
+            .get_timeout(WAIT)
+            .await
+            .unwrap(),
+        4
+    );
+    w.shutdown().await.unwrap();
+}
+
+pub async fn timeout_becomes_failure<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = too_slow::s(5_000).send_with(&server).await.unwrap();
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("time limit"), "{err}");
+    w.shutdown().await.unwrap();
+}
+
+fn foreign(name: &str) -> RawSignature {
+    let mut raw = RawSignature::new(name, vec![0x90]);
+    raw.schema = format!("{name}()");
+    raw.fingerprint = 1;
+    raw
+}
+
+pub async fn unregistered_is_dead_lettered<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let raw = foreign("conformance.nobody_knows_me");
+    let uuid = raw.uuid;
+    server.send_raw(raw).await.unwrap();
+    let r = server.result::<()>(uuid, "conformance.nobody_knows_me");
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("not registered"), "{err}");
+    let q = server.config().default_queue.clone();
+    let dead = server.dead_letters(&q).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("not registered"));
+    w.shutdown().await.unwrap();
+}
+
+pub async fn unregistered_can_be_ignored<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let mut raw = foreign("conformance.ignore_me");
+    raw.ignore_when_not_registered = true;
+    server.send_raw(raw).await.unwrap();
+    // A task sent after it completes, so the ignored one was handled first or alongside.
+    add::s(1, 1)
+        .send_with(&server)
+        .await
+        .unwrap()
+        .get_timeout(WAIT)
+        .await
+        .unwrap();
+    let q = server.config().default_queue.clone();
+    eventually("queue drained", || async {
+        server.pending_tasks(&q).await.unwrap().is_empty()
+    })
+    .await;
+    assert!(server.dead_letters(&q).await.unwrap().is_empty());
+    w.shutdown().await.unwrap();
+}
+
+pub async fn garbage_is_dead_lettered<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let q = server.config().default_queue.clone();
+    let junk = |payload: Vec<u8>| Outgoing {
+        uuid: Uuid::nil(),
+        queue: q.clone(),
+        eta: None,
+        priority: 0,
+        payload,
+    };
+    let before = add::s(1, 1).send_with(&server).await.unwrap();
+    let mut truncated = add::s(5, 5).raw().encode().unwrap();
+    truncated.truncate(truncated.len() / 2);
+    server
+        .broker()
+        .publish(vec![
+            junk(vec![0xde, 0xad, 0xbe, 0xef]),
+            junk(truncated),
+            junk(Vec::new()),
+        ])
+        .await
+        .unwrap();
+    let after = add::s(2, 3).send_with(&server).await.unwrap();
+    let w = worker(&server);
+    assert_eq!(before.get_timeout(WAIT).await.unwrap(), 2);
+    assert_eq!(after.get_timeout(WAIT).await.unwrap(), 5);
+    eventually("three dead letters", || async {
+        server.dead_letters(&q).await.unwrap().len() == 3
+    })
+    .await;
+    for d in server.dead_letters(&q).await.unwrap() {
+        assert!(d.reason.contains("undecodable"), "{}", d.reason);
+    }
+    w.shutdown().await.unwrap();
+}
+
+pub async fn schema_mismatch_names_both<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let mut raw = add::s(1, 2).into_raw().unwrap();
+    raw.schema = "add(i64, i64, i64) -> i64".into();
+    raw.fingerprint ^= 0xff;
+    let uuid = raw.uuid;
+    server.send_raw(raw).await.unwrap();
+    let err = server
+        .result::<i64>(uuid, "conformance.add")
+        .get_timeout(WAIT)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("add(i64, i64, i64) -> i64"), "{text}");
+    assert!(text.contains(add::SCHEMA), "{text}");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn bad_args_fail<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let mut raw = add::s(1, 2).into_raw().unwrap();
+    raw.args = crate::codec::to_vec(&("one", "two"), "args").unwrap();
+    let uuid = raw.uuid;
+    server.send_raw(raw).await.unwrap();
+    let r = server.result::<i64>(uuid, "conformance.add");
+    let err = r.get_timeout(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("do not decode"), "{err}");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn delayed_tasks_wait<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("delayed");
+    let eta = SystemTime::now() + Duration::from_millis(400);
+    let r = count_then_sleep::s(k.clone(), 0)
+        .eta(eta)
+        .send_with(&server)
+        .await
+        .unwrap();
+    let delayed = server.delayed_tasks(None).await.unwrap();
+    assert!(
+        delayed.iter().any(|s| s.uuid == r.uuid()),
+        "listed as delayed"
+    );
+    r.get_timeout(WAIT).await.unwrap();
+    assert!(SystemTime::now() >= eta, "never before its ETA");
+    assert!(server.delayed_tasks(None).await.unwrap().is_empty());
+    w.shutdown().await.unwrap();
+}
+
+pub async fn pending_tasks_listed<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let q = server.config().default_queue.clone();
+    let a = add::s(1, 1).send_with(&server).await.unwrap();
+    let b = add::s(2, 2).send_with(&server).await.unwrap();
+    let other = add::s(3, 3)
+        .queue("elsewhere")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let pending: Vec<Uuid> = server
+        .pending_tasks(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.uuid)
+        .collect();
+    assert_eq!(pending, vec![a.uuid(), b.uuid()]);
+    let elsewhere: Vec<Uuid> = server
+        .pending_tasks("elsewhere")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.uuid)
+        .collect();
+    assert_eq!(elsewhere, vec![other.uuid()]);
+}
+
+pub async fn priority_runs_first<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("prio");
+    let mut results = Vec::new();
+    for (item, prio) in [("low-1", 0), ("low-2", 0), ("high", 9), ("mid", 5)] {
+        results.push(
+            record::s(k.clone(), item.into())
+                .priority(prio)
+                .send_with(&server)
+                .await
+                .unwrap(),
+        );
+    }
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(1)
+        .prefetch(1)
+        .spawn()
+        .unwrap();
+    for r in &results {
+        r.get_timeout(WAIT).await.unwrap();
+    }
+    assert_eq!(tasks::log(&k), ["high", "mid", "low-1", "low-2"]);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn several_queues<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let a = add::s(1, 1)
+        .queue("alpha")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let b = add::s(2, 2).queue("beta").send_with(&server).await.unwrap();
+    let c = add::s(3, 3)
+        .queue("gamma")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let w = Worker::auto()
+        .server(&server)
+        .queue("alpha")
+        .queue("beta")
+        .spawn()
+        .unwrap();
+    assert_eq!(a.get_timeout(WAIT).await.unwrap(), 2);
+    assert_eq!(b.get_timeout(WAIT).await.unwrap(), 4);
+    assert!(matches!(
+        c.get_timeout(Duration::from_millis(300)).await,
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(c.state().await.unwrap(), State::Pending);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn result_ttl_expires<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.results_expire_in = 1;
+    let server = h.server(config).await;
+    let w = worker(&server);
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    eventually("state expired", || async {
+        matches!(r.state().await, Err(Error::ResultMissing(_)))
+    })
+    .await;
+    assert!(matches!(
+        r.get_timeout(WAIT).await,
+        Err(Error::ResultMissing(_))
+    ));
+    w.shutdown().await.unwrap();
+}
+
+pub async fn results_kept_forever<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.results_expire_in = 0;
+    let server = h.server(config).await;
+    let w = worker(&server);
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn graceful_shutdown_loses_nothing<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("graceful");
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(2)
+        .prefetch(1)
+        .spawn()
+        .unwrap();
+    let mut results = Vec::new();
+    for _ in 0..6 {
+        results.push(
+            count_then_sleep::s(k.clone(), 300)
+                .send_with(&server)
+                .await
+                .unwrap(),
+        );
+    }
+    eventually("two running", || async { tasks::count(&k) == 2 }).await;
+    w.shutdown().await.unwrap();
+    // The two running tasks finished and stored their results; the rest still wait.
+    let mut done = 0;
+    let mut pending = 0;
+    for r in &results {
+        match r.state().await.unwrap() {
+            State::Success => done += 1,
+            State::Pending => pending += 1,
+            s => panic!("unexpected state {s}"),
+        }
+    }
+    assert_eq!((done, pending), (2, 4));
+    let q = server.config().default_queue.clone();
+    assert_eq!(server.pending_tasks(&q).await.unwrap().len(), 4);
+    let w = worker(&server);
+    for r in &results {
+        r.get_timeout(WAIT).await.unwrap();
+    }
+    w.shutdown().await.unwrap();
+}
+
+pub async fn abort_hands_tasks_back<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("abort");
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(1)
+        .prefetch(1)
+        .spawn()
+        .unwrap();
+    let r = gate::s(k.clone()).send_with(&server).await.unwrap();
+    eventually("gate running", || async { tasks::count(&k) == 1 }).await;
+    w.abort().await.unwrap();
+    let q = server.config().default_queue.clone();
+    let pending: Vec<Uuid> = server
+        .pending_tasks(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.uuid)
+        .collect();
+    assert_eq!(
+        pending,
+        vec![r.uuid()],
+        "the unfinished task is back in its queue"
+    );
+    tasks::open(&k);
+    let w = worker(&server);
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), k);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn hooks_run<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let before = Arc::new(AtomicUsize::new(0));
+    let after = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let (b, a, e) = (before.clone(), after.clone(), errors.clone());
+    let w = Worker::auto()
+        .server(&server)
+        .before_task(move |_| {
+            b.fetch_add(1, Ordering::SeqCst);
+        })
+        .after_task(move |_, _| {
+            a.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_error(move |_, msg| {
+            assert_eq!(msg, "hooked");
+            e.fetch_add(1, Ordering::SeqCst);
+        })
+        .spawn()
+        .unwrap();
+    add::s(1, 1)
+        .send_with(&server)
+        .await
+        .unwrap()
+        .get_timeout(WAIT)
+        .await
+        .unwrap();
+    let _ = fail::s("hooked".into())
+        .send_with(&server)
+        .await
+        .unwrap()
+        .get_timeout(WAIT)
+        .await;
+    eventually("hooks ran", || async { after.load(Ordering::SeqCst) == 2 }).await;
+    assert_eq!(before.load(Ordering::SeqCst), 2);
+    assert_eq!(errors.load(Ordering::SeqCst), 1);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn context_is_visible<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = Worker::auto()
+        .server(&server)
+        .queue("ctxq")
+        .spawn()
+        .unwrap();
+    let r = context::s()
+        .header("x", "42")
+        .retries(4)
+        .queue("ctxq")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let (name, header, left, queue) = r.get_timeout(WAIT).await.unwrap();
+    assert_eq!(name, "conformance.context");
+    assert_eq!(header.as_deref(), Some("42"));
+    assert_eq!(left, 4);
+    assert_eq!(queue, "ctxq");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn blocking_tasks_run<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = blocking_add::s(20, 22).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 42);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn concurrency_is_bounded<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("bounded");
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(2)
+        .spawn()
+        .unwrap();
+    let mut rs = Vec::new();
+    for _ in 0..6 {
+        rs.push(occupy::s(k.clone(), 100).send_with(&server).await.unwrap());
+    }
+    for r in &rs {
+        r.get_timeout(WAIT).await.unwrap();
+    }
+    assert_eq!(tasks::peak(&k), 2);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn unlimited_concurrency<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("unbounded");
+    let mut rs = Vec::new();
+    for _ in 0..100 {
+        rs.push(
+            occupy::s(k.clone(), 1_000)
+                .send_with(&server)
+                .await
+                .unwrap(),
+        );
+    }
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(0)
+        .prefetch(16)
+        .spawn()
+        .unwrap();
+    for r in &rs {
+        r.get_timeout(WAIT).await.unwrap();
+    }
+    assert_eq!(tasks::peak(&k), 100, "all ran at once");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn message_too_large<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.max_message_bytes = 2048;
+    let server = h.server(config).await;
+    let err = record::s(key("big"), "x".repeat(4096))
+        .send_with(&server)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { limit: 2048, .. }),
+        "{err}"
+    );
+}
+
+pub async fn get_timeout_is_distinct<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let r = add::s(1, 1).send_with(&server).await.unwrap();
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(100)).await,
+        Err(Error::Timeout(_))
+    ));
+    let missing = server.result::<i64>(Uuid::now_v7(), "conformance.add");
+    assert!(matches!(
+        missing.get_timeout(WAIT).await,
+        Err(Error::ResultMissing(_))
+    ));
+}
+
+pub async fn dead_letters_requeue_and_purge<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let q = server.config().default_queue.clone();
+    let broker = server.broker().clone();
+    broker
+        .publish(vec![Outgoing {
+            uuid: Uuid::nil(),
+            queue: q.clone(),
+            eta: None,
+            priority: 0,
+            payload: vec![1, 2, 3],
+        }])
+        .await
+        .unwrap();
+    let d = broker
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap();
+    broker.dead_letter(&d[0], "test reason").await.unwrap();
+    let dead = server.dead_letters(&q).await.unwrap();
+    assert_eq!(
+        (
+            dead.len(),
+            dead[0].reason.as_str(),
+            dead[0].payload.as_slice()
+        ),
+        (1, "test reason", &[1u8, 2, 3][..])
+    );
+    assert_eq!(server.requeue_dead_letters(&q).await.unwrap(), 1);
+    let d = broker
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(d[0].payload, vec![1, 2, 3]);
+    broker.dead_letter(&d[0], "again").await.unwrap();
+    assert_eq!(server.purge_dead_letters(&q).await.unwrap(), 1);
+    assert!(server.dead_letters(&q).await.unwrap().is_empty());
+}
+
+pub async fn lease_expiry_redelivers<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.visibility_timeout = 1;
+    let server = h.server(config).await;
+    let q = server.config().default_queue.clone();
+    let broker = server.broker().clone();
+    add::s(1, 1).send_with(&server).await.unwrap();
+    let first = broker
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(first[0].delivery_count, 1);
+    // Not acked: after the visibility timeout it comes back, counted.
+    let second = broker
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].delivery_count, 2);
+    assert_eq!(second[0].payload, first[0].payload);
+    // The first holder lost its lease: fenced.
+    assert!(matches!(
+        broker.ack(&first[0]).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(broker.extend(&first).await.unwrap(), vec![false]);
+    broker.ack(&second[0]).await.unwrap();
+}
+
+pub async fn heartbeat_keeps_lease<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.visibility_timeout = 1;
+    let server = h.server(config).await;
+    let k = key("long");
+    let w = worker(&server);
+    // Runs for three visibility timeouts; heartbeats keep it from being redelivered.
+    let r = count_then_sleep::s(k.clone(), 3_000)
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 1);
+    assert_eq!(tasks::count(&k), 1, "ran once");
+    w.shutdown().await.unwrap();
+}

@@ -1,0 +1,269 @@
+//! Running one delivery: decode, check, run, settle.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::broker::{Completion, Delivery, Outgoing};
+use crate::codec;
+use crate::context::TaskContext;
+use crate::error::Result;
+use crate::registry::{Invocation, TaskEntry};
+use crate::result::{State, TaskState};
+use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
+use crate::signature::{RawSignature, to_ms};
+use crate::task_error::TaskError;
+
+use super::panic_message;
+use super::run::Shared;
+
+pub(crate) async fn process(
+    shared: Arc<Shared>,
+    delivery: Delivery,
+    raw: Result<RawSignature>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::error!(queue = %delivery.queue, error = %e, "message does not decode; moving it to the dead-letter queue");
+            dead_letter(&shared, &delivery, &format!("undecodable message: {e}")).await;
+            return;
+        }
+    };
+    let config = shared.server.config();
+    if delivery.delivery_count > config.max_deliveries {
+        let reason = format!(
+            "delivered {} times (max_deliveries = {}): the workers running it keep dying or losing it",
+            delivery.delivery_count, config.max_deliveries
+        );
+        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, reason, "moving task to the dead-letter queue");
+        fail_and_dead_letter(&shared, &delivery, &raw, &reason).await;
+        return;
+    }
+    let Some(entry) = shared.registry.get(&raw.name).copied() else {
+        unregistered(&shared, &delivery, &raw).await;
+        return;
+    };
+    let ctx = TaskContext {
+        uuid: raw.uuid,
+        name: raw.name.clone(),
+        retried: raw.retried,
+        retries_left: raw.retry_count,
+        delivery_count: delivery.delivery_count,
+        headers: raw.headers.clone(),
+        group_uuid: raw.group_uuid,
+        queue: delivery.queue.clone(),
+    };
+    let outcome = if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint {
+        Err(TaskError::fatal(format!(
+            "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
+             (producers and workers run different versions of the task)",
+            raw.schema, entry.schema
+        )))
+    } else {
+        let mut started = TaskState::new(raw.uuid, raw.name.clone(), State::Started);
+        started.retried = raw.retried;
+        started.group_uuid = raw.group_uuid;
+        if let Err(e) = shared
+            .server
+            .backend()
+            .store(std::slice::from_ref(&started))
+            .await
+        {
+            tracing::warn!(task.id = %raw.uuid, error = %e, "could not record STARTED");
+        }
+        shared.hooks.before(&ctx);
+        run(&entry, &raw, ctx.clone()).await
+    };
+    drop(permit);
+    let (state, publish) = settle_outcome(&shared, &raw, &ctx, outcome);
+    shared.hooks.after(&ctx, &state);
+    let Some(delivery) = shared.settle(&delivery.receipt) else {
+        return;
+    };
+    let completion = Completion {
+        delivery,
+        state,
+        also_store: Vec::new(),
+        publish,
+        group: None,
+    };
+    if shared.completions.send(completion).await.is_err() {
+        tracing::error!(task.id = %raw.uuid, "worker is stopping; the completion is lost and the task will run again");
+    }
+}
+
+async fn run(
+    entry: &TaskEntry,
+    raw: &RawSignature,
+    ctx: TaskContext,
+) -> std::result::Result<Vec<u8>, TaskError> {
+    let invocation = Invocation {
+        args: raw.args.clone(),
+        ctx,
+    };
+    let fut = AssertUnwindSafe((entry.handler)(invocation)).catch_unwind();
+    let joined = match entry.timeout() {
+        Some(limit) => match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(TaskError::msg(format!(
+                    "task exceeded its time limit of {limit:?} and was cancelled"
+                )));
+            }
+        },
+        None => fut.await,
+    };
+    match joined {
+        Ok(outcome) => outcome,
+        Err(payload) => Err(TaskError::msg(format!(
+            "task panicked: {}",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
+/// Turns a run's outcome into the state to store and the messages to publish.
+fn settle_outcome(
+    shared: &Shared,
+    raw: &RawSignature,
+    ctx: &TaskContext,
+    outcome: std::result::Result<Vec<u8>, TaskError>,
+) -> (TaskState, Vec<Outgoing>) {
+    let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Success);
+    state.retried = raw.retried;
+    state.group_uuid = raw.group_uuid;
+    let mut publish = Vec::new();
+    match outcome {
+        Ok(result) => {
+            for cb in &raw.on_success {
+                let mut cb = cb.clone();
+                if !cb.immutable {
+                    match codec::append_arg(&cb.args, &result) {
+                        Ok(args) => cb.args = args,
+                        Err(e) => {
+                            tracing::error!(task.id = %raw.uuid, error = %e, "cannot pass the result to a success callback");
+                            continue;
+                        }
+                    }
+                }
+                push_outgoing(shared, &mut publish, cb);
+            }
+            state.result = Some(result);
+        }
+        Err(err) => {
+            let message = err.message().to_owned();
+            shared.hooks.on_error(ctx, &message);
+            let can_retry = !err.is_fatal() && raw.retry_count > 0;
+            if can_retry {
+                let delay = err.retry_delay().unwrap_or_else(|| {
+                    let base = if raw.retry_timeout == 0 {
+                        DEFAULT_RETRY_BASE
+                    } else {
+                        Duration::from_millis(raw.retry_timeout)
+                    };
+                    let cap = Duration::from_secs(shared.server.config().retry_max_delay);
+                    fibonacci_delay(raw.retried, base, cap)
+                });
+                tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, error = %message, retry_in = ?delay, retries_left = raw.retry_count - 1, "task failed; retrying");
+                let mut next = raw.clone();
+                next.retry_count -= 1;
+                next.retried += 1;
+                next.eta = Some(to_ms(SystemTime::now() + delay));
+                state.state = State::Retry;
+                state.error = Some(message);
+                push_outgoing(shared, &mut publish, next);
+            } else {
+                tracing::error!(task.id = %raw.uuid, task.name = %raw.name, error = %message, "task failed");
+                let text = codec::to_vec(&message, "error text").unwrap_or_default();
+                for cb in &raw.on_error {
+                    let mut cb = cb.clone();
+                    match codec::prepend_arg(&cb.args, &text) {
+                        Ok(args) => cb.args = args,
+                        Err(e) => {
+                            tracing::error!(task.id = %raw.uuid, error = %e, "cannot pass the error to an error callback");
+                            continue;
+                        }
+                    }
+                    push_outgoing(shared, &mut publish, cb);
+                }
+                state.state = State::Failure;
+                state.error = Some(message);
+            }
+        }
+    }
+    (state, publish)
+}
+
+fn push_outgoing(shared: &Shared, publish: &mut Vec<Outgoing>, mut sig: RawSignature) {
+    match shared.server.outgoing(&mut sig) {
+        Ok(o) => publish.push(o),
+        Err(e) => {
+            tracing::error!(task.id = %sig.uuid, task.name = %sig.name, error = %e, "cannot publish follow-up task")
+        }
+    }
+}
+
+async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &str) {
+    let Some(delivery) = shared.settle(&delivery.receipt) else {
+        return;
+    };
+    if let Err(e) = shared.server.broker().dead_letter(&delivery, reason).await {
+        tracing::error!(error = %e, "could not dead-letter a message; it will be delivered again");
+    }
+}
+
+async fn fail_and_dead_letter(
+    shared: &Shared,
+    delivery: &Delivery,
+    raw: &RawSignature,
+    reason: &str,
+) {
+    let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Failure);
+    state.error = Some(reason.to_owned());
+    state.retried = raw.retried;
+    state.group_uuid = raw.group_uuid;
+    if let Err(e) = shared
+        .server
+        .backend()
+        .store(std::slice::from_ref(&state))
+        .await
+    {
+        tracing::warn!(task.id = %raw.uuid, error = %e, "could not record FAILURE");
+    }
+    dead_letter(shared, delivery, reason).await;
+}
+
+async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) {
+    if raw.ignore_when_not_registered {
+        tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
+        if let Some(d) = shared.settle(&delivery.receipt)
+            && let Err(e) = shared.server.broker().ack(&d).await
+        {
+            tracing::warn!(error = %e, "could not drop the message");
+        }
+        return;
+    }
+    let limit = shared.server.config().unregistered_requeues;
+    if delivery.delivery_count <= limit {
+        tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, delivery = delivery.delivery_count, limit, "no such task on this worker; requeueing for another worker");
+        let Some(d) = shared.settle(&delivery.receipt) else {
+            return;
+        };
+        let delay = Duration::from_millis(200) * delivery.delivery_count;
+        if let Err(e) = shared.server.broker().release(&d, Some(delay)).await {
+            tracing::warn!(error = %e, "could not requeue the message");
+        }
+    } else {
+        let reason = format!(
+            "task `{}` is not registered on any worker that received it ({} deliveries)",
+            raw.name, delivery.delivery_count
+        );
+        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, "{reason}; moving it to the dead-letter queue");
+        fail_and_dead_letter(shared, delivery, raw, &reason).await;
+    }
+}

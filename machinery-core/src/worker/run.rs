@@ -1,0 +1,377 @@
+//! The worker's loops: fetching, heartbeats, settling completions, shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Completion, Delivery};
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::result::{State, TaskState};
+use crate::server::Server;
+use crate::signature::RawSignature;
+
+use super::{Hooks, Worker, process};
+
+/// The longest a fetch blocks, so the loop notices a stop request promptly.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// The most completions settled in one engine call.
+const COMPLETION_BATCH: usize = 256;
+
+/// A delivery the worker holds, with the task running it.
+pub(crate) struct Slot {
+    pub(crate) delivery: Delivery,
+    pub(crate) abort: Option<AbortHandle>,
+}
+
+/// What every task of one worker shares.
+pub(crate) struct Shared {
+    pub(crate) server: Server,
+    pub(crate) registry: Registry,
+    pub(crate) hooks: Hooks,
+    pub(crate) worker: String,
+    inflight: Mutex<HashMap<String, Slot>>,
+    pub(crate) completions: mpsc::Sender<Completion>,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes ownership of settling a delivery. `None` when shutdown already handed it
+    /// back, in which case the caller must not ack, release or dead-letter it.
+    pub(crate) fn settle(&self, receipt: &str) -> Option<Delivery> {
+        self.slots().remove(receipt).map(|s| s.delivery)
+    }
+}
+
+pub(crate) struct Runner {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    grace: Duration,
+    tracker: TaskTracker,
+    fetcher: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    completer: JoinHandle<()>,
+}
+
+impl Runner {
+    pub(crate) fn start(
+        worker: Worker,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<Self> {
+        let server = match &worker.server {
+            Some(s) => s.clone(),
+            None => Server::global().map_err(|e| Error::Worker(e.to_string()))?,
+        };
+        let registry = worker.registry()?;
+        let mut queues = worker.queues.clone();
+        if queues.is_empty() {
+            queues.push(server.config().default_queue.clone());
+            for name in registry.names() {
+                if let Some(q) = registry.get(name).and_then(|e| e.options.queue)
+                    && !queues.iter().any(|have| have == q)
+                {
+                    queues.push(q.to_owned());
+                }
+            }
+        }
+        tracing::info!(
+            worker = %worker.name,
+            broker = server.broker().engine(),
+            backend = server.backend().engine(),
+            queues = ?queues,
+            concurrency = worker.concurrency,
+            tasks = ?registry.names(),
+            "worker starting"
+        );
+        let (tx, rx) = mpsc::channel(COMPLETION_BATCH * 4);
+        let shared = Arc::new(Shared {
+            server,
+            registry,
+            hooks: worker.hooks.clone(),
+            worker: worker.name.clone(),
+            inflight: Mutex::new(HashMap::new()),
+            completions: tx,
+        });
+        let tracker = TaskTracker::new();
+        let semaphore =
+            (worker.concurrency > 0).then(|| Arc::new(Semaphore::new(worker.concurrency)));
+        let fetcher = tokio::spawn(fetch_loop(
+            shared.clone(),
+            stop.clone(),
+            tracker.clone(),
+            semaphore,
+            queues,
+            worker.prefetch,
+        ));
+        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+        let completer = tokio::spawn(complete_loop(shared.clone(), rx));
+        Ok(Runner {
+            shared,
+            stop,
+            abort,
+            grace: worker.grace,
+            tracker,
+            fetcher,
+            heartbeat,
+            completer,
+        })
+    }
+
+    /// Runs until stopped, then shuts down gracefully.
+    pub(crate) async fn wait(self) -> Result<()> {
+        let Runner {
+            shared,
+            stop,
+            abort,
+            grace,
+            tracker,
+            fetcher,
+            heartbeat,
+            completer,
+        } = self;
+        stop.cancelled().await;
+        let _ = fetcher.await;
+        tracker.close();
+        let running = shared.slots().len();
+        if running > 0 {
+            tracing::info!(worker = %shared.worker, running, ?grace, "waiting for running tasks");
+        }
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!(worker = %shared.worker, "grace period over; handing unfinished tasks back");
+            }
+            () = abort.cancelled() => {
+                tracing::warn!(worker = %shared.worker, "aborting; handing unfinished tasks back");
+            }
+        }
+        let leftovers: Vec<Slot> = shared.slots().drain().map(|(_, s)| s).collect();
+        let mut first_error = None;
+        for slot in leftovers {
+            if let Some(a) = &slot.abort {
+                a.abort();
+            }
+            if let Err(e) = shared.server.broker().release(&slot.delivery, None).await {
+                tracing::error!(error = %e, "could not hand a delivery back; it returns after the visibility timeout");
+                first_error.get_or_insert(e);
+            }
+        }
+        tracker.wait().await;
+        // Every task has ended, so every completion is queued: close the channel and let
+        // the completer drain it.
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        drop(shared);
+        let _ = completer.await;
+        tracing::info!("worker stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+pub(crate) async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
+    let mut count = 0;
+    loop {
+        if !next_signal().await {
+            return;
+        }
+        count += 1;
+        if count == 1 {
+            tracing::info!("shutdown requested; finishing running tasks (signal again to abort)");
+            stop.cancel();
+        } else {
+            tracing::warn!("second signal; aborting running tasks");
+            abort.cancel();
+            return;
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return false;
+    };
+    tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
+}
+
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    semaphore: Option<Arc<Semaphore>>,
+    queues: Vec<String>,
+    prefetch: usize,
+) {
+    let broker = shared.server.broker().clone();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut permits: Option<OwnedSemaphorePermit> = None;
+        let max = match &semaphore {
+            Some(sem) => {
+                let first = tokio::select! {
+                    p = sem.clone().acquire_owned() => p,
+                    () = stop.cancelled() => return,
+                };
+                let Ok(mut first) = first else { return };
+                let extra = sem.available_permits().min(prefetch.saturating_sub(1));
+                let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+                if extra > 0
+                    && let Ok(more) = sem.clone().try_acquire_many_owned(extra)
+                {
+                    first.merge(more);
+                }
+                let n = first.num_permits();
+                permits = Some(first);
+                n
+            }
+            None => prefetch,
+        };
+        let fetched = tokio::select! {
+            r = broker.fetch(&queues, max, FETCH_WAIT) => r,
+            () = stop.cancelled() => return,
+        };
+        let batch = match fetched {
+            Ok(b) => {
+                backoff = Duration::from_millis(50);
+                b
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "fetch failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut received = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let raw = RawSignature::decode(&delivery.payload);
+            if let Ok(raw) = &raw {
+                let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Received);
+                state.retried = raw.retried;
+                state.group_uuid = raw.group_uuid;
+                received.push(state);
+            }
+            decoded.push((delivery, raw));
+        }
+        if let Err(e) = shared.server.backend().store(&received).await {
+            tracing::warn!(error = %e, "could not record RECEIVED states");
+        }
+        for (delivery, raw) in decoded {
+            let permit = permits.as_mut().and_then(|p| p.split(1));
+            let receipt = delivery.receipt.clone();
+            shared.slots().insert(
+                receipt.clone(),
+                Slot {
+                    delivery: delivery.clone(),
+                    abort: None,
+                },
+            );
+            let handle = tracker.spawn(process::process(shared.clone(), delivery, raw, permit));
+            if let Some(slot) = shared.slots().get_mut(&receipt) {
+                slot.abort = Some(handle.abort_handle());
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let broker = shared.server.broker().clone();
+    let every = (broker.visibility_timeout() / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let held: Vec<Delivery> = shared
+            .slots()
+            .values()
+            .map(|s| s.delivery.clone())
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        match broker.extend(&held).await {
+            Ok(alive) => {
+                for (d, ok) in held.iter().zip(alive) {
+                    if !ok {
+                        tracing::warn!(queue = %d.queue, receipt = %d.receipt, "lease lost: the task may run on another worker too; its result will not be written by this one");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) {
+    let broker = shared.server.broker().clone();
+    let backend = shared.server.backend().clone();
+    let give_up_after = broker.visibility_timeout();
+    // The channel closes once shutdown dropped every other `Shared`; this loop must not
+    // keep one.
+    drop(shared);
+    let mut batch = Vec::with_capacity(COMPLETION_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < COMPLETION_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        let started = tokio::time::Instant::now();
+        loop {
+            match broker.complete(batch.clone(), backend.as_ref()).await {
+                Ok(results) => {
+                    for (c, r) in batch.iter().zip(results) {
+                        if let Err(e) = r {
+                            tracing::warn!(task.id = %c.state.uuid, task.name = %c.state.name, error = %e, "completion not recorded");
+                        }
+                    }
+                    break;
+                }
+                Err(e) if started.elapsed() >= give_up_after => {
+                    tracing::error!(error = %e, tasks = batch.len(), "could not record completions before the leases ran out; the broker will deliver these tasks again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, tasks = batch.len(), "could not record completions; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}

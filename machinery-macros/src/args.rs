@@ -1,0 +1,364 @@
+//! Parsing of the attribute's options: `#[task(name = "...", queue = "...", ...)]`.
+
+use proc_macro2::{TokenStream, TokenTree};
+use syn::meta::ParseNestedMeta;
+use syn::parse::Parser;
+use syn::{Expr, Ident, Lit};
+
+use crate::validate::Ctxt;
+
+/// The options a `#[task(...)]` attribute accepts, in the order the docs list them.
+const OPTIONS: &[&str] = &["name", "queue", "retries", "retry_timeout", "timeout"];
+
+/// The options given in `#[task(...)]`; `None` where the option was not given.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct TaskArgs {
+    /// `name = "..."`: the registered name.
+    pub name: Option<String>,
+    /// `queue = "..."`: the default queue.
+    pub queue: Option<String>,
+    /// `retries = N`: how many times a failed run is retried.
+    pub retries: Option<u32>,
+    /// `retry_timeout = ...`, in milliseconds: the first retry delay.
+    pub retry_timeout_ms: Option<u64>,
+    /// `timeout = ...`, in milliseconds: the time limit of one run.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Parses the attribute's tokens, recording every problem in `cx` and keeping what parsed.
+pub(crate) fn parse(attr: TokenStream, cx: &mut Ctxt) -> TaskArgs {
+    let mut args = TaskArgs::default();
+    let parser = syn::meta::parser(|meta| args.parse_option(meta, cx));
+    if let Err(err) = parser.parse2(attr) {
+        cx.syn_error(err);
+    }
+    args
+}
+
+impl TaskArgs {
+    /// One `key = value` pair. Problems with a value are recorded and the value skipped, so
+    /// that one bad option does not hide the next; only malformed syntax stops the parse.
+    fn parse_option(&mut self, meta: ParseNestedMeta, cx: &mut Ctxt) -> syn::Result<()> {
+        let Some(key) = meta.path.get_ident().cloned() else {
+            cx.error_spanned_by(&meta.path, unknown_option(&path_text(&meta.path)));
+            return skip_value(&meta);
+        };
+        match key.to_string().as_str() {
+            "name" => set(
+                cx,
+                &key,
+                &mut self.name,
+                parse_string(&meta, &key, "name = \"math.add\"")?,
+            ),
+            "queue" => set(
+                cx,
+                &key,
+                &mut self.queue,
+                parse_string(&meta, &key, "queue = \"math\"")?,
+            ),
+            "retries" => set(cx, &key, &mut self.retries, parse_retries(&meta, &key)?),
+            "retry_timeout" => set(
+                cx,
+                &key,
+                &mut self.retry_timeout_ms,
+                parse_duration(&meta, &key)?,
+            ),
+            "timeout" => set(cx, &key, &mut self.timeout_ms, parse_duration(&meta, &key)?),
+            other => {
+                cx.error_spanned_by(&key, unknown_option(other));
+                return skip_value(&meta);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores an option's value, refusing a second one.
+fn set<T>(cx: &mut Ctxt, key: &Ident, slot: &mut Option<T>, value: syn::Result<T>) {
+    match value {
+        Ok(_) if slot.is_some() => cx.error_spanned_by(
+            key,
+            format!("duplicate `#[task]` option `{key}`: give it once"),
+        ),
+        Ok(value) => *slot = Some(value),
+        Err(err) => cx.syn_error(err),
+    }
+}
+
+fn unknown_option(key: &str) -> String {
+    let expected: Vec<String> = OPTIONS.iter().map(|o| format!("`{o}`")).collect();
+    format!(
+        "unknown `#[task]` option `{key}`: expected one of {}",
+        expected.join(", ")
+    )
+}
+
+fn path_text(path: &syn::Path) -> String {
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    segments.join("::")
+}
+
+/// Consumes the rest of an option (up to the next top-level comma).
+fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
+    meta.input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    })
+}
+
+/// Parses `= <expr>`; an error here is malformed syntax, which ends the parse.
+fn parse_value(meta: &ParseNestedMeta, key: &Ident, example: &str) -> syn::Result<Expr> {
+    if !meta.input.peek(syn::Token![=]) {
+        return Err(syn::Error::new_spanned(
+            key,
+            format!("`#[task]` option `{key}` needs a value: `{example}`"),
+        ));
+    }
+    meta.value()?.parse::<Expr>()
+}
+
+/// The outer error is malformed syntax (ends the parse); the inner one is a bad value
+/// (recorded, and the parse goes on).
+type Parsed<T> = syn::Result<syn::Result<T>>;
+
+fn parse_string(meta: &ParseNestedMeta, key: &Ident, example: &str) -> Parsed<String> {
+    let expr = parse_value(meta, key, example)?;
+    Ok(match literal(&expr) {
+        Some(Lit::Str(s)) if s.value().is_empty() => Err(syn::Error::new_spanned(
+            s,
+            format!("`{key}` must not be empty: `{example}`"),
+        )),
+        Some(Lit::Str(s)) => Ok(s.value()),
+        _ => Err(syn::Error::new_spanned(
+            &expr,
+            format!("`{key}` expects a string literal: `{example}`"),
+        )),
+    })
+}
+
+fn parse_retries(meta: &ParseNestedMeta, key: &Ident) -> Parsed<u32> {
+    let expr = parse_value(meta, key, "retries = 3")?;
+    Ok(match literal(&expr) {
+        Some(Lit::Int(n)) => n.base10_parse::<u32>().map_err(|_| {
+            syn::Error::new_spanned(n, "`retries` must be an integer from 0 to 4294967295")
+        }),
+        _ => Err(syn::Error::new_spanned(
+            &expr,
+            "`retries` expects a non-negative integer literal: `retries = 3`",
+        )),
+    })
+}
+
+fn parse_duration(meta: &ParseNestedMeta, key: &Ident) -> Parsed<u64> {
+    let example = format!("{key} = \"30s\"");
+    let expr = parse_value(meta, key, &example)?;
+    Ok(match literal(&expr) {
+        Some(Lit::Str(s)) => duration_ms(&s.value()).map_err(|m| error_for(s, key, &m)),
+        // `30` means seconds; `500ms` lexes as an integer with the suffix `ms`.
+        Some(Lit::Int(n)) => {
+            let text = format!("{}{}", n.base10_digits(), n.suffix());
+            let text = if n.suffix().is_empty() {
+                format!("{text}s")
+            } else {
+                text
+            };
+            duration_ms(&text).map_err(|m| error_for(n, key, &m))
+        }
+        _ => Err(syn::Error::new_spanned(
+            &expr,
+            format!(
+                "`{key}` expects a duration: an integer number of seconds or a string such as \"500ms\", \"2s\", \"5m\" or \"1h\""
+            ),
+        )),
+    })
+}
+
+fn error_for(tokens: impl quote::ToTokens, key: &Ident, message: &str) -> syn::Error {
+    syn::Error::new_spanned(tokens, format!("invalid `{key}`: {message}"))
+}
+
+fn literal(expr: &Expr) -> Option<&Lit> {
+    match expr {
+        Expr::Lit(lit) => Some(&lit.lit),
+        Expr::Group(group) => literal(&group.expr),
+        _ => None,
+    }
+}
+
+/// Parses a duration written as a whole number followed by `ms`, `s`, `m` or `h`, into
+/// milliseconds. Zero is refused: a zero timeout or retry delay is always a mistake.
+pub(crate) fn duration_ms(text: &str) -> Result<u64, String> {
+    let hint = "expected a whole number followed by `ms`, `s`, `m` or `h`, such as \"500ms\", \"2s\", \"5m\" or \"1h\"";
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!("`{text}` is not a duration: {hint}"));
+    }
+    let factor: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => return Err(format!("`{text}` has no unit: {hint}")),
+        _ if unit.chars().all(|c| c.is_ascii_alphabetic()) => {
+            return Err(format!("`{text}` has an unknown unit `{unit}`: {hint}"));
+        }
+        _ => return Err(format!("`{text}` is not a duration: {hint}")),
+    };
+    let too_large = || format!("`{text}` is too large");
+    let value: u64 = digits.parse().map_err(|_| too_large())?;
+    if value == 0 {
+        return Err("the duration must be greater than zero".to_owned());
+    }
+    value.checked_mul(factor).ok_or_else(too_large)
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn parse_ok(attr: TokenStream) -> TaskArgs {
+        let mut cx = Ctxt::new();
+        let args = parse(attr, &mut cx);
+        if let Err(errors) = cx.check() {
+            let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("unexpected errors: {messages:?}");
+        }
+        args
+    }
+
+    fn parse_err(attr: TokenStream) -> Vec<String> {
+        let mut cx = Ctxt::new();
+        parse(attr, &mut cx);
+        match cx.check() {
+            Ok(()) => panic!("expected errors"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_attribute() {
+        assert_eq!(parse_ok(quote!()), TaskArgs::default());
+    }
+
+    #[test]
+    fn all_options() {
+        let args = parse_ok(quote!(
+            name = "math.add",
+            queue = "math",
+            retries = 3,
+            retry_timeout = "2s",
+            timeout = 30,
+        ));
+        assert_eq!(
+            args,
+            TaskArgs {
+                name: Some("math.add".into()),
+                queue: Some("math".into()),
+                retries: Some(3),
+                retry_timeout_ms: Some(2_000),
+                timeout_ms: Some(30_000),
+            }
+        );
+    }
+
+    #[test]
+    fn suffixed_integer_durations() {
+        let args = parse_ok(quote!(retry_timeout = 500ms, timeout = 2m));
+        assert_eq!(args.retry_timeout_ms, Some(500));
+        assert_eq!(args.timeout_ms, Some(120_000));
+    }
+
+    #[test]
+    fn unknown_option_lists_the_valid_ones() {
+        let errors = parse_err(quote!(nmae = "x"));
+        assert_eq!(
+            errors,
+            [
+                "unknown `#[task]` option `nmae`: expected one of `name`, `queue`, `retries`, `retry_timeout`, `timeout`"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_option() {
+        let errors = parse_err(quote!(queue = "a", queue = "b"));
+        assert_eq!(errors, ["duplicate `#[task]` option `queue`: give it once"]);
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let errors = parse_err(quote!(
+            bogus = 1 + 2,
+            name = "",
+            retries = -1,
+            timeout = "0s",
+            retry_timeout = "soon",
+            queue = 5
+        ));
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert!(errors[0].starts_with("unknown `#[task]` option `bogus`"));
+        assert_eq!(errors[1], "`name` must not be empty: `name = \"math.add\"`");
+        assert_eq!(
+            errors[2],
+            "`retries` expects a non-negative integer literal: `retries = 3`"
+        );
+        assert_eq!(
+            errors[3],
+            "invalid `timeout`: the duration must be greater than zero"
+        );
+        assert!(errors[4].starts_with("invalid `retry_timeout`: `soon` is not a duration"));
+        assert_eq!(
+            errors[5],
+            "`queue` expects a string literal: `queue = \"math\"`"
+        );
+    }
+
+    #[test]
+    fn option_without_value() {
+        let errors = parse_err(quote!(name));
+        assert_eq!(
+            errors,
+            ["`#[task]` option `name` needs a value: `name = \"math.add\"`"]
+        );
+    }
+
+    #[test]
+    fn retries_out_of_range() {
+        let errors = parse_err(quote!(retries = 5000000000));
+        assert_eq!(
+            errors,
+            ["`retries` must be an integer from 0 to 4294967295"]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("500ms"), Ok(500));
+        assert_eq!(duration_ms("2s"), Ok(2_000));
+        assert_eq!(duration_ms("5m"), Ok(300_000));
+        assert_eq!(duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(duration_ms("007s"), Ok(7_000));
+    }
+
+    #[test]
+    fn bad_durations() {
+        for text in [
+            "", "s", "10", "10 s", "1.5s", "-1s", "10d", "2S", "0ms", "0h",
+        ] {
+            assert!(duration_ms(text).is_err(), "{text:?} should be refused");
+        }
+        assert!(duration_ms("99999999999999999999s").is_err());
+        assert!(duration_ms("18446744073709551615h").is_err());
+    }
+}

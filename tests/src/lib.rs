@@ -1,0 +1,1 @@
+//! End-to-end tests of Machinery for Rust; the tests live in `tests/tests/`.
