@@ -6,8 +6,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::broker::{GroupMember, Outgoing};
 use crate::error::Result;
 use crate::result::TaskState;
+
+/// What a chord's members left, read once when its callback runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChordOutcome {
+    /// The encoded result of each member, in member order (all present when no member
+    /// failed).
+    pub results: Vec<Vec<u8>>,
+    /// The first member that failed: its index, task name and error text.
+    pub failure: Option<(u32, String, String)>,
+}
 
 /// Where task states and results are kept, each for the results TTL after its last
 /// write (forever when the TTL is 0).
@@ -34,6 +45,23 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// [`Error::ResultMissing`](crate::Error::ResultMissing) when nothing is stored for
     /// the task (unknown UUID or expired).
     async fn wait(&self, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState>;
+
+    /// Registers a chord: `count` members and the callback message, kept for the
+    /// results TTL after the last member's completion.
+    async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()>;
+
+    /// Records the final state (SUCCESS or FAILURE) of a chord member. Returns the
+    /// callback message **exactly once** over all calls for the group: when the last
+    /// member succeeded, or when the first member failed. Recording the same member
+    /// again (a redelivery) changes nothing. Refreshes the chord's TTL.
+    async fn chord_member_done(
+        &self,
+        member: &GroupMember,
+        state: &TaskState,
+    ) -> Result<Option<Outgoing>>;
+
+    /// The members' results in order, and the first failure.
+    async fn chord_outcome(&self, group: Uuid) -> Result<ChordOutcome>;
 
     /// Deletes a task's state.
     async fn forget(&self, uuid: Uuid) -> Result<()>;

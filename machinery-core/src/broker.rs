@@ -192,8 +192,14 @@ async fn complete_one<B: Broker + ?Sized>(
     states.push(c.state);
     states.extend(c.also_store);
     backend.store(&states).await?;
-    if !c.publish.is_empty() {
-        broker.publish(c.publish).await?;
+    let mut publish = c.publish;
+    if let Some(member) = &c.group
+        && let Some(callback) = backend.chord_member_done(member, &states[0]).await?
+    {
+        publish.push(callback);
+    }
+    if !publish.is_empty() {
+        broker.publish(publish).await?;
     }
     broker.ack(&c.delivery).await
 }

@@ -135,7 +135,8 @@ fn split_array(args: &[u8]) -> Result<(usize, &[u8])> {
     }
 }
 
-fn write_array_len(out: &mut Vec<u8>, n: usize) -> Result<()> {
+/// Writes a MessagePack array header for `n` elements.
+pub fn write_array_len(out: &mut Vec<u8>, n: usize) -> Result<()> {
     if n < 16 {
         out.push(0x90 | n as u8);
     } else if let Ok(n) = u16::try_from(n) {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 /// async fn whoami(ctx: TaskContext, greeting: String) -> Result<String, TaskError> {
 ///     Ok(format!("{greeting} from {} (attempt {})", ctx.name(), ctx.retried() + 1))
 /// }
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct TaskContext {

@@ -6,7 +6,7 @@
 //! ([`Broker`], [`ResultBackend`]), the worker and the in-memory engine; depend on
 //! `machinery-redis` too to run on Redis.
 //!
-//! ```
+//! ```standalone_crate
 //! use machinery_core::prelude::*;
 //!
 //! #[task]
@@ -46,12 +46,13 @@ mod task_error;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod worker;
+pub mod workflow;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use backend::ResultBackend;
+pub use backend::{ChordOutcome, ResultBackend};
 pub use broker::{Broker, Completion, DeadLetter, Delivery, GroupMember, Outgoing};
 pub use config::{Config, RedisConfig};
 pub use context::TaskContext;
@@ -67,8 +68,13 @@ pub use server::{ConnectBackend, ConnectBroker, EngineFactory};
 pub use signature::{RawSignature, Signature};
 pub use task_error::TaskError;
 pub use worker::{Worker, WorkerHandle};
+pub use workflow::{
+    Chain, ChainResult, Chord, ChordResult, ErrorCallback, Group, GroupResult, Partial, group,
+};
 
 /// The names most programs need: `use machinery_core::prelude::*;`.
 pub mod prelude {
-    pub use crate::{AsyncResult, Server, Signature, State, TaskContext, TaskError, Worker, task};
+    pub use crate::{
+        AsyncResult, Chain, Server, Signature, State, TaskContext, TaskError, Worker, group, task,
+    };
 }

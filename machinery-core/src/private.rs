@@ -17,6 +17,7 @@ pub use crate::registry::{BoxFuture, Handler, Invocation, Outcome, TaskEntry, Ta
 pub use crate::result::AsyncResult;
 pub use crate::signature::Signature;
 pub use crate::task_error::TaskError;
+pub use crate::workflow::{ErrorCallback, Partial};
 
 /// A type that can be a task argument.
 #[diagnostic::on_unimplemented(
@@ -127,6 +128,35 @@ where
 }
 
 /// Builds the typed signature of a call.
-pub fn signature<T, A: Serialize>(entry: &'static TaskEntry, args: &A) -> Signature<T> {
+pub fn signature<T, A: Serialize + ?Sized>(entry: &'static TaskEntry, args: &A) -> Signature<T> {
     Signature::for_entry(entry, rmp_serde::to_vec(args).map_err(|e| e.to_string()))
+}
+
+/// Encodes one argument; named at the argument's span with its type, right after that
+/// type's `assert_arg`, so a bad type is reported once.
+pub fn encode_arg<T: TaskArg>(value: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec(value).map_err(|e| e.to_string())
+}
+
+/// Joins encoded arguments into a positional array.
+pub fn encode_args(parts: Vec<Result<Vec<u8>, String>>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    crate::codec::write_array_len(&mut out, parts.len()).map_err(|e| e.to_string())?;
+    for part in parts {
+        out.extend_from_slice(&part?);
+    }
+    Ok(out)
+}
+
+/// Builds a workflow step missing its last argument.
+pub fn partial<L, T>(entry: &'static TaskEntry, args: Result<Vec<u8>, String>) -> Partial<L, T> {
+    Partial::new(Signature::for_entry(entry, args))
+}
+
+/// Builds an error callback missing its first argument.
+pub fn errback<F, T>(
+    entry: &'static TaskEntry,
+    args: Result<Vec<u8>, String>,
+) -> ErrorCallback<F, T> {
+    ErrorCallback::new(Signature::for_entry(entry, args))
 }

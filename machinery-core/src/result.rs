@@ -134,7 +134,7 @@ impl TaskState {
 
 /// A typed handle to the result of a sent task.
 ///
-/// ```
+/// ```standalone_crate
 /// use machinery_core::prelude::*;
 ///
 /// #[task]

@@ -68,9 +68,19 @@ pub struct RawSignature {
     /// Tasks to send with the error text when this one fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub on_error: Vec<RawSignature>,
-    /// The chord callback, sent once every member of the group succeeded.
+    /// Machinery's per-member copy of the chord callback. Chords sent by this crate keep
+    /// the callback once in the result backend instead (see
+    /// [`ResultBackend::init_chord`](crate::ResultBackend::init_chord)), so a
+    /// 10,000-member chord does not carry it 10,000 times.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chord_callback: Option<Box<RawSignature>>,
+    /// A member of a chord: its final state counts toward the chord's callback.
+    #[serde(skip_serializing_if = "is_false")]
+    pub chord: bool,
+    /// This task is the callback of chord `chord_of`: the members' results, in member
+    /// order, become its last argument.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chord_of: Option<Uuid>,
     /// Drop the message at once when no worker knows the task name.
     #[serde(skip_serializing_if = "is_false")]
     pub ignore_when_not_registered: bool,
@@ -115,6 +125,8 @@ impl Default for RawSignature {
             on_success: Vec::new(),
             on_error: Vec::new(),
             chord_callback: None,
+            chord: false,
+            chord_of: None,
             ignore_when_not_registered: false,
             schema: String::new(),
             fingerprint: 0,
@@ -196,6 +208,7 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
 ///     Ok(a + b)
 /// }
 ///
+/// # fn main() {
 /// let sig = add::s(1, 2)
 ///     .delay(Duration::from_secs(10))
 ///     .retries(3)
@@ -203,6 +216,7 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
 ///     .priority(5)
 ///     .header("tenant", "acme");
 /// assert_eq!(sig.raw().name, "add");
+/// # }
 /// ```
 pub struct Signature<T> {
     raw: RawSignature,
@@ -254,6 +268,10 @@ impl<T> Signature<T> {
             encode_error: None,
             _result: PhantomData,
         }
+    }
+
+    pub(crate) fn set_encode_error(&mut self, reason: String) {
+        self.encode_error.get_or_insert(reason);
     }
 
     /// The message as it will be sent.

@@ -30,28 +30,31 @@ use crate::model::{Return, Task, TaskFn};
 use crate::validate::{self, Ctxt};
 
 /// `#[task]`: the user's function unchanged, then either the generated module or, when
-/// anything is wrong, the errors alone.
+/// anything is wrong, the errors alone (so that the user sees those and no cascade).
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut cx = Ctxt::new();
     let options = args::parse(attr, &mut cx);
-    let generated = match syn::parse2::<TaskFn>(item.clone()) {
-        Ok(func) => {
-            let task = Task::new(&func, options);
-            validate::check(&mut cx, &task);
-            generate(&task)
-        }
+    let func = match syn::parse2::<TaskFn>(item.clone()) {
+        Ok(func) => func,
         Err(err) => {
             cx.syn_error(err);
-            TokenStream::new()
+            return with_errors(item, cx.into_errors());
         }
     };
+    let task = Task::new(&func, options);
+    validate::check(&mut cx, &task);
     match cx.check() {
-        Ok(()) => quote!(#item #generated),
-        Err(errors) => {
-            let errors = errors.iter().map(syn::Error::to_compile_error);
-            quote!(#item #(#errors)*)
+        Ok(()) => {
+            let generated = generate(&task);
+            quote!(#item #generated)
         }
+        Err(errors) => with_errors(item, errors),
     }
+}
+
+fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
+    let errors = errors.into_iter().map(syn::Error::into_compile_error);
+    quote!(#item #(#errors)*)
 }
 
 fn generate(task: &Task) -> TokenStream {
@@ -115,6 +118,15 @@ fn generate(task: &Task) -> TokenStream {
     let name_doc = format!("The name the task is registered under: `\"{name}\"`.");
     let schema_doc = format!("The task's argument schema as written: `{schema}`.");
 
+    let workflow_fns = workflow_fns(&arg_idents, &arg_tys);
+    let workflow_exports = if arg_count > 0 {
+        quote!(
+            pub use self::__machinery::{errback, partial};
+        )
+    } else {
+        TokenStream::new()
+    };
+
     quote! {
         #[doc = #mod_doc]
         #[allow(non_snake_case)]
@@ -138,7 +150,9 @@ fn generate(task: &Task) -> TokenStream {
                     options: #options,
                 };
             #[doc(inline)]
-            pub use self::__machinery::{s, send};
+            pub use self::__machinery::{s, send, si};
+            #[doc(inline)]
+            #workflow_exports
 
             ::machinery_core::__private::inventory::submit! { ENTRY }
 
@@ -166,6 +180,16 @@ fn generate(task: &Task) -> TokenStream {
                     )
                 }
 
+                /// Like `s`, but as a workflow step or callback the signature ignores
+                /// the previous step's result (it is immutable).
+                pub fn si(#(#arg_idents: #arg_tys),*)
+                    -> ::machinery_core::__private::Signature<__machinery_Output>
+                {
+                    self::s(#(#arg_idents),*).immutable()
+                }
+
+                #workflow_fns
+
                 #[doc = #send_doc]
                 pub async fn send(#(#arg_idents: #arg_tys),*) -> ::core::result::Result<
                     ::machinery_core::__private::AsyncResult<__machinery_Output>,
@@ -174,6 +198,49 @@ fn generate(task: &Task) -> TokenStream {
                     self::s(#(#arg_idents),*).send().await
                 }
             }
+        }
+    }
+}
+
+/// `partial` (all arguments but the last, for workflow steps) and `errback` (all but
+/// the first, for error callbacks), for tasks with at least one argument.
+fn workflow_fns(idents: &[&syn::Ident], tys: &[&syn::Type]) -> TokenStream {
+    let (Some(last_ty), Some(first_ty)) = (tys.last(), tys.first()) else {
+        return TokenStream::new();
+    };
+    let n = idents.len();
+    let (init_idents, init_tys) = (&idents[..n - 1], &tys[..n - 1]);
+    let (tail_idents, tail_tys) = (&idents[1..], &tys[1..]);
+    // One `encode_arg` per argument at its type's span, after repeating its assertion,
+    // so a type that cannot be an argument is reported once (see the module docs).
+    let encode = |ids: &[&syn::Ident], tys: &[&syn::Type]| {
+        let parts = ids.iter().zip(tys).map(|(id, ty)| {
+            quote_spanned!(ty.span()=> {
+                ::machinery_core::__private::assert_arg::<#ty>();
+                ::machinery_core::__private::encode_arg::<#ty>(&#id)
+            })
+        });
+        quote!(::machinery_core::__private::encode_args(
+            ::std::vec![#(#parts),*]
+        ))
+    };
+    let init = encode(init_idents, init_tys);
+    let tail = encode(tail_idents, tail_tys);
+    quote! {
+        /// A workflow step missing its last argument, which the previous step's result
+        /// supplies: `previous.then(this_task::partial(..))`.
+        pub fn partial(#(#init_idents: #init_tys),*)
+            -> ::machinery_core::__private::Partial<#last_ty, __machinery_Output>
+        {
+            ::machinery_core::__private::partial(&super::ENTRY, #init)
+        }
+
+        /// An error callback missing its first argument, which receives the failed
+        /// task's error text: `sig.on_error(this_task::errback(..))`.
+        pub fn errback(#(#tail_idents: #tail_tys),*)
+            -> ::machinery_core::__private::ErrorCallback<#first_ty, __machinery_Output>
+        {
+            ::machinery_core::__private::errback(&super::ENTRY, #tail)
         }
     }
 }

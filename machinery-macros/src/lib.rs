@@ -5,8 +5,26 @@
 //! `machinery_core`, `core` and `std`.
 //!
 //! `#[task]` keeps the function as written and adds, beside it, a module of the same
-//! name holding the task's registration ([`ENTRY`](#generated-items)) and typed senders
-//! (`s`, `send`). See [`macro@task`] for the options and the generated items.
+//! name holding the task's registration and typed senders. See [`macro@task`] for the
+//! rules, the options and the generated items.
+//!
+//! ```
+//! use machinery_core::prelude::*;
+//!
+//! #[task(queue = "math", retries = 3)]
+//! async fn add(a: i64, b: i64) -> Result<i64, TaskError> {
+//!     Ok(a + b)
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), machinery_core::Error> {
+//!     let server = Server::memory();
+//!     let worker = Worker::new().task(add::ENTRY).server(&server).spawn()?;
+//!     let sum = add::s(1, 2).send_with(&server).await?.get().await?;
+//!     assert_eq!(sum, 3);
+//!     worker.shutdown().await
+//! }
+//! ```
 
 mod args;
 mod expand;

@@ -27,6 +27,11 @@ impl Ctxt {
         self.errors.push(err);
     }
 
+    /// The recorded errors.
+    pub(crate) fn into_errors(self) -> Vec<syn::Error> {
+        self.errors
+    }
+
     /// The recorded errors, if any.
     pub(crate) fn check(self) -> Result<(), Vec<syn::Error>> {
         if self.errors.is_empty() {

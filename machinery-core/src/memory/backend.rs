@@ -8,8 +8,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::backend::ResultBackend;
+use crate::backend::{ChordOutcome, ResultBackend};
+use crate::broker::{GroupMember, Outgoing};
 use crate::error::{Error, Result};
+use crate::result::State;
 use crate::result::TaskState;
 
 /// The in-memory result backend. See the [module docs](crate::memory).
@@ -18,9 +20,19 @@ pub struct MemoryBackend {
     ttl: Option<Duration>,
 }
 
+struct Chord {
+    count: u32,
+    callback: Outgoing,
+    results: HashMap<u32, Vec<u8>>,
+    failure: Option<(u32, String, String)>,
+    fired: bool,
+    expires: Option<Instant>,
+}
+
 #[derive(Default)]
 struct Inner {
     states: HashMap<Uuid, Stored>,
+    chords: HashMap<Uuid, Chord>,
     waiters: HashMap<Uuid, Arc<Notify>>,
     writes: u64,
 }
@@ -95,6 +107,9 @@ impl ResultBackend for MemoryBackend {
             inner
                 .states
                 .retain(|_, s| s.expires.is_none_or(|e| e > now));
+            inner
+                .chords
+                .retain(|_, c| c.expires.is_none_or(|e| e > now));
         }
         Ok(())
     }
@@ -133,6 +148,82 @@ impl ResultBackend for MemoryBackend {
                 None => woken.await,
             }
         }
+    }
+
+    async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()> {
+        let expires = self.ttl.map(|t| Instant::now() + t);
+        self.lock().chords.insert(
+            group,
+            Chord {
+                count,
+                callback: callback.clone(),
+                results: HashMap::new(),
+                failure: None,
+                fired: false,
+                expires,
+            },
+        );
+        Ok(())
+    }
+
+    async fn chord_member_done(
+        &self,
+        member: &GroupMember,
+        state: &TaskState,
+    ) -> Result<Option<Outgoing>> {
+        let now = Instant::now();
+        let expires = self.ttl.map(|t| now + t);
+        let mut inner = self.lock();
+        let Some(chord) = inner.chords.get_mut(&member.group_uuid) else {
+            return Err(Error::engine_msg(
+                "memory",
+                format!("chord {} is unknown or expired", member.group_uuid),
+            ));
+        };
+        chord.expires = expires;
+        match state.state {
+            State::Success => {
+                chord
+                    .results
+                    .insert(member.index, state.result.clone().unwrap_or_default());
+            }
+            State::Failure => {
+                chord.failure.get_or_insert_with(|| {
+                    (
+                        member.index,
+                        state.name.clone(),
+                        state.error.clone().unwrap_or_default(),
+                    )
+                });
+            }
+            _ => return Ok(None),
+        }
+        let complete = chord.results.len() >= chord.count as usize;
+        if !chord.fired && (complete || chord.failure.is_some()) {
+            chord.fired = true;
+            return Ok(Some(chord.callback.clone()));
+        }
+        Ok(None)
+    }
+
+    async fn chord_outcome(&self, group: Uuid) -> Result<ChordOutcome> {
+        let inner = self.lock();
+        let Some(chord) = inner.chords.get(&group) else {
+            return Err(Error::engine_msg(
+                "memory",
+                format!("chord {group} is unknown or expired"),
+            ));
+        };
+        let mut results = Vec::with_capacity(chord.count as usize);
+        for i in 0..chord.count {
+            if let Some(r) = chord.results.get(&i) {
+                results.push(r.clone());
+            }
+        }
+        Ok(ChordOutcome {
+            results,
+            failure: chord.failure.clone(),
+        })
     }
 
     async fn forget(&self, uuid: Uuid) -> Result<()> {

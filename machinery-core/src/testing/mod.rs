@@ -78,7 +78,9 @@ macro_rules! conformance_suite {
             several_queues, result_ttl_expires, results_kept_forever, graceful_shutdown_loses_nothing,
             abort_hands_tasks_back, hooks_run, context_is_visible, blocking_tasks_run,
             concurrency_is_bounded, unlimited_concurrency, message_too_large, get_timeout_is_distinct,
-            dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease
+            dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
+            wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
+            wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

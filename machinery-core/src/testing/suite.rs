@@ -756,3 +756,206 @@ pub async fn heartbeat_keeps_lease<H: Harness>(h: &H) {
     assert_eq!(tasks::count(&k), 1, "ran once");
     w.shutdown().await.unwrap();
 }
+
+// ---- workflows ----
+
+pub async fn wf_chain<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    // add(2, 2) = 4 → add3(5, 6, 4) = 15 → multiply(4, 15) = 60
+    let chain = add::s(2, 2)
+        .then(add3::partial(5, 6))
+        .then(multiply::partial(4))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 60);
+    assert_eq!(chain.steps().len(), 3);
+    // An immutable step ignores the previous result.
+    let chain = add::s(2, 2)
+        .then(add::si(1, 1))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 2);
+    w.shutdown().await.unwrap();
+}
+
+fn three() -> Vec<crate::Signature<i64>> {
+    vec![add::s(1, 1), add::s(2, 2), add::s(5, 6)]
+}
+
+pub async fn wf_group<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let g = crate::group(three()).send_with(&server).await.unwrap();
+    assert_eq!(g.get_timeout(WAIT).await.unwrap(), vec![2, 4, 11]);
+    assert_eq!(g.states().await.unwrap(), vec![State::Success; 3]);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_group_limited<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let g = crate::group(three())
+        .send_concurrency(1)
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(g.get_timeout(WAIT).await.unwrap(), vec![2, 4, 11]);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let c = crate::group(three())
+        .chord(product::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 88);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_chord_failing_member<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("failing-chord");
+    let members = vec![at_most::s(10, 1), at_most::s(10, 99), at_most::s(10, 3)];
+    let c = crate::group(members)
+        .chord(count_values::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = c.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("chord member #1"), "{err}");
+    assert!(err.contains("conformance.at_most"), "{err}");
+    assert!(err.contains("99 is over 10"), "{err}");
+    assert_eq!(c.state().await.unwrap(), State::Failure);
+    assert_eq!(tasks::count(&k), 0, "the callback did not run");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_chain_failure_stops<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("stopped");
+    let chain = add::s(5, 5)
+        .then(at_most::partial(3))
+        .then(note::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("conformance.at_most"), "{err}");
+    assert!(err.contains("10 is over 3"), "{err}");
+    assert_eq!(chain.state().await.unwrap(), State::Failure);
+    assert!(tasks::log(&k).is_empty(), "the last step did not run");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_large_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("large-chord");
+    let c = crate::group((0..10_000).map(|i| add::s(i, 0)))
+        .chord(count_values::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_timeout(Duration::from_secs(60)).await.unwrap(),
+        10_000
+    );
+    // Let any duplicate callback surface before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tasks::count(&k), 1, "exactly one callback");
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_racing_chords<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w1 = worker(&server);
+    let w2 = worker(&server);
+    let mut chords = Vec::new();
+    for i in 0..100 {
+        let k = key(&format!("race-{i}"));
+        let c = crate::group(vec![add::s(i, 1), add::s(i, 2)])
+            .chord(count_values::partial(k.clone()))
+            .send_with(&server)
+            .await
+            .unwrap();
+        chords.push((k, c));
+    }
+    for (_, c) in &chords {
+        assert_eq!(c.get_timeout(WAIT).await.unwrap(), 2);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (k, _) in &chords {
+        assert_eq!(tasks::count(k), 1, "exactly one callback for {k}");
+    }
+    w1.shutdown().await.unwrap();
+    w2.shutdown().await.unwrap();
+}
+
+pub async fn wf_nested<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    // chain → chord → chain: add(1, 1), then sum([2, 4]) = 6, then 6 + 10.
+    let chain = add::s(1, 1)
+        .then(crate::group(vec![add::s(1, 1), add::s(2, 2)]).chord(sum::partial()))
+        .then(add::partial(10))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 16);
+    // A chain as a group member: [(1 + 1) × 3, 2 + 2].
+    let members = vec![
+        add::s(1, 1).then(multiply::partial(3)),
+        crate::Chain::from(add::s(2, 2)),
+    ];
+    let g = crate::group(members).send_with(&server).await.unwrap();
+    assert_eq!(g.get_timeout(WAIT).await.unwrap(), vec![6, 4]);
+    // And as chord members: sum([6, 4]).
+    let members = vec![
+        add::s(1, 1).then(multiply::partial(3)),
+        crate::Chain::from(add::s(2, 2)),
+    ];
+    let c = crate::group(members)
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 10);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn wf_callbacks<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let ok = key("on-success");
+    let bad = key("on-error");
+    add::s(20, 22)
+        .on_success(note::partial(ok.clone()))
+        .send_with(&server)
+        .await
+        .unwrap()
+        .get_timeout(WAIT)
+        .await
+        .unwrap();
+    let _ = at_most::s(1, 2)
+        .on_error(note_error::errback(bad.clone()))
+        .send_with(&server)
+        .await
+        .unwrap()
+        .get_timeout(WAIT)
+        .await;
+    eventually("callbacks ran", || async {
+        tasks::log(&ok).len() == 1 && tasks::log(&bad).len() == 1
+    })
+    .await;
+    assert_eq!(tasks::log(&ok), ["42"]);
+    assert_eq!(tasks::log(&bad), ["2 is over 1"]);
+    w.shutdown().await.unwrap();
+}

@@ -179,3 +179,58 @@ pub async fn count_then_sleep(key: String, ms: u64) -> Result<u32, TaskError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(n)
 }
+
+/// Adds three numbers.
+#[task(name = "conformance.add3")]
+pub async fn add3(a: i64, b: i64, c: i64) -> Result<i64, TaskError> {
+    Ok(a + b + c)
+}
+
+/// Multiplies two numbers.
+#[task(name = "conformance.multiply")]
+pub async fn multiply(a: i64, b: i64) -> Result<i64, TaskError> {
+    Ok(a * b)
+}
+
+/// Sums a list.
+#[task(name = "conformance.sum")]
+pub async fn sum(values: Vec<i64>) -> Result<i64, TaskError> {
+    Ok(values.iter().sum())
+}
+
+/// Multiplies a list.
+#[task(name = "conformance.product")]
+pub async fn product(values: Vec<i64>) -> Result<i64, TaskError> {
+    Ok(values.iter().product())
+}
+
+/// Fails when `x` exceeds `limit`, else returns `x`.
+#[task(name = "conformance.at_most")]
+pub async fn at_most(limit: i64, x: i64) -> Result<i64, TaskError> {
+    if x > limit {
+        Err(TaskError::msg(format!("{x} is over {limit}")))
+    } else {
+        Ok(x)
+    }
+}
+
+/// Counts its runs under `key`; returns how many values it got.
+#[task(name = "conformance.count_values")]
+pub async fn count_values(key: String, values: Vec<i64>) -> Result<usize, TaskError> {
+    bump(&key);
+    Ok(values.len())
+}
+
+/// Records `value` under `key`.
+#[task(name = "conformance.note")]
+pub async fn note(key: String, value: i64) -> Result<(), TaskError> {
+    board().log.entry(key).or_default().push(value.to_string());
+    Ok(())
+}
+
+/// Records an error text under `key` (an error callback: the error comes first).
+#[task(name = "conformance.note_error")]
+pub async fn note_error(error: String, key: String) -> Result<(), TaskError> {
+    board().log.entry(key).or_default().push(error);
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::broker::{Completion, Delivery, Outgoing};
+use crate::broker::{Completion, Delivery, GroupMember, Outgoing};
 use crate::codec;
 use crate::context::TaskContext;
 use crate::error::Result;
@@ -58,7 +58,10 @@ pub(crate) async fn process(
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
     };
-    let outcome = if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint {
+    let mut raw = raw;
+    let outcome = if let Err(e) = chord_arguments(&shared, &mut raw).await {
+        Err(e)
+    } else if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint {
         Err(TaskError::fatal(format!(
             "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
              (producers and workers run different versions of the task)",
@@ -80,20 +83,110 @@ pub(crate) async fn process(
         run(&entry, &raw, ctx.clone()).await
     };
     drop(permit);
-    let (state, publish) = settle_outcome(&shared, &raw, &ctx, outcome);
+    let (state, mut publish) = settle_outcome(&shared, &raw, &ctx, outcome);
     shared.hooks.after(&ctx, &state);
+    let mut also_store = Vec::new();
+    if state.state == State::Failure {
+        stop_downstream(&shared, &raw, &state, &mut also_store, &mut publish).await;
+    }
+    let group = match (raw.chord, raw.group_uuid) {
+        (true, Some(group_uuid)) if state.state.is_terminal() => Some(GroupMember {
+            group_uuid,
+            index: raw.group_index,
+            count: raw.group_task_count,
+        }),
+        _ => None,
+    };
     let Some(delivery) = shared.settle(&delivery.receipt) else {
         return;
     };
     let completion = Completion {
         delivery,
         state,
-        also_store: Vec::new(),
+        also_store,
         publish,
-        group: None,
+        group,
     };
     if shared.completions.send(completion).await.is_err() {
         tracing::error!(task.id = %raw.uuid, "worker is stopping; the completion is lost and the task will run again");
+    }
+}
+
+/// For a chord callback: appends the members' results (a `Vec<T>`, in member order)
+/// to the arguments, or fails when a member failed.
+async fn chord_arguments(
+    shared: &Shared,
+    raw: &mut RawSignature,
+) -> std::result::Result<(), TaskError> {
+    let Some(group) = raw.chord_of else {
+        return Ok(());
+    };
+    let outcome = shared
+        .server
+        .backend()
+        .chord_outcome(group)
+        .await
+        .map_err(|e| TaskError::msg(format!("cannot read the results of chord {group}: {e}")))?;
+    if let Some((index, name, error)) = outcome.failure {
+        return Err(TaskError::fatal(format!(
+            "chord member #{index} (`{name}`) failed: {error}"
+        )));
+    }
+    if raw.immutable {
+        return Ok(());
+    }
+    let mut list = Vec::with_capacity(outcome.results.iter().map(Vec::len).sum::<usize>() + 5);
+    codec::write_array_len(&mut list, outcome.results.len())
+        .map_err(|e| TaskError::fatal(e.to_string()))?;
+    for r in &outcome.results {
+        list.extend_from_slice(r);
+    }
+    raw.args = codec::append_arg(&raw.args, &list).map_err(|e| TaskError::fatal(e.to_string()))?;
+    Ok(())
+}
+
+/// A failed task stops what would have run after it: the later steps of its chain are
+/// marked FAILURE (so whoever waits on them learns why), and chords downstream count the
+/// failure so their callbacks report it.
+async fn stop_downstream(
+    shared: &Shared,
+    raw: &RawSignature,
+    failed: &TaskState,
+    states: &mut Vec<TaskState>,
+    publish: &mut Vec<Outgoing>,
+) {
+    let reason = format!(
+        "not run: an earlier step, `{}` ({}), failed: {}",
+        raw.name,
+        raw.uuid,
+        failed.error.as_deref().unwrap_or_default()
+    );
+    let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
+    while let Some(next) = stack.pop() {
+        let mut st = TaskState::new(next.uuid, next.name.clone(), State::Failure);
+        st.error = Some(reason.clone());
+        st.group_uuid = next.group_uuid;
+        if let (true, Some(group_uuid)) = (next.chord, next.group_uuid) {
+            let member = GroupMember {
+                group_uuid,
+                index: next.group_index,
+                count: next.group_task_count,
+            };
+            match shared
+                .server
+                .backend()
+                .chord_member_done(&member, &st)
+                .await
+            {
+                Ok(Some(callback)) => publish.push(callback),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(group = %group_uuid, error = %e, "cannot fail a chord stopped upstream")
+                }
+            }
+        }
+        states.push(st);
+        stack.extend(next.on_success.iter());
     }
 }
 

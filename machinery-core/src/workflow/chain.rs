@@ -1,0 +1,151 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::result::{AsyncResult, State};
+use crate::server::Server;
+use crate::signature::Signature;
+
+use super::build::{self, Link, Plan};
+use super::step::{Flow, Step};
+
+/// Steps run one after another, each receiving the previous result as its last
+/// argument. `T` is the last step's result. Build with [`Signature::then`].
+pub struct Chain<T> {
+    pub(crate) links: Vec<Link>,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Chain<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain").field("links", &self.links).finish()
+    }
+}
+
+impl<T> From<Signature<T>> for Chain<T> {
+    fn from(sig: Signature<T>) -> Self {
+        Chain::from_links(vec![Link::task(sig)])
+    }
+}
+
+impl<T> Chain<T> {
+    pub(crate) fn from_links(links: Vec<Link>) -> Self {
+        Chain {
+            links,
+            _out: PhantomData,
+        }
+    }
+
+    /// Appends a step that receives this chain's result.
+    pub fn then<S: Step<T>>(mut self, next: S) -> Chain<S::Output> {
+        self.links.extend(next.into_links());
+        Chain::from_links(self.links)
+    }
+
+    /// Sends the chain on the process-wide server.
+    ///
+    /// # Errors
+    /// [`Error::NoDefaultServer`], encoding and engine errors.
+    pub async fn send(self) -> Result<ChainResult<T>> {
+        self.send_with(&Server::global()?).await
+    }
+
+    /// Sends the chain on `server`: the first step is published, the others follow as
+    /// each step succeeds. Every step gets a PENDING state now.
+    ///
+    /// # Errors
+    /// Encoding and engine errors.
+    pub async fn send_with(self, server: &Server) -> Result<ChainResult<T>> {
+        let mut uuids = Vec::new();
+        collect_uuids(&self.links, &mut uuids);
+        let (last, name) = build::end_of(&self.links).ok_or_else(|| Error::Encode {
+            what: "chain",
+            reason: "a chain needs at least one step".into(),
+        })?;
+        let mut plan = Plan::default();
+        plan.entries = build::build(self.links, &mut plan)?;
+        build::send(server, plan, usize::MAX).await?;
+        Ok(ChainResult {
+            last: AsyncResult::new(last, name, server.backend().clone()),
+            steps: uuids,
+        })
+    }
+}
+
+fn collect_uuids(links: &[Link], out: &mut Vec<Uuid>) {
+    for link in links {
+        match link {
+            Link::Task(raw) => out.push(raw.uuid),
+            Link::Chord(c) => {
+                for m in &c.members {
+                    collect_uuids(m, out);
+                }
+                out.push(c.callback.uuid);
+            }
+            Link::Broken(_) => {}
+        }
+    }
+}
+
+impl<T> Flow for Chain<T> {
+    type Output = T;
+    fn into_links(self) -> Vec<Link> {
+        self.links
+    }
+}
+
+/// The handle of a sent chain: waits for the last step.
+pub struct ChainResult<T> {
+    last: AsyncResult<T>,
+    steps: Vec<Uuid>,
+}
+
+impl<T> fmt::Debug for ChainResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainResult")
+            .field("last", &self.last)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> ChainResult<T> {
+    /// The UUIDs of every step, in order (chord members before their callback).
+    pub fn steps(&self) -> &[Uuid] {
+        &self.steps
+    }
+
+    /// The handle of the last step.
+    pub fn last(&self) -> &AsyncResult<T> {
+        &self.last
+    }
+
+    /// The state of the last step. A failed step makes every later step FAILURE.
+    ///
+    /// # Errors
+    /// Engine errors; [`Error::ResultMissing`] once expired.
+    pub async fn state(&self) -> Result<State> {
+        self.last.state().await
+    }
+
+    /// Waits for the last step's result. When a step fails, this fails with an error
+    /// naming that step and its error.
+    ///
+    /// # Errors
+    /// [`Error::TaskFailed`], [`Error::ResultMissing`], engine errors.
+    pub async fn get(&self) -> Result<T> {
+        self.last.get().await
+    }
+
+    /// Like [`get`](ChainResult::get), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`get`](ChainResult::get), plus [`Error::Timeout`].
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.last.get_timeout(timeout).await
+    }
+}
