@@ -68,6 +68,17 @@ pub struct GroupMember {
     pub count: u32,
 }
 
+/// How many messages a queue holds, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Ready to be delivered.
+    pub ready: usize,
+    /// Waiting for their ETA.
+    pub delayed: usize,
+    /// Delivered and not yet acknowledged; `None` when the engine cannot tell.
+    pub in_flight: Option<usize>,
+}
+
 /// A message in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -134,6 +145,17 @@ pub trait Broker: Send + Sync + 'static {
     /// The payloads waiting for their ETA, in `queue` or in every queue when `None`,
     /// soonest first.
     async fn delayed(&self, queue: Option<&str>) -> Result<Vec<Vec<u8>>>;
+
+    /// How many messages `queue` holds. The default counts through
+    /// [`pending`](Broker::pending) and [`delayed`](Broker::delayed) and cannot see
+    /// deliveries in flight; engines override it with a cheap count.
+    async fn depth(&self, queue: &str) -> Result<QueueDepth> {
+        Ok(QueueDepth {
+            ready: self.pending(queue).await?.len(),
+            delayed: self.delayed(Some(queue)).await?.len(),
+            in_flight: None,
+        })
+    }
 
     /// The dead-letter queue of `queue`, oldest first.
     async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>>;

@@ -53,7 +53,7 @@ pub mod workflow;
 pub mod __private;
 
 pub use backend::{ChordOutcome, ResultBackend};
-pub use broker::{Broker, Completion, DeadLetter, Delivery, GroupMember, Outgoing};
+pub use broker::{Broker, Completion, DeadLetter, Delivery, GroupMember, Outgoing, QueueDepth};
 pub use config::{Config, RedisConfig};
 pub use context::TaskContext;
 pub use error::{Error, Result};

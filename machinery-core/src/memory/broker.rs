@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::broker::{Broker, DeadLetter, Delivery, Outgoing};
+use crate::broker::{Broker, DeadLetter, Delivery, Outgoing, QueueDepth};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::signature::{now_ms, to_ms};
@@ -67,6 +67,9 @@ struct Inner {
     dead: HashMap<String, Vec<DeadLetter>>,
     seq: u64,
     rotation: usize,
+    /// No lease expires before this instant, so `promote` can skip the scan of
+    /// `inflight` until then (leases are only ever pushed later).
+    leases_checked_until: Option<Instant>,
 }
 
 fn eta_instant(eta_ms: u64) -> Instant {
@@ -97,20 +100,24 @@ impl Inner {
             let message = entry.remove();
             self.push_ready(message);
         }
-        let expired: Vec<u64> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for receipt in expired {
-            if let Some(f) = self.inflight.remove(&receipt) {
-                tracing::warn!(queue = %f.message.queue, "delivery lease expired; the message is ready again");
-                self.push_ready(f.message);
+        let scan = self.leases_checked_until.is_none_or(|t| t <= now);
+        if scan {
+            let expired: Vec<u64> = self
+                .inflight
+                .iter()
+                .filter(|(_, f)| f.deadline <= now)
+                .map(|(r, _)| *r)
+                .collect();
+            for receipt in expired {
+                if let Some(f) = self.inflight.remove(&receipt) {
+                    tracing::warn!(queue = %f.message.queue, "delivery lease expired; the message is ready again");
+                    self.push_ready(f.message);
+                }
             }
+            self.leases_checked_until = self.inflight.values().map(|f| f.deadline).min();
         }
         let next_delayed = self.delayed.keys().next().map(|k| k.0);
-        let next_lease = self.inflight.values().map(|f| f.deadline).min();
+        let next_lease = self.leases_checked_until;
         match (next_delayed, next_lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -140,13 +147,10 @@ impl Inner {
                     delivery_count: message.delivery_count,
                     receipt: receipt.to_string(),
                 });
-                self.inflight.insert(
-                    receipt,
-                    InFlight {
-                        message,
-                        deadline: now + visibility,
-                    },
-                );
+                let deadline = now + visibility;
+                self.leases_checked_until.get_or_insert(deadline);
+                self.inflight
+                    .insert(receipt, InFlight { message, deadline });
             }
         }
         out
@@ -337,6 +341,22 @@ impl Broker for MemoryBroker {
             .filter(|m| queue.is_none_or(|q| m.queue == q))
             .map(|m| m.payload.clone())
             .collect())
+    }
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth> {
+        let mut inner = self.lock();
+        inner.promote(Instant::now());
+        Ok(QueueDepth {
+            ready: inner.ready.get(queue).map_or(0, BinaryHeap::len),
+            delayed: inner.delayed.values().filter(|m| m.queue == queue).count(),
+            in_flight: Some(
+                inner
+                    .inflight
+                    .values()
+                    .filter(|f| f.message.queue == queue)
+                    .count(),
+            ),
+        })
     }
 
     async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>> {

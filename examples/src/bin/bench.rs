@@ -1,0 +1,648 @@
+//! Load benchmark: runs one scenario (or all) against Redis or the memory engine and
+//! prints one JSON object per scenario (`--json`) or a short table.
+//!
+//! ```sh
+//! cargo run --release -p examples --bin bench -- --redis-url redis://127.0.0.1:6379/ --scenario all --json
+//! ```
+//!
+//! It only ever touches keys under its own prefix (`--prefix`, default `machinery-bench`),
+//! which it deletes before and after each scenario.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use machinery_core::prelude::*;
+use machinery_core::{Config, Error, RawSignature};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use machinery_redis as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Enqueue,
+    E2e,
+    Latency,
+    Chord,
+    Delayed,
+    Idle,
+    E2eMemory,
+    LatencyMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Bench,
+    Worker,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Machinery for Rust load benchmark")]
+struct Args {
+    /// Redis to run against (only keys under --prefix are touched).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Key prefix of every key the benchmark writes.
+    #[arg(long, default_value = "machinery-bench")]
+    prefix: String,
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Tasks per scenario (each scenario has its own default).
+    #[arg(long)]
+    tasks: Option<u64>,
+    /// Worker concurrency (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Messages per fetch.
+    #[arg(long, default_value_t = 256)]
+    prefetch: usize,
+    /// e2e: drain with this many separate worker processes instead of in-process.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Print one JSON object per scenario.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value = "bench", hide = true)]
+    role: Role,
+}
+
+// ---- tasks ----
+
+#[task(name = "bench.noop")]
+async fn noop(i: u64) -> Result<u64, TaskError> {
+    Ok(i)
+}
+
+#[task(name = "bench.add")]
+async fn add(a: i64, b: i64) -> Result<i64, TaskError> {
+    Ok(a + b)
+}
+
+#[task(name = "bench.sum")]
+async fn sum(values: Vec<i64>) -> Result<i64, TaskError> {
+    Ok(values.iter().sum())
+}
+
+static EARLIEST_LATENESS_MS: AtomicI64 = AtomicI64::new(i64::MAX);
+static LATEST_LATENESS_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+
+#[task(name = "bench.delayed")]
+async fn delayed(eta_ms: i64) -> Result<(), TaskError> {
+    let lateness = now_ms() - eta_ms;
+    EARLIEST_LATENESS_MS.fetch_min(lateness, Ordering::Relaxed);
+    LATEST_LATENESS_MS.fetch_max(lateness, Ordering::Relaxed);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---- helpers ----
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn kib_field(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn own_peak_rss_mb() -> Option<f64> {
+    kib_field(std::process::id(), "VmHWM:")
+}
+
+fn own_rss_mb() -> Option<f64> {
+    kib_field(std::process::id(), "VmRSS:")
+}
+
+struct Redis {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl Redis {
+    async fn connect(url: &str, prefix: &str) -> Result<Self, BoxError> {
+        let client = redis::Client::open(url)?;
+        Ok(Redis {
+            conn: client.get_multiplexed_async_connection().await?,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Total commands Redis has executed (from INFO commandstats).
+    async fn commands(&mut self) -> Result<u64, BoxError> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(info
+            .lines()
+            .filter_map(|l| l.split("calls=").nth(1))
+            .filter_map(|rest| rest.split(',').next())
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Deletes every key under the benchmark's prefix.
+    async fn flush(&mut self) -> Result<(), BoxError> {
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Sequential LPUSH round trips per second on a scratch key, for reference.
+    async fn raw_lpush_rate(&mut self, n: u64) -> Result<f64, BoxError> {
+        let key = format!("{}:raw-lpush", self.prefix);
+        let start = Instant::now();
+        for i in 0..n {
+            let _: () = redis::cmd("LPUSH")
+                .arg(&key)
+                .arg(i)
+                .query_async(&mut self.conn)
+                .await?;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(rate)
+    }
+}
+
+fn progress(n: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+struct Ctx {
+    args: Args,
+    redis: Option<Redis>,
+}
+
+impl Ctx {
+    fn config(&self, memory: bool) -> Config {
+        let mut c = Config::default();
+        if !memory {
+            c.broker = self.args.redis_url.clone();
+            c.redis.key_prefix = self.args.prefix.clone();
+        }
+        c.default_queue = "bench".into();
+        c
+    }
+
+    async fn server(&mut self, memory: bool) -> Result<Server, BoxError> {
+        if let (false, Some(r)) = (memory, self.redis.as_mut()) {
+            r.flush().await?;
+        }
+        Ok(Server::from_config(self.config(memory)).await?)
+    }
+
+    async fn commands(&mut self, memory: bool) -> Option<u64> {
+        if memory {
+            return None;
+        }
+        self.redis.as_mut()?.commands().await.ok()
+    }
+
+    fn worker(&self, server: &Server) -> Worker {
+        Worker::auto()
+            .server(server)
+            .concurrency(self.args.concurrency)
+            .prefetch(self.args.prefetch)
+    }
+}
+
+fn per_task(before: Option<u64>, after: Option<u64>, n: u64) -> Value {
+    match (before, after) {
+        (Some(b), Some(a)) if n > 0 => {
+            json!(((a.saturating_sub(b)) as f64 / n as f64 * 100.0).round() / 100.0)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Runs `n` tasks through a worker on `server`; returns seconds from the worker's start
+/// until the last result is stored.
+async fn drain_in_process(ctx: &Ctx, server: &Server, n: u64) -> Result<f64, BoxError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let all_done = Arc::new(Notify::new());
+    let bar = progress(n, "drain");
+    let (d, a, b) = (done.clone(), all_done.clone(), bar.clone());
+    let start = Instant::now();
+    let worker = ctx
+        .worker(server)
+        .after_task(move |_, _| {
+            let c = d.fetch_add(1, Ordering::Relaxed) + 1;
+            if c % 1024 == 0 {
+                b.set_position(c);
+            }
+            if c == n {
+                a.notify_one();
+            }
+        })
+        .spawn()?;
+    all_done.notified().await;
+    // after_task runs before the completion is stored: wait until the queue is settled.
+    let queue = server.config().default_queue.clone();
+    loop {
+        let depth = server.broker().depth(&queue).await?;
+        if depth.ready == 0 && depth.in_flight.unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    worker.shutdown().await?;
+    Ok(secs)
+}
+
+async fn enqueue_noops(server: &Server, n: u64) -> Result<(), Error> {
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..n {
+        batch.push(noop::s(i).into_raw()?);
+        if batch.len() == 10_000 {
+            server.send_batch(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        server.send_batch(batch).await?;
+    }
+    Ok(())
+}
+
+// ---- scenarios ----
+
+async fn enqueue(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    let n = ctx.args.tasks.unwrap_or(200_000);
+    let server = ctx.server(false).await?;
+    let before = ctx.commands(false).await;
+    let start = Instant::now();
+    let mut batch: Vec<RawSignature> = Vec::with_capacity(10_000);
+    for i in 0..n {
+        batch.push(add::s(i as i64, 1).into_raw()?);
+        if batch.len() == 10_000 {
+            server.send_batch(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        server.send_batch(batch).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = ctx.commands(false).await;
+    let batch_result = json!({
+        "scenario": "enqueue_batch", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        "redis_commands_per_task": per_task(before, after, n),
+    });
+
+    let n1 = ctx.args.tasks.map_or(20_000, |t| (t / 10).max(1));
+    let server = ctx.server(false).await?;
+    let before = ctx.commands(false).await;
+    let bar = progress(n1, "send");
+    let start = Instant::now();
+    for i in 0..n1 {
+        add::s(i as i64, 1).send_with(&server).await?;
+        if i % 1024 == 0 {
+            bar.set_position(i);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let after = ctx.commands(false).await;
+    let raw = match ctx.redis.as_mut() {
+        Some(r) => Some(r.raw_lpush_rate(n1).await?),
+        None => None,
+    };
+    let rate = n1 as f64 / secs;
+    let single = json!({
+        "scenario": "enqueue_single", "tasks": n1, "seconds": secs, "tasks_per_sec": rate,
+        "raw_lpush_per_sec": raw, "ratio_to_raw_lpush": raw.map(|r| rate / r),
+        "redis_commands_per_task": per_task(before, after, n1),
+    });
+    Ok(vec![batch_result, single])
+}
+
+async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
+    let n = ctx.args.tasks.unwrap_or(200_000);
+    let server = ctx.server(memory).await?;
+    enqueue_noops(&server, n).await?;
+    let before = ctx.commands(memory).await;
+    let (secs, rss) = if ctx.args.workers > 0 && !memory {
+        drain_in_children(ctx, &server, n).await?
+    } else {
+        let secs = drain_in_process(ctx, &server, n).await?;
+        (secs, own_peak_rss_mb())
+    };
+    let after = ctx.commands(memory).await;
+    Ok(vec![json!({
+        "scenario": if memory { "e2e_memory" } else { "e2e" },
+        "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        "workers": if memory { 0 } else { ctx.args.workers },
+        "concurrency": ctx.args.concurrency, "prefetch": ctx.args.prefetch,
+        "worker_peak_rss_mb": rss,
+        "redis_commands_per_task": per_task(before, after, n),
+    })])
+}
+
+/// Drains with `--workers` child processes; seconds until the queue is empty and
+/// nothing is in flight (results are stored before acknowledgement).
+async fn drain_in_children(
+    ctx: &Ctx,
+    server: &Server,
+    n: u64,
+) -> Result<(f64, Option<f64>), BoxError> {
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let mut children: Vec<Child> = Vec::new();
+    for _ in 0..ctx.args.workers {
+        children.push(
+            Command::new(&exe)
+                .args([
+                    "--role",
+                    "worker",
+                    "--redis-url",
+                    &ctx.args.redis_url,
+                    "--prefix",
+                    &ctx.args.prefix,
+                ])
+                .args(["--concurrency", &ctx.args.concurrency.to_string()])
+                .args(["--prefetch", &ctx.args.prefetch.to_string()])
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let queue = server.config().default_queue.clone();
+    let bar = progress(n, "drain");
+    let mut peak: f64 = 0.0;
+    loop {
+        let depth = server.broker().depth(&queue).await?;
+        for c in &children {
+            peak = peak.max(kib_field(c.id(), "VmRSS:").unwrap_or(0.0));
+        }
+        bar.set_position(n.saturating_sub(depth.ready as u64));
+        if depth.ready == 0 && depth.in_flight.unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    for c in &mut children {
+        peak = peak.max(kib_field(c.id(), "VmHWM:").unwrap_or(0.0));
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok((secs, Some(peak)))
+}
+
+async fn latency(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
+    let n = ctx.args.tasks.unwrap_or(5_000);
+    let server = ctx.server(memory).await?;
+    let worker = ctx.worker(&server).spawn()?;
+    // Warm up connections and code paths.
+    for i in 0..100 {
+        add::s(i, 1).send_with(&server).await?.get().await?;
+    }
+    let before = ctx.commands(memory).await;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let bar = progress(n, "latency");
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let r = add::s(i as i64, 1).send_with(&server).await?;
+        r.get().await?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        if i % 256 == 0 {
+            bar.set_position(i);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let after = ctx.commands(memory).await;
+    worker.shutdown().await?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(vec![json!({
+        "scenario": if memory { "latency_memory" } else { "latency" },
+        "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
+        "redis_commands_per_task": per_task(before, after, n),
+    })])
+}
+
+async fn chord(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    let n = ctx.args.tasks.unwrap_or(10_000);
+    let server = ctx.server(false).await?;
+    let worker = ctx.worker(&server).spawn()?;
+    let before = ctx.commands(false).await;
+    let start = Instant::now();
+    let result = group((0..n as i64).map(|i| add::s(i, 0)))
+        .chord(sum::partial())
+        .send_with(&server)
+        .await?;
+    let total = result.get().await?;
+    let secs = start.elapsed().as_secs_f64();
+    let after = ctx.commands(false).await;
+    worker.shutdown().await?;
+    let expected: i64 = (0..n as i64).sum();
+    if total != expected {
+        return Err(format!("chord sum {total} != {expected}").into());
+    }
+    Ok(vec![json!({
+        "scenario": "chord", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        "redis_commands_per_task": per_task(before, after, n),
+    })])
+}
+
+async fn delayed_scenario(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    let n = ctx.args.tasks.unwrap_or(20_000);
+    let server = ctx.server(false).await?;
+    let worker = ctx.worker(&server).spawn()?;
+    let eta = SystemTime::now() + Duration::from_secs(2);
+    let eta_ms = eta.duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let mut batch = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        batch.push(delayed::s(eta_ms).eta(eta).into_raw()?);
+    }
+    let mut handles = Vec::new();
+    for chunk in batch.chunks(10_000) {
+        handles.extend(chunk.iter().map(|r| (r.uuid, r.name.clone())));
+        server.send_batch(chunk.to_vec()).await?;
+    }
+    // Wait for the last one to finish.
+    for (uuid, name) in handles.iter().rev().take(1) {
+        server.result::<()>(*uuid, name).get().await?;
+    }
+    let queue = server.config().default_queue.clone();
+    loop {
+        let d = server.broker().depth(&queue).await?;
+        if d.ready == 0 && d.delayed == 0 && d.in_flight.unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.shutdown().await?;
+    let earliest = EARLIEST_LATENESS_MS.load(Ordering::Relaxed);
+    let latest = LATEST_LATENESS_MS.load(Ordering::Relaxed);
+    Ok(vec![json!({
+        "scenario": "delayed", "tasks": n,
+        "first_start_after_eta_ms": earliest, "last_start_after_eta_ms": latest,
+        "started_early": earliest < 0,
+    })])
+}
+
+async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    let server = ctx.server(false).await?;
+    let worker = ctx.worker(&server).spawn()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = ctx.commands(false).await;
+    let window = 10.0;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let after = ctx.commands(false).await;
+    worker.shutdown().await?;
+    // Each INFO call counts itself once.
+    let per_sec = match (before, after) {
+        (Some(b), Some(a)) => json!((a.saturating_sub(b).saturating_sub(1)) as f64 / window),
+        _ => Value::Null,
+    };
+    Ok(vec![json!({
+        "scenario": "idle", "seconds": window, "redis_commands_per_sec": per_sec,
+        "worker_rss_mb": own_rss_mb(),
+    })])
+}
+
+async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<Vec<Value>, BoxError> {
+    let out = match s {
+        // `main` expands `all` into the other scenarios.
+        Scenario::All => Vec::new(),
+        Scenario::Enqueue => enqueue(ctx).await?,
+        Scenario::E2e => e2e(ctx, false).await?,
+        Scenario::Latency => latency(ctx, false).await?,
+        Scenario::Chord => chord(ctx).await?,
+        Scenario::Delayed => delayed_scenario(ctx).await?,
+        Scenario::Idle => idle(ctx).await?,
+        Scenario::E2eMemory => e2e(ctx, true).await?,
+        Scenario::LatencyMemory => latency(ctx, true).await?,
+    };
+    if let Some(r) = ctx.redis.as_mut() {
+        r.flush().await?;
+    }
+    Ok(out)
+}
+
+fn print(values: &[Value], as_json: bool) {
+    for v in values {
+        if as_json {
+            println!("{v}");
+        } else {
+            let obj = v.as_object().cloned().unwrap_or_default();
+            let name = obj.get("scenario").and_then(Value::as_str).unwrap_or("?");
+            let rest: Vec<String> = obj
+                .iter()
+                .filter(|(k, v)| *k != "scenario" && !v.is_null())
+                .map(|(k, v)| match v.as_f64() {
+                    Some(f) if f.fract() != 0.0 => format!("{k}={f:.3}"),
+                    _ => format!("{k}={v}"),
+                })
+                .collect();
+            println!("{name:<16} {}", rest.join("  "));
+        }
+    }
+}
+
+async fn worker_role(args: &Args) -> Result<(), BoxError> {
+    let mut config = Config::default();
+    config.broker = args.redis_url.clone();
+    config.redis.key_prefix = args.prefix.clone();
+    config.default_queue = "bench".into();
+    let server = Server::from_config(config).await?;
+    Worker::auto()
+        .server(&server)
+        .concurrency(args.concurrency)
+        .prefetch(args.prefetch)
+        .run()
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MACHINERY_LOG")
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if args.role == Role::Worker {
+        return worker_role(&args).await;
+    }
+    let needs_redis = !matches!(args.scenario, Scenario::E2eMemory | Scenario::LatencyMemory);
+    let redis = if needs_redis {
+        Some(Redis::connect(&args.redis_url, &args.prefix).await?)
+    } else {
+        None
+    };
+    let scenario = args.scenario;
+    let as_json = args.json;
+    let mut ctx = Ctx { args, redis };
+    let scenarios = if scenario == Scenario::All {
+        vec![
+            Scenario::Enqueue,
+            Scenario::E2e,
+            Scenario::Latency,
+            Scenario::Chord,
+            Scenario::Delayed,
+            Scenario::Idle,
+            Scenario::E2eMemory,
+            Scenario::LatencyMemory,
+        ]
+    } else {
+        vec![scenario]
+    };
+    for s in scenarios {
+        let values = run_scenario(&mut ctx, s).await?;
+        print(&values, as_json);
+    }
+    Ok(())
+}
