@@ -1,0 +1,298 @@
+//! Reliability on Redis, for real: worker processes killed, paused and stopped, Redis
+//! restarted, garbage pushed. Each test starts its own `redis-server`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use machinery_core::broker::Outgoing;
+use machinery_core::{Config, Server, State};
+use machinery_redis as _;
+use tests::RedisServer;
+use tests::tasks::{runs_key, whoami, work};
+use uuid::Uuid;
+
+/// A worker child process, killed on drop.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn start(redis: &RedisServer, prefix: &str, name: &str, concurrency: usize, visibility: u64) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_fault_worker"))
+            .env("MACHINERY_BROKER", redis.url())
+            .env("MACHINERY_REDIS_KEY_PREFIX", prefix)
+            .env("MACHINERY_VISIBILITY_TIMEOUT", visibility.to_string())
+            .env("WORKER_NAME", name)
+            .env("WORKER_CONCURRENCY", concurrency.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fault_worker");
+        WorkerProcess(child)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn server(redis: &RedisServer, prefix: &str, visibility: u64) -> Server {
+    let mut config = Config::default();
+    config.broker = redis.url();
+    config.redis.key_prefix = prefix.to_owned();
+    config.visibility_timeout = visibility;
+    Server::from_config(config).await.expect("connect to the test redis")
+}
+
+async fn conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn counter(c: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    let v: Option<u64> = redis::cmd("GET").arg(key).query_async(c).await.unwrap();
+    v.unwrap_or(0)
+}
+
+async fn until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_nothing() {
+    let redis = RedisServer::start();
+    let prefix = "crash";
+    let server = server(&redis, prefix, 3).await;
+    let n = 2_000u64;
+    let mut batch = Vec::new();
+    for id in 0..n {
+        batch.push(work::s(id, 5).into_raw().unwrap());
+    }
+    let handles: Vec<_> = batch.iter().map(|r| (r.uuid, r.name.clone())).collect();
+    server.send_batch(batch).await.unwrap();
+
+    let mut c = conn(&redis).await;
+    let first = WorkerProcess::start(&redis, prefix, "first", 16, 3);
+    let started_key = format!("{prefix}:test:started");
+    until("a few hundred tasks started", Duration::from_secs(60), || {
+        let mut c = c.clone();
+        let key = started_key.clone();
+        async move { counter(&mut c, &key).await >= 300 }
+    })
+    .await;
+    first.signal("KILL");
+    drop(first);
+
+    let _second = WorkerProcess::start(&redis, prefix, "second", 16, 3);
+    for (uuid, name) in &handles {
+        let r = server.result::<u64>(*uuid, name);
+        r.get_timeout(Duration::from_secs(120)).await.unwrap();
+        assert_eq!(r.state().await.unwrap(), State::Success);
+    }
+    let mut twice = 0;
+    for id in 0..n {
+        let runs = counter(&mut c, &runs_key(prefix, id)).await;
+        assert!(runs >= 1, "task {id} never ran");
+        if runs > 1 {
+            twice += 1;
+        }
+    }
+    println!("sigkill: {n} tasks, every one SUCCESS, {twice} ran more than once");
+    // At most the tasks that were running (16) or fetched when the worker died.
+    assert!(twice <= 64, "{twice} tasks ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_worker_is_fenced() {
+    let redis = RedisServer::start();
+    let prefix = "fence";
+    let server = server(&redis, prefix, 2).await;
+    let r = whoami::s(1, 4_000).send_with(&server).await.unwrap();
+    let mut c = conn(&redis).await;
+    let a = WorkerProcess::start(&redis, prefix, "A", 1, 2);
+    let key = runs_key(prefix, 1);
+    until("A started the task", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        let key = key.clone();
+        async move { counter(&mut c, &key).await == 1 }
+    })
+    .await;
+    a.signal("STOP");
+    // A's lease runs out (no heartbeats while stopped); B takes the task over.
+    let b = WorkerProcess::start(&redis, prefix, "B", 1, 2);
+    assert_eq!(r.get_timeout(Duration::from_secs(60)).await.unwrap(), "B");
+    assert_eq!(counter(&mut c, &key).await, 2);
+    a.signal("CONT");
+    // A finishes its stale run; it must not overwrite B's result.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(r.get_timeout(Duration::from_secs(1)).await.unwrap(), "B");
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    drop(a);
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_run() {
+    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+    let prefix = "restart";
+    let n = 5_000u64;
+    let server = server(&redis, prefix, 5).await;
+    let _worker = WorkerProcess::start(&redis, prefix, "w", 32, 5);
+    let mut handles = Vec::new();
+    let mut restarted = false;
+    for id in 0..n {
+        if id == n / 2 && !restarted {
+            redis.restart();
+            restarted = true;
+        }
+        // The producer retries while Redis is down: each send either errors quickly or
+        // goes through.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match work::s(id, 1).send_with(&server).await {
+                Ok(r) => {
+                    handles.push(r);
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "send kept failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    for r in &handles {
+        r.get_timeout(Duration::from_secs(120)).await.unwrap();
+    }
+    println!("restart: all {n} tasks completed across a Redis restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dead_lettered_and_valid_tasks_complete() {
+    let redis = RedisServer::start();
+    let prefix = "garbage";
+    let server = server(&redis, prefix, 5).await;
+    let q = server.config().default_queue.clone();
+    let junk = |payload: Vec<u8>| Outgoing {
+        uuid: Uuid::nil(),
+        queue: q.clone(),
+        eta: None,
+        priority: 0,
+        payload,
+    };
+    let before = work::s(1, 0).send_with(&server).await.unwrap();
+    let mut truncated = work::s(2, 0).raw().encode().unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let mut unknown = machinery_core::RawSignature::new("fault.nobody", vec![0x90]);
+    unknown.routing_key = q.clone();
+    let unknown_uuid = unknown.uuid;
+    server
+        .broker()
+        .publish(vec![junk(b"\x00\xffrandom bytes".to_vec()), junk(truncated)])
+        .await
+        .unwrap();
+    server.send_raw(unknown).await.unwrap();
+    let after = work::s(3, 0).send_with(&server).await.unwrap();
+    let _w = WorkerProcess::start(&redis, prefix, "w", 4, 5);
+    assert_eq!(before.get_timeout(Duration::from_secs(30)).await.unwrap(), 1);
+    assert_eq!(after.get_timeout(Duration::from_secs(30)).await.unwrap(), 3);
+    let unknown = server.result::<()>(unknown_uuid, "fault.nobody");
+    let err = unknown.get_timeout(Duration::from_secs(30)).await.unwrap_err();
+    assert!(err.to_string().contains("not registered"), "{err}");
+    until("three dead letters", Duration::from_secs(30), || async {
+        server.dead_letters(&q).await.unwrap().len() == 3
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_delayed_tasks_start_on_time() {
+    let redis = RedisServer::start();
+    let prefix = "delayed";
+    let server = server(&redis, prefix, 30).await;
+    let eta = SystemTime::now() + Duration::from_secs(3);
+    let n = 10_000u64;
+    let batch: Vec<_> = (0..n).map(|id| work::s(id, 0).eta(eta).into_raw().unwrap()).collect();
+    let handles: Vec<_> = batch.iter().map(|r| (r.uuid, r.name.clone())).collect();
+    server.send_batch(batch).await.unwrap();
+    assert_eq!(server.delayed_tasks(None).await.unwrap().len() as u64, n);
+    let _w = WorkerProcess::start(&redis, prefix, "w", 0, 30);
+    let mut c = conn(&redis).await;
+    let started = format!("{prefix}:test:started");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(counter(&mut c, &started).await, 0, "nothing before the ETA");
+    for (uuid, name) in &handles {
+        server.result::<u64>(*uuid, name).get_timeout(Duration::from_secs(60)).await.unwrap();
+    }
+    let late = SystemTime::now().duration_since(eta).unwrap_or_default();
+    println!("delayed: {n} tasks due at one instant all finished {late:?} after it");
+    assert!(late < Duration::from_secs(10), "finished {late:?} after the ETA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_running_tasks_and_leaves_the_rest() {
+    let redis = RedisServer::start();
+    let prefix = "sigterm";
+    let server = server(&redis, prefix, 30).await;
+    let mut handles = Vec::new();
+    for id in 0..20 {
+        handles.push(work::s(id, 1_000).send_with(&server).await.unwrap());
+    }
+    let mut c = conn(&redis).await;
+    let mut w = WorkerProcess::start(&redis, prefix, "w", 4, 30);
+    let started = format!("{prefix}:test:started");
+    until("four running", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        let key = started.clone();
+        async move { counter(&mut c, &key).await == 4 }
+    })
+    .await;
+    w.signal("TERM");
+    assert!(w.wait_exit(Duration::from_secs(30)), "worker exited after SIGTERM");
+    let mut done = 0;
+    let mut pending = 0;
+    for r in &handles {
+        match r.state().await.unwrap() {
+            State::Success => done += 1,
+            State::Pending => pending += 1,
+            s => panic!("unexpected state {s}"),
+        }
+    }
+    assert_eq!((done, pending), (4, 16));
+    assert_eq!(counter(&mut c, &started).await, 4);
+    let q = server.config().default_queue.clone();
+    assert_eq!(server.pending_tasks(&q).await.unwrap().len(), 16);
+}
