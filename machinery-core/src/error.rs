@@ -99,6 +99,16 @@ pub enum Error {
     /// A worker refused to start.
     #[error("worker cannot start: {0}")]
     Worker(String),
+    /// A periodic task is invalid: a cron spec that does not parse or never matches,
+    /// an unknown time zone, an entry name registered twice. `what` names it
+    /// (``schedule `61 * * * *` ``, ``entry `report` ``).
+    #[error("invalid periodic {what}: {reason}")]
+    Periodic {
+        /// What is invalid, with its value.
+        what: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
 }
 
 impl Error {
