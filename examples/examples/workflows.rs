@@ -70,12 +70,18 @@ async fn main() -> Result<(), machinery_core::Error> {
         .then(multiply::partial(4))
         .send()
         .await?;
-    println!("chain add(2,2) → add3(5,6,·) → multiply(4,·) = {}", chain.get_timeout(t).await?);
+    println!(
+        "chain add(2,2) → add3(5,6,·) → multiply(4,·) = {}",
+        chain.get_timeout(t).await?
+    );
 
     // Group: members in parallel, results in member order.
     let members = vec![add::s(1, 1), add::s(2, 2), add::s(5, 6)];
     let g = group(members.clone()).send().await?;
-    println!("group [add(1,1), add(2,2), add(5,6)] = {:?}", g.get_timeout(t).await?);
+    println!(
+        "group [add(1,1), add(2,2), add(5,6)] = {:?}",
+        g.get_timeout(t).await?
+    );
 
     // Chord: the callback gets every member's result, once.
     let chord = group(members).chord(product::partial()).send().await?;

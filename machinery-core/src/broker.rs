@@ -35,8 +35,8 @@ pub struct Delivery {
     pub queue: String,
     /// How many times the message was delivered, this time included.
     pub delivery_count: u32,
-    /// The engine's lease on this delivery: acks, heartbeats and releases that present
-    /// a receipt the engine no longer holds are refused with
+    /// The engine's lease on this delivery, unique within its queue: acks, heartbeats
+    /// and releases that present a receipt the engine no longer holds are refused with
     /// [`Error::LeaseLost`](crate::Error::LeaseLost).
     pub receipt: String,
 }

@@ -37,6 +37,7 @@ pub mod config;
 mod context;
 mod error;
 pub mod memory;
+pub mod periodic;
 mod registry;
 mod result;
 pub mod retry;
@@ -58,6 +59,9 @@ pub use config::{Config, RedisConfig};
 pub use context::TaskContext;
 pub use error::{Error, Result};
 pub use machinery_macros::task;
+pub use periodic::{
+    MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,
+};
 #[doc(hidden)]
 pub use registry::BoxFuture;
 pub use registry::TaskEntry;

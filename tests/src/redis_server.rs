@@ -34,7 +34,8 @@ impl RedisServer {
     /// When `redis-server` is not installed or does not come up.
     pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("machinery-redis-{port}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("machinery-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir for redis-server");
         let mut server = RedisServer {
             child: None,

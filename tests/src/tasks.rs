@@ -5,9 +5,19 @@ use std::time::Duration;
 
 use machinery_core::{TaskError, task};
 
-fn redis_client() -> Result<redis::Client, TaskError> {
-    let url = std::env::var("MACHINERY_BROKER").map_err(|_| TaskError::fatal("MACHINERY_BROKER is not set"))?;
-    Ok(redis::Client::open(url)?)
+/// One auto-reconnecting connection per process, shared by every task run.
+async fn redis_conn() -> Result<redis::aio::ConnectionManager, TaskError> {
+    static CONN: tokio::sync::OnceCell<redis::aio::ConnectionManager> =
+        tokio::sync::OnceCell::const_new();
+    let conn = CONN
+        .get_or_try_init(|| async {
+            let url = std::env::var("MACHINERY_BROKER")
+                .map_err(|_| TaskError::fatal("MACHINERY_BROKER is not set"))?;
+            let client = redis::Client::open(url)?;
+            Ok::<_, TaskError>(client.get_connection_manager().await?)
+        })
+        .await?;
+    Ok(conn.clone())
 }
 
 fn prefix() -> String {
@@ -22,10 +32,16 @@ pub fn runs_key(prefix: &str, id: u64) -> String {
 /// Counts a run of `id` (INCR), sleeps `ms`, returns `id`.
 #[task(name = "fault.work")]
 pub async fn work(id: u64, ms: u64) -> Result<u64, TaskError> {
-    let mut conn = redis_client()?.get_multiplexed_async_connection().await?;
+    let mut conn = redis_conn().await?;
     let p = prefix();
-    let _: i64 = redis::cmd("INCR").arg(runs_key(&p, id)).query_async(&mut conn).await?;
-    let _: i64 = redis::cmd("INCR").arg(format!("{p}:test:started")).query_async(&mut conn).await?;
+    let _: i64 = redis::cmd("INCR")
+        .arg(runs_key(&p, id))
+        .query_async(&mut conn)
+        .await?;
+    let _: i64 = redis::cmd("INCR")
+        .arg(format!("{p}:test:started"))
+        .query_async(&mut conn)
+        .await?;
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(id)
 }
@@ -34,8 +50,11 @@ pub async fn work(id: u64, ms: u64) -> Result<u64, TaskError> {
 /// `WORKER_NAME`).
 #[task(name = "fault.whoami")]
 pub async fn whoami(id: u64, ms: u64) -> Result<String, TaskError> {
-    let mut conn = redis_client()?.get_multiplexed_async_connection().await?;
-    let _: i64 = redis::cmd("INCR").arg(runs_key(&prefix(), id)).query_async(&mut conn).await?;
+    let mut conn = redis_conn().await?;
+    let _: i64 = redis::cmd("INCR")
+        .arg(runs_key(&prefix(), id))
+        .query_async(&mut conn)
+        .await?;
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(std::env::var("WORKER_NAME").unwrap_or_default())
 }

@@ -17,7 +17,13 @@ use uuid::Uuid;
 struct WorkerProcess(Child);
 
 impl WorkerProcess {
-    fn start(redis: &RedisServer, prefix: &str, name: &str, concurrency: usize, visibility: u64) -> Self {
+    fn start(
+        redis: &RedisServer,
+        prefix: &str,
+        name: &str,
+        concurrency: usize,
+        visibility: u64,
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_fault_worker"))
             .env("MACHINERY_BROKER", redis.url())
             .env("MACHINERY_REDIS_KEY_PREFIX", prefix)
@@ -63,7 +69,9 @@ async fn server(redis: &RedisServer, prefix: &str, visibility: u64) -> Server {
     config.broker = redis.url();
     config.redis.key_prefix = prefix.to_owned();
     config.visibility_timeout = visibility;
-    Server::from_config(config).await.expect("connect to the test redis")
+    Server::from_config(config)
+        .await
+        .expect("connect to the test redis")
 }
 
 async fn conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -107,11 +115,15 @@ async fn sigkill_mid_run_loses_nothing() {
     let mut c = conn(&redis).await;
     let first = WorkerProcess::start(&redis, prefix, "first", 16, 3);
     let started_key = format!("{prefix}:test:started");
-    until("a few hundred tasks started", Duration::from_secs(60), || {
-        let mut c = c.clone();
-        let key = started_key.clone();
-        async move { counter(&mut c, &key).await >= 300 }
-    })
+    until(
+        "a few hundred tasks started",
+        Duration::from_secs(60),
+        || {
+            let mut c = c.clone();
+            let key = started_key.clone();
+            async move { counter(&mut c, &key).await >= 300 }
+        },
+    )
     .await;
     first.signal("KILL");
     drop(first);
@@ -166,7 +178,14 @@ async fn paused_worker_is_fenced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_run() {
-    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+    let mut redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
     let prefix = "restart";
     let n = 5_000u64;
     let server = server(&redis, prefix, 5).await;
@@ -182,7 +201,11 @@ async fn redis_restart_mid_run() {
         // goes through.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match work::s(id, 1).send_with(&server).await {
+            // The task talks to Redis itself, so it fails while Redis is down: retries.
+            let sig = work::s(id, 1)
+                .retries(20)
+                .retry_timeout(Duration::from_millis(200));
+            match sig.send_with(&server).await {
                 Ok(r) => {
                     handles.push(r);
                     break;
@@ -221,16 +244,25 @@ async fn garbage_is_dead_lettered_and_valid_tasks_complete() {
     let unknown_uuid = unknown.uuid;
     server
         .broker()
-        .publish(vec![junk(b"\x00\xffrandom bytes".to_vec()), junk(truncated)])
+        .publish(vec![
+            junk(b"\x00\xffrandom bytes".to_vec()),
+            junk(truncated),
+        ])
         .await
         .unwrap();
     server.send_raw(unknown).await.unwrap();
     let after = work::s(3, 0).send_with(&server).await.unwrap();
     let _w = WorkerProcess::start(&redis, prefix, "w", 4, 5);
-    assert_eq!(before.get_timeout(Duration::from_secs(30)).await.unwrap(), 1);
+    assert_eq!(
+        before.get_timeout(Duration::from_secs(30)).await.unwrap(),
+        1
+    );
     assert_eq!(after.get_timeout(Duration::from_secs(30)).await.unwrap(), 3);
     let unknown = server.result::<()>(unknown_uuid, "fault.nobody");
-    let err = unknown.get_timeout(Duration::from_secs(30)).await.unwrap_err();
+    let err = unknown
+        .get_timeout(Duration::from_secs(30))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not registered"), "{err}");
     until("three dead letters", Duration::from_secs(30), || async {
         server.dead_letters(&q).await.unwrap().len() == 3
@@ -243,23 +275,42 @@ async fn ten_thousand_delayed_tasks_start_on_time() {
     let redis = RedisServer::start();
     let prefix = "delayed";
     let server = server(&redis, prefix, 30).await;
-    let eta = SystemTime::now() + Duration::from_secs(3);
+    let eta = SystemTime::now() + Duration::from_secs(5);
     let n = 10_000u64;
-    let batch: Vec<_> = (0..n).map(|id| work::s(id, 0).eta(eta).into_raw().unwrap()).collect();
+    let batch: Vec<_> = (0..n)
+        .map(|id| work::s(id, 0).eta(eta).into_raw().unwrap())
+        .collect();
     let handles: Vec<_> = batch.iter().map(|r| (r.uuid, r.name.clone())).collect();
     server.send_batch(batch).await.unwrap();
     assert_eq!(server.delayed_tasks(None).await.unwrap().len() as u64, n);
     let _w = WorkerProcess::start(&redis, prefix, "w", 0, 30);
     let mut c = conn(&redis).await;
     let started = format!("{prefix}:test:started");
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Look just before the ETA: nothing may have started.
+    let before_eta = eta
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(300));
+    tokio::time::sleep(before_eta).await;
+    assert!(SystemTime::now() < eta, "the check ran before the ETA");
     assert_eq!(counter(&mut c, &started).await, 0, "nothing before the ETA");
-    for (uuid, name) in &handles {
-        server.result::<u64>(*uuid, name).get_timeout(Duration::from_secs(60)).await.unwrap();
-    }
+    until("every task started", Duration::from_secs(60), || {
+        let mut c = c.clone();
+        let key = started.clone();
+        async move { counter(&mut c, &key).await >= n }
+    })
+    .await;
     let late = SystemTime::now().duration_since(eta).unwrap_or_default();
-    println!("delayed: {n} tasks due at one instant all finished {late:?} after it");
-    assert!(late < Duration::from_secs(10), "finished {late:?} after the ETA");
+    println!("delayed: {n} tasks due at one instant all started within {late:?} after it");
+    // Generous: the tight figure belongs to the benchmark (`bench --scenario delayed`).
+    assert!(
+        late < Duration::from_secs(10),
+        "started {late:?} after the ETA"
+    );
+    for (uuid, name) in handles.iter().step_by(97) {
+        let r = server.result::<u64>(*uuid, name);
+        r.get_timeout(Duration::from_secs(60)).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +332,10 @@ async fn sigterm_finishes_running_tasks_and_leaves_the_rest() {
     })
     .await;
     w.signal("TERM");
-    assert!(w.wait_exit(Duration::from_secs(30)), "worker exited after SIGTERM");
+    assert!(
+        w.wait_exit(Duration::from_secs(30)),
+        "worker exited after SIGTERM"
+    );
     let mut done = 0;
     let mut pending = 0;
     for r in &handles {

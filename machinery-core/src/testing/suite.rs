@@ -230,8 +230,12 @@ pub async fn unregistered_is_dead_lettered<H: Harness>(h: &H) {
     let err = r.get_timeout(WAIT).await.unwrap_err();
     assert!(err.to_string().contains("not registered"), "{err}");
     let q = server.config().default_queue.clone();
+    // FAILURE is stored first, then the message is dead-lettered.
+    eventually("dead-lettered", || async {
+        server.dead_letters(&q).await.unwrap().len() == 1
+    })
+    .await;
     let dead = server.dead_letters(&q).await.unwrap();
-    assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("not registered"));
     w.shutdown().await.unwrap();
 }

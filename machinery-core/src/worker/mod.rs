@@ -63,6 +63,8 @@ pub struct Worker {
     pub(crate) prefetch: usize,
     pub(crate) grace: Duration,
     pub(crate) hooks: Hooks,
+    // Periodic tasks (opt-in): see `Worker::scheduler`.
+    pub(crate) scheduler: Option<crate::periodic::Scheduler>,
 }
 
 impl fmt::Debug for Worker {
@@ -102,6 +104,7 @@ impl Worker {
             prefetch: 64,
             grace: Duration::from_secs(30),
             hooks: Hooks::default(),
+            scheduler: None,
         }
     }
 
@@ -177,6 +180,14 @@ impl Worker {
     /// Runs `hook` when a task fails or is retried, with the error text.
     pub fn on_error(mut self, hook: impl Fn(&TaskContext, &str) + Send + Sync + 'static) -> Self {
         self.hooks.on_error.push(Arc::new(hook));
+        self
+    }
+
+    /// Also runs `scheduler`, publishing its periodic entries while the worker runs
+    /// (started with the worker, stopped first at shutdown). Any number of workers may
+    /// run the same entries: each tick is still published once.
+    pub fn scheduler(mut self, scheduler: crate::periodic::Scheduler) -> Self {
+        self.scheduler = Some(scheduler);
         self
     }
 

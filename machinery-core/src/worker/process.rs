@@ -68,17 +68,6 @@ pub(crate) async fn process(
             raw.schema, entry.schema
         )))
     } else {
-        let mut started = TaskState::new(raw.uuid, raw.name.clone(), State::Started);
-        started.retried = raw.retried;
-        started.group_uuid = raw.group_uuid;
-        if let Err(e) = shared
-            .server
-            .backend()
-            .store(std::slice::from_ref(&started))
-            .await
-        {
-            tracing::warn!(task.id = %raw.uuid, error = %e, "could not record STARTED");
-        }
         shared.hooks.before(&ctx);
         run(&entry, &raw, ctx.clone()).await
     };
@@ -97,7 +86,7 @@ pub(crate) async fn process(
         }),
         _ => None,
     };
-    let Some(delivery) = shared.settle(&delivery.receipt) else {
+    let Some(delivery) = shared.settle(&delivery) else {
         return;
     };
     let completion = Completion {
@@ -302,7 +291,7 @@ fn push_outgoing(shared: &Shared, publish: &mut Vec<Outgoing>, mut sig: RawSigna
 }
 
 async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &str) {
-    let Some(delivery) = shared.settle(&delivery.receipt) else {
+    let Some(delivery) = shared.settle(delivery) else {
         return;
     };
     if let Err(e) = shared.server.broker().dead_letter(&delivery, reason).await {
@@ -334,7 +323,7 @@ async fn fail_and_dead_letter(
 async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) {
     if raw.ignore_when_not_registered {
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
-        if let Some(d) = shared.settle(&delivery.receipt)
+        if let Some(d) = shared.settle(delivery)
             && let Err(e) = shared.server.broker().ack(&d).await
         {
             tracing::warn!(error = %e, "could not drop the message");
@@ -344,7 +333,7 @@ async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) 
     let limit = shared.server.config().unregistered_requeues;
     if delivery.delivery_count <= limit {
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, delivery = delivery.delivery_count, limit, "no such task on this worker; requeueing for another worker");
-        let Some(d) = shared.settle(&delivery.receipt) else {
+        let Some(d) = shared.settle(delivery) else {
             return;
         };
         let delay = Duration::from_millis(200) * delivery.delivery_count;

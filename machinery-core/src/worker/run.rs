@@ -23,6 +23,13 @@ const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// The most completions settled in one engine call.
 const COMPLETION_BATCH: usize = 256;
 
+/// Receipts are unique within a queue.
+type SlotKey = (String, String);
+
+fn slot_key(d: &Delivery) -> SlotKey {
+    (d.queue.clone(), d.receipt.clone())
+}
+
 /// A delivery the worker holds, with the task running it.
 pub(crate) struct Slot {
     pub(crate) delivery: Delivery,
@@ -35,19 +42,19 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) hooks: Hooks,
     pub(crate) worker: String,
-    inflight: Mutex<HashMap<String, Slot>>,
+    inflight: Mutex<HashMap<SlotKey, Slot>>,
     pub(crate) completions: mpsc::Sender<Completion>,
 }
 
 impl Shared {
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<SlotKey, Slot>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes ownership of settling a delivery. `None` when shutdown already handed it
     /// back, in which case the caller must not ack, release or dead-letter it.
-    pub(crate) fn settle(&self, receipt: &str) -> Option<Delivery> {
-        self.slots().remove(receipt).map(|s| s.delivery)
+    pub(crate) fn settle(&self, delivery: &Delivery) -> Option<Delivery> {
+        self.slots().remove(&slot_key(delivery)).map(|s| s.delivery)
     }
 }
 
@@ -60,6 +67,8 @@ pub(crate) struct Runner {
     fetcher: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     completer: JoinHandle<()>,
+    // Periodic tasks (opt-in, `Worker::scheduler`).
+    periodic: Option<crate::periodic::SchedulerHandle>,
 }
 
 impl Runner {
@@ -115,6 +124,10 @@ impl Runner {
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
         let completer = tokio::spawn(complete_loop(shared.clone(), rx));
+        let periodic = worker
+            .scheduler
+            .clone()
+            .map(crate::periodic::Scheduler::spawn);
         Ok(Runner {
             shared,
             stop,
@@ -124,6 +137,7 @@ impl Runner {
             fetcher,
             heartbeat,
             completer,
+            periodic,
         })
     }
 
@@ -138,8 +152,14 @@ impl Runner {
             fetcher,
             heartbeat,
             completer,
+            periodic,
         } = self;
         stop.cancelled().await;
+        if let Some(p) = periodic
+            && let Err(e) = p.shutdown().await
+        {
+            tracing::error!(error = %e, "periodic scheduler ended abnormally");
+        }
         let _ = fetcher.await;
         tracker.close();
         let running = shared.slots().len();
@@ -271,33 +291,39 @@ async fn fetch_loop(
         if batch.is_empty() {
             continue;
         }
+        // Every message fetched runs at once (fetches never exceed free slots), so the
+        // batch goes straight to STARTED, in one write for the whole batch.
+        let mut started = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
-        let mut received = Vec::with_capacity(batch.len());
         for delivery in batch {
             let raw = RawSignature::decode(&delivery.payload);
-            if let Ok(raw) = &raw {
-                let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Received);
+            if let Ok(raw) = &raw
+                && shared.registry.get(&raw.name).is_some()
+            {
+                let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Started);
                 state.retried = raw.retried;
                 state.group_uuid = raw.group_uuid;
-                received.push(state);
+                started.push(state);
             }
             decoded.push((delivery, raw));
         }
-        if let Err(e) = shared.server.backend().store(&received).await {
-            tracing::warn!(error = %e, "could not record RECEIVED states");
+        if !started.is_empty()
+            && let Err(e) = shared.server.backend().store(&started).await
+        {
+            tracing::warn!(error = %e, "could not record STARTED states");
         }
         for (delivery, raw) in decoded {
             let permit = permits.as_mut().and_then(|p| p.split(1));
-            let receipt = delivery.receipt.clone();
+            let key = slot_key(&delivery);
             shared.slots().insert(
-                receipt.clone(),
+                key.clone(),
                 Slot {
                     delivery: delivery.clone(),
                     abort: None,
                 },
             );
             let handle = tracker.spawn(process::process(shared.clone(), delivery, raw, permit));
-            if let Some(slot) = shared.slots().get_mut(&receipt) {
+            if let Some(slot) = shared.slots().get_mut(&key) {
                 slot.abort = Some(handle.abort_handle());
             }
         }

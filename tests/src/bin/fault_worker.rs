@@ -10,7 +10,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MACHINERY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("MACHINERY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let concurrency: usize = std::env::var("WORKER_CONCURRENCY")
@@ -25,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .server(&server)
         .name(name)
         .concurrency(concurrency)
-        .prefetch(concurrency.max(1))
+        .prefetch(if concurrency == 0 { 64 } else { concurrency })
         .run()
         .await?;
     Ok(())

@@ -1,0 +1,604 @@
+//! The Redis broker.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use machinery_core::backend::ResultBackend;
+use machinery_core::broker::{Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth};
+use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+
+use crate::backend::RedisBackend;
+use crate::conn::Engine;
+use crate::error::{Error, Result};
+
+/// Messages per publish script call: large enough to amortise the round trip, small
+/// enough not to stall Redis.
+const PUBLISH_CHUNK: usize = 2_000;
+
+/// The Redis broker. See the [crate docs](crate) for the design.
+#[derive(Debug)]
+pub struct RedisBroker {
+    pub(crate) engine: Arc<Engine>,
+    blocking: Mutex<Option<MultiplexedConnection>>,
+    visibility: Duration,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn receipt(id: &str, token: &str) -> String {
+    format!("{id}/{token}")
+}
+
+fn split_receipt(d: &Delivery) -> CoreResult<(&str, &str)> {
+    d.receipt
+        .rsplit_once('/')
+        .ok_or_else(|| CoreError::LeaseLost {
+            receipt: d.receipt.clone(),
+        })
+}
+
+fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    bytes(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// Parses a dead-letter entry: `<reason length>:<reason><payload>`.
+fn parse_dead(queue: &str, raw: &[u8]) -> DeadLetter {
+    let parsed = raw.iter().position(|b| *b == b':').and_then(|colon| {
+        let len: usize = std::str::from_utf8(&raw[..colon]).ok()?.parse().ok()?;
+        let rest = &raw[colon + 1..];
+        (rest.len() >= len).then(|| {
+            (
+                String::from_utf8_lossy(&rest[..len]).into_owned(),
+                rest[len..].to_vec(),
+            )
+        })
+    });
+    let (reason, payload) =
+        parsed.unwrap_or_else(|| ("(unreadable dead-letter entry)".into(), raw.to_vec()));
+    DeadLetter {
+        queue: queue.to_owned(),
+        reason,
+        payload,
+    }
+}
+
+impl RedisBroker {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+        let visibility = Duration::from_secs(engine.config.visibility_timeout);
+        RedisBroker {
+            engine,
+            blocking: Mutex::new(None),
+            visibility,
+        }
+    }
+
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.engine.conn.clone()
+    }
+
+    fn prefix(&self) -> &str {
+        self.engine.keys.prefix()
+    }
+
+    fn check_sizes(&self, messages: &[Outgoing]) -> CoreResult<()> {
+        let limit = self.engine.config.max_message_bytes;
+        match messages.iter().find(|m| m.payload.len() > limit) {
+            Some(m) => Err(CoreError::MessageTooLarge {
+                size: m.payload.len(),
+                limit,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn fetch_queue(&self, queue: &str, max: usize) -> Result<(Vec<Delivery>, Option<u64>)> {
+        let visibility_ms = u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX);
+        let reply: Vec<Value> = self
+            .engine
+            .scripts
+            .fetch
+            .arg(self.prefix())
+            .arg(queue)
+            .arg(max)
+            .arg(visibility_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let next_due = reply
+            .first()
+            .and_then(int)
+            .and_then(|n| u64::try_from(n).ok());
+        let mut out = Vec::with_capacity((reply.len().saturating_sub(1)) / 4);
+        for chunk in reply.get(1..).unwrap_or_default().chunks(4) {
+            let [id, token, count, payload] = chunk else {
+                return Err(Error::Protocol("fetch returned a partial entry".into()));
+            };
+            let (Some(id), Some(token), Some(count), Some(payload)) =
+                (text(id), text(token), int(count), bytes(payload))
+            else {
+                return Err(Error::Protocol("fetch returned a malformed entry".into()));
+            };
+            out.push(Delivery {
+                payload,
+                queue: queue.to_owned(),
+                delivery_count: u32::try_from(count).unwrap_or(u32::MAX),
+                receipt: receipt(&id, &token),
+            });
+        }
+        Ok((out, next_due))
+    }
+
+    /// Blocks on the queues' wake-up lists for at most `block`.
+    async fn block(&self, queues: &[String], block: Duration) -> Result<()> {
+        let mut slot = self.blocking.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.engine.blocking_connection().await?);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Ok(());
+        };
+        let keys: Vec<String> = queues
+            .iter()
+            .map(|q| self.engine.keys.queue(q, "notify"))
+            .collect();
+        let secs = block.as_secs_f64().max(0.001);
+        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+            .arg(&keys)
+            .arg(secs)
+            .query_async(conn)
+            .await;
+        if let Err(e) = r {
+            // Drop the connection; the next call opens a fresh one.
+            *slot = None;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, d: &Delivery, action: &str, arg: &str) -> CoreResult<()> {
+        let (id, token) = split_receipt(d)?;
+        let held: i64 = self
+            .engine
+            .scripts
+            .settle
+            .arg(self.prefix())
+            .arg(&d.queue)
+            .arg(id)
+            .arg(token)
+            .arg(action)
+            .arg(arg)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(CoreError::LeaseLost {
+                receipt: d.receipt.clone(),
+            })
+        }
+    }
+
+    async fn complete_one(&self, c: &Completion, ttl_ms: u64) -> CoreResult<()> {
+        let (id, token) = split_receipt(&c.delivery)?;
+        let mut invocation = self.engine.scripts.complete.prepare_invoke();
+        invocation
+            .arg(self.prefix())
+            .arg(ttl_ms)
+            .arg(&c.delivery.queue)
+            .arg(id)
+            .arg(token)
+            .arg(1 + c.also_store.len());
+        for state in std::iter::once(&c.state).chain(&c.also_store) {
+            invocation
+                .arg(state.uuid.to_string())
+                .arg(if state.state.is_terminal() { "1" } else { "0" })
+                .arg(state.encode()?);
+        }
+        invocation.arg(c.publish.len());
+        for m in &c.publish {
+            invocation
+                .arg(&m.queue)
+                .arg(m.eta.unwrap_or(0))
+                .arg(m.priority.min(9))
+                .arg(m.payload.as_slice());
+        }
+        match &c.group {
+            Some(g) => {
+                let success = c.state.state == State::Success;
+                invocation
+                    .arg(g.group_uuid.to_string())
+                    .arg(g.index)
+                    .arg(if success { "1" } else { "0" })
+                    .arg(c.state.result.as_deref().unwrap_or_default())
+                    .arg(&c.state.name)
+                    .arg(c.state.error.as_deref().unwrap_or_default());
+            }
+            None => {
+                invocation.arg("").arg(0).arg("0").arg("").arg("").arg("");
+            }
+        }
+        let held: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(CoreError::LeaseLost {
+                receipt: c.delivery.receipt.clone(),
+            })
+        }
+    }
+
+    /// Publishes with the broker's own scripts (PENDING states are written by the
+    /// caller).
+    async fn publish_raw(&self, messages: &[Outgoing]) -> Result<()> {
+        for chunk in messages.chunks(PUBLISH_CHUNK) {
+            let mut invocation = self.engine.scripts.publish.prepare_invoke();
+            invocation.arg(self.prefix());
+            for m in chunk {
+                invocation
+                    .arg(&m.queue)
+                    .arg(m.eta.unwrap_or(0))
+                    .arg(m.priority.min(9))
+                    .arg(m.payload.as_slice());
+            }
+            let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    fn colocated<'a>(&self, backend: &'a dyn ResultBackend) -> Option<&'a RedisBackend> {
+        backend
+            .as_any()
+            .downcast_ref::<RedisBackend>()
+            .filter(|b| b.engine.same_as(&self.engine))
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn engine(&self) -> &'static str {
+        "redis"
+    }
+
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility
+    }
+
+    async fn publish(&self, messages: Vec<Outgoing>) -> CoreResult<()> {
+        self.check_sizes(&messages)?;
+        Ok(self.publish_raw(&messages).await?)
+    }
+
+    async fn fetch(
+        &self,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> CoreResult<Vec<Delivery>> {
+        let max = max.clamp(1, self.engine.config.redis.fetch_batch.max(1));
+        let deadline = tokio::time::Instant::now() + wait;
+        let block_cap = Duration::from_millis(self.engine.config.redis.block_ms);
+        loop {
+            let mut out = Vec::new();
+            let mut next_due: Option<u64> = None;
+            for q in queues {
+                if out.len() >= max {
+                    break;
+                }
+                let (batch, due) = self.fetch_queue(q, max - out.len()).await?;
+                out.extend(batch);
+                next_due = match (next_due, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(out);
+            }
+            let mut block = (deadline - now).min(block_cap);
+            if let Some(due) = next_due {
+                block = block.min(Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            }
+            self.block(queues, block).await?;
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> CoreResult<()> {
+        self.settle(delivery, "ack", "").await
+    }
+
+    async fn extend(&self, deliveries: &[Delivery]) -> CoreResult<Vec<bool>> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.engine.scripts.extend.prepare_invoke();
+        invocation
+            .arg(self.prefix())
+            .arg(u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX));
+        for d in deliveries {
+            let (id, token) = split_receipt(d).unwrap_or(("", ""));
+            invocation.arg(&d.queue).arg(id).arg(token);
+        }
+        let held: Vec<i64> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(held.into_iter().map(|h| h == 1).collect())
+    }
+
+    async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> CoreResult<()> {
+        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.settle(delivery, "release", &ms.to_string()).await
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> CoreResult<()> {
+        tracing::warn!(queue = %delivery.queue, reason, "message moved to the dead-letter queue");
+        self.settle(delivery, "dead", reason).await
+    }
+
+    async fn pending(&self, queue: &str) -> CoreResult<Vec<Vec<u8>>> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.engine.keys.ready(queue))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        self.payloads(queue, &ids).await
+    }
+
+    async fn delayed(&self, queue: Option<&str>) -> CoreResult<Vec<Vec<u8>>> {
+        let mut conn = self.conn();
+        let queues: Vec<String> = match queue {
+            Some(q) => vec![q.to_owned()],
+            None => redis::cmd("SMEMBERS")
+                .arg(self.engine.keys.queues())
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?,
+        };
+        let mut all: Vec<(f64, Vec<u8>)> = Vec::new();
+        for q in &queues {
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(self.engine.keys.queue(q, "delayed"))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?;
+            let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+            let payloads = self.payloads(q, &ids).await?;
+            all.extend(entries.into_iter().map(|(_, s)| s).zip(payloads));
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(all.into_iter().map(|(_, p)| p).collect())
+    }
+
+    async fn depth(&self, queue: &str) -> CoreResult<QueueDepth> {
+        let (ready, delayed, in_flight): (usize, usize, usize) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(self.engine.keys.ready(queue))
+            .cmd("ZCARD")
+            .arg(self.engine.keys.queue(queue, "delayed"))
+            .cmd("ZCARD")
+            .arg(self.engine.keys.queue(queue, "inflight"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(QueueDepth {
+            ready,
+            delayed,
+            in_flight: Some(in_flight),
+        })
+    }
+
+    async fn dead_letters(&self, queue: &str) -> CoreResult<Vec<DeadLetter>> {
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(self.engine.keys.queue(queue, "dead"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(raw.iter().map(|r| parse_dead(queue, r)).collect())
+    }
+
+    async fn requeue_dead_letters(&self, queue: &str) -> CoreResult<usize> {
+        let key = self.engine.keys.queue(queue, "dead");
+        let mut conn = self.conn();
+        let mut moved = 0;
+        loop {
+            // One at a time, so a crash loses at most the entry being moved.
+            let raw: Option<Vec<u8>> = redis::cmd("LPOP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?;
+            let Some(raw) = raw else { break };
+            let dead = parse_dead(queue, &raw);
+            self.publish_raw(&[Outgoing {
+                uuid: uuid::Uuid::nil(),
+                queue: queue.to_owned(),
+                eta: None,
+                priority: 0,
+                payload: dead.payload,
+            }])
+            .await?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead_letters(&self, queue: &str) -> CoreResult<usize> {
+        let key = self.engine.keys.queue(queue, "dead");
+        let (n, _): (usize, i64) = redis::pipe()
+            .atomic()
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("DEL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(n)
+    }
+
+    async fn publish_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<()> {
+        self.check_sizes(&messages)?;
+        match self.colocated(backend) {
+            // States and messages in one pipeline: one round trip for a send.
+            Some(b) if messages.len() <= PUBLISH_CHUNK => {
+                let mut pipe = redis::pipe();
+                b.store_into(&mut pipe, states)?;
+                let mut invocation = self.engine.scripts.publish.prepare_invoke();
+                invocation.arg(self.prefix());
+                for m in &messages {
+                    invocation
+                        .arg(&m.queue)
+                        .arg(m.eta.unwrap_or(0))
+                        .arg(m.priority.min(9))
+                        .arg(m.payload.as_slice());
+                }
+                pipe.invoke_script(&invocation).ignore();
+                let r: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
+                match r {
+                    Ok(()) => Ok(()),
+                    // A restarted Redis has forgotten the script: load it and go again.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        backend.store(states).await?;
+                        self.publish(messages).await
+                    }
+                    Err(e) => Err(Error::from(e).into()),
+                }
+            }
+            _ => {
+                backend.store(states).await?;
+                self.publish(messages).await
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        completions: Vec<Completion>,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Vec<CoreResult<()>>> {
+        if self.colocated(backend).is_none() {
+            // Another result backend: the trait's step-by-step default.
+            let mut out = Vec::with_capacity(completions.len());
+            for c in completions {
+                let held = self.extend(std::slice::from_ref(&c.delivery)).await?;
+                if !held.first().copied().unwrap_or(false) {
+                    out.push(Err(CoreError::LeaseLost {
+                        receipt: c.delivery.receipt.clone(),
+                    }));
+                    continue;
+                }
+                let mut states = vec![c.state.clone()];
+                states.extend(c.also_store.iter().cloned());
+                backend.store(&states).await?;
+                let mut publish = c.publish.clone();
+                if let Some(g) = &c.group
+                    && let Some(cb) = backend.chord_member_done(g, &c.state).await?
+                {
+                    publish.push(cb);
+                }
+                if !publish.is_empty() {
+                    self.publish(publish).await?;
+                }
+                out.push(self.ack(&c.delivery).await);
+            }
+            return Ok(out);
+        }
+        // One script per completion, all in flight at once: the multiplexed connection
+        // pipelines them into few round trips.
+        let ttl = self.engine.ttl_ms();
+        let results = join_all(completions.iter().map(|c| self.complete_one(c, ttl))).await;
+        // An engine error (connection lost) fails the whole batch so the caller retries it;
+        // a lost lease is that completion's own outcome.
+        if let Some(Err(e)) = results
+            .iter()
+            .find(|r| matches!(r, Err(e) if !matches!(e, CoreError::LeaseLost { .. })))
+        {
+            return Err(CoreError::engine_msg("redis", e.to_string()));
+        }
+        Ok(results)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl RedisBroker {
+    async fn payloads(&self, queue: &str, ids: &[String]) -> CoreResult<Vec<Vec<u8>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(self.engine.keys.queue(queue, "msg"))
+            .arg(ids)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(values.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_entries_round_trip() {
+        let mut raw = b"11:bad payload".to_vec();
+        raw.extend_from_slice(&[0, 1, 2, b':']);
+        let d = parse_dead("q", &raw);
+        assert_eq!(d.reason, "bad payload");
+        assert_eq!(d.payload, vec![0, 1, 2, b':']);
+        let junk = parse_dead("q", b"nonsense");
+        assert_eq!(junk.payload, b"nonsense".to_vec());
+    }
+}

@@ -1,0 +1,125 @@
+//! Connections and the state shared by the broker and the backend of one engine.
+
+use std::time::Duration;
+
+use machinery_core::Config;
+use machinery_core::config::redact_url;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client};
+
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+use crate::scripts::Scripts;
+
+/// One Redis server as seen by this process: the shared auto-reconnecting connection
+/// for everything that does not block, and how to open blocking ones.
+pub(crate) struct Engine {
+    pub(crate) client: Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Scripts,
+    pub(crate) url: String,
+    pub(crate) config: Config,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("url", &self.url)
+            .field("prefix", &self.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+fn connect_error(url: &str, e: &redis::RedisError) -> Error {
+    // redis-rs errors never contain the password, but say so explicitly for AUTH.
+    let reason = match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => {
+            "authentication failed (wrong password or user)".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    Error::Connect {
+        url: redact_url(url),
+        reason,
+    }
+}
+
+impl Engine {
+    /// Connects to `url` with the timeouts of `config`.
+    pub(crate) async fn connect(url: &str, config: &Config) -> Result<Self> {
+        let redacted = redact_url(url);
+        if url.starts_with("rediss://") {
+            return Err(Error::Url {
+                url: redacted,
+                reason: "TLS (`rediss://`) is not compiled into this build; use `redis://` on a trusted network or a TLS tunnel".into(),
+            });
+        }
+        let client = Client::open(url).map_err(|e| Error::Url {
+            url: redacted.clone(),
+            reason: e.to_string(),
+        })?;
+        let r = &config.redis;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(r.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(r.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connect = client.get_connection_manager_with_config(manager_config);
+        // The manager retries its first connection; bound the whole attempt too.
+        let limit = Duration::from_millis(r.connect_timeout_ms.saturating_mul(3));
+        let conn = match tokio::time::timeout(limit, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(connect_error(url, &e)),
+            Err(_) => {
+                return Err(Error::Connect {
+                    url: redacted,
+                    reason: format!("no answer within {limit:?}"),
+                });
+            }
+        };
+        let mut engine = Engine {
+            client,
+            conn,
+            keys: Keys::new(&r.key_prefix),
+            scripts: Scripts::new(),
+            url: redacted,
+            config: config.clone(),
+        };
+        // Fail now, clearly, if the server refuses us (AUTH, ACL).
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut engine.conn)
+            .await
+            .map_err(|e| connect_error(url, &e))?;
+        if pong != "PONG" {
+            return Err(Error::Protocol(format!("PING answered `{pong}`")));
+        }
+        Ok(engine)
+    }
+
+    /// A connection of its own for blocking reads: no reply timeout, since a blocking
+    /// read legitimately waits (redis-rs times replies out after 500 ms by default).
+    pub(crate) async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(
+                self.config.redis.connect_timeout_ms,
+            )))
+            .set_response_timeout(None);
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Whether `other` talks to the same server under the same prefix.
+    pub(crate) fn same_as(&self, other: &Engine) -> bool {
+        self.client.get_connection_info().addr() == other.client.get_connection_info().addr()
+            && self.url == other.url
+            && self.keys == other.keys
+    }
+
+    /// The results TTL in milliseconds, 0 for none.
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.config.results_expire_in.saturating_mul(1000)
+    }
+}

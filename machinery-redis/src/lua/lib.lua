@@ -1,0 +1,58 @@
+-- Shared by every script. Key names mirror keys.rs: one hash tag per queue, so the
+-- keys of one queue live in one Redis Cluster slot.
+local function qkey(prefix, queue, kind)
+  return prefix .. ':{q:' .. queue .. '}:' .. kind
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Message ids are '<priority>:<sequence>'. The ready set is ordered by priority
+-- (higher first), then by sequence (older first): ZPOPMIN takes the next message.
+local function push_ready(prefix, queue, id)
+  local priority = tonumber(string.sub(id, 1, 1))
+  local seq = tonumber(string.sub(id, 3))
+  redis.call('ZADD', qkey(prefix, queue, 'ready'), (9 - priority) * 1e13 + seq, id)
+end
+
+-- Records a queue name once per script call (for listings across queues).
+local known_queues = {}
+local function remember(prefix, queue)
+  if not known_queues[queue] then
+    known_queues[queue] = true
+    redis.call('SADD', prefix .. ':queues', queue)
+  end
+end
+
+local function wake(prefix, queue)
+  local n = qkey(prefix, queue, 'notify')
+  redis.call('LPUSH', n, 1)
+  redis.call('LTRIM', n, 0, 15)
+end
+
+-- Stores and queues one message; returns 1 when it is ready now, 0 when delayed.
+local function enqueue(prefix, queue, eta, priority, payload, now)
+  remember(prefix, queue)
+  local id = priority .. ':' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
+  redis.call('HSET', qkey(prefix, queue, 'msg'), id, payload)
+  if eta > now then
+    redis.call('ZADD', qkey(prefix, queue, 'delayed'), eta, id)
+    return 0
+  end
+  push_ready(prefix, queue, id)
+  return 1
+end
+
+-- The lease check of every settling step: the delivery's token must still be current.
+local function holds(prefix, queue, id, token)
+  return redis.call('HGET', qkey(prefix, queue, 'lease'), id) == token
+end
+
+local function forget(prefix, queue, id)
+  redis.call('HDEL', qkey(prefix, queue, 'lease'), id)
+  redis.call('ZREM', qkey(prefix, queue, 'inflight'), id)
+  redis.call('HDEL', qkey(prefix, queue, 'msg'), id)
+  redis.call('HDEL', qkey(prefix, queue, 'count'), id)
+end

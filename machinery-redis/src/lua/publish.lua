@@ -1,0 +1,12 @@
+-- ARGV: prefix, then (queue, eta_ms, priority, payload) per message.
+local prefix = ARGV[1]
+local now = now_ms()
+local woken = {}
+for i = 2, #ARGV, 4 do
+  local queue = ARGV[i]
+  if enqueue(prefix, queue, tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], now) == 1 and not woken[queue] then
+    woken[queue] = true
+    wake(prefix, queue)
+  end
+end
+return 1

@@ -1,0 +1,24 @@
+-- ARGV: prefix, queue, id, token, action, arg.
+-- action: 'ack' | 'release' (arg = delay ms) | 'dead' (arg = reason).
+-- Returns 0 when the lease is no longer held (nothing changed), else 1.
+local prefix, queue, id, token, action, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not holds(prefix, queue, id, token) then return 0 end
+if action == 'ack' then
+  forget(prefix, queue, id)
+elseif action == 'release' then
+  redis.call('HDEL', qkey(prefix, queue, 'lease'), id)
+  redis.call('ZREM', qkey(prefix, queue, 'inflight'), id)
+  local delay = tonumber(arg)
+  if delay > 0 then
+    redis.call('ZADD', qkey(prefix, queue, 'delayed'), now_ms() + delay, id)
+  else
+    push_ready(prefix, queue, id)
+    wake(prefix, queue)
+  end
+elseif action == 'dead' then
+  local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
+  forget(prefix, queue, id)
+  -- '<reason length>:<reason><payload>', read back by DeadLetter parsing in broker.rs.
+  redis.call('RPUSH', qkey(prefix, queue, 'dead'), #arg .. ':' .. arg .. payload)
+end
+return 1
