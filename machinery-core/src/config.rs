@@ -19,7 +19,7 @@
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5000` | milliseconds |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5000` | milliseconds |
 //! | `redis.fetch_batch` | `MACHINERY_REDIS_FETCH_BATCH` | `64` | at least 1 |
-//! | `redis.block_ms` | `MACHINERY_REDIS_BLOCK_MS` | `1000` | milliseconds, at least 1 |
+//! | `redis.block_ms` | `MACHINERY_REDIS_BLOCK_MS` | `5000` | milliseconds, at least 1 |
 //!
 //! Numbers are whole numbers. Durations must also fit in signed 64-bit milliseconds,
 //! the unit Redis uses for expiries and blocking reads, so no engine overflows
@@ -131,7 +131,7 @@ pub struct RedisConfig {
     /// `MACHINERY_REDIS_FETCH_BATCH`); default 64; at least 1.
     pub fetch_batch: usize,
     /// Milliseconds one blocking read waits (`redis.block_ms`,
-    /// `MACHINERY_REDIS_BLOCK_MS`); default 1000; at least 1.
+    /// `MACHINERY_REDIS_BLOCK_MS`); default 5000; at least 1.
     pub block_ms: u64,
 }
 
@@ -159,7 +159,7 @@ impl Default for RedisConfig {
             connect_timeout_ms: 5000,
             response_timeout_ms: 5000,
             fetch_batch: 64,
-            block_ms: 1000,
+            block_ms: 5000,
         }
     }
 }
@@ -1075,7 +1075,7 @@ mod tests {
         assert_eq!(c.redis.connect_timeout_ms, 5000);
         assert_eq!(c.redis.response_timeout_ms, 5000);
         assert_eq!(c.redis.fetch_batch, 64);
-        assert_eq!(c.redis.block_ms, 1000);
+        assert_eq!(c.redis.block_ms, 5000);
         assert_eq!(c.redis, RedisConfig::default());
         c.validate().expect("defaults are valid");
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use machinery_core::backend::ResultBackend;
 use machinery_core::broker::{Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
@@ -205,12 +204,13 @@ impl RedisBroker {
         }
     }
 
-    async fn complete_one(&self, c: &Completion, ttl_ms: u64) -> CoreResult<()> {
+    /// Adds one completion's arguments to the batched completion script.
+    fn complete_args(
+        invocation: &mut redis::ScriptInvocation<'_>,
+        c: &Completion,
+    ) -> CoreResult<()> {
         let (id, token) = split_receipt(&c.delivery)?;
-        let mut invocation = self.engine.scripts.complete.prepare_invoke();
         invocation
-            .arg(self.prefix())
-            .arg(ttl_ms)
             .arg(&c.delivery.queue)
             .arg(id)
             .arg(token)
@@ -244,17 +244,36 @@ impl RedisBroker {
                 invocation.arg("").arg(0).arg("0").arg("").arg("").arg("");
             }
         }
-        let held: i64 = invocation
+        Ok(())
+    }
+
+    async fn run_complete(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        completions: &[Completion],
+    ) -> CoreResult<Vec<CoreResult<()>>> {
+        let held: Vec<i64> = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
-        if held == 1 {
-            Ok(())
-        } else {
-            Err(CoreError::LeaseLost {
-                receipt: c.delivery.receipt.clone(),
-            })
+        if held.len() != completions.len() {
+            return Err(
+                Error::Protocol("complete returned the wrong number of flags".into()).into(),
+            );
         }
+        Ok(held
+            .into_iter()
+            .zip(completions)
+            .map(|(h, c)| {
+                if h == 1 {
+                    Ok(())
+                } else {
+                    Err(CoreError::LeaseLost {
+                        receipt: c.delivery.receipt.clone(),
+                    })
+                }
+            })
+            .collect())
     }
 
     /// Publishes with the broker's own scripts (PENDING states are written by the
@@ -552,19 +571,34 @@ impl Broker for RedisBroker {
             }
             return Ok(out);
         }
-        // One script per completion, all in flight at once: the multiplexed connection
-        // pipelines them into few round trips.
-        let ttl = self.engine.ttl_ms();
-        let results = join_all(completions.iter().map(|c| self.complete_one(c, ttl))).await;
-        // An engine error (connection lost) fails the whole batch so the caller retries it;
-        // a lost lease is that completion's own outcome.
-        if let Some(Err(e)) = results
+        // The whole batch in one script call: one round trip and one script
+        // invocation for up to 256 finished tasks, each still fenced by its own lease.
+        let mut invocation = self.engine.scripts.complete.prepare_invoke();
+        invocation
+            .arg(self.prefix())
+            .arg(self.engine.ttl_ms())
+            .arg(completions.len());
+        let well_formed = completions
             .iter()
-            .find(|r| matches!(r, Err(e) if !matches!(e, CoreError::LeaseLost { .. })))
-        {
-            return Err(CoreError::engine_msg("redis", e.to_string()));
+            .all(|c| Self::complete_args(&mut invocation, c).is_ok());
+        if !well_formed {
+            // Cannot happen for deliveries this broker handed out; settle them one by one
+            // so one bad completion does not block the others.
+            let mut out = Vec::with_capacity(completions.len());
+            for c in &completions {
+                let mut one = self.engine.scripts.complete.prepare_invoke();
+                one.arg(self.prefix()).arg(self.engine.ttl_ms()).arg(1);
+                out.push(match Self::complete_args(&mut one, c) {
+                    Ok(()) => self
+                        .run_complete(&one, std::slice::from_ref(c))
+                        .await?
+                        .remove(0),
+                    Err(e) => Err(e),
+                });
+            }
+            return Ok(out);
         }
-        Ok(results)
+        self.run_complete(&invocation, &completions).await
     }
 
     fn as_any(&self) -> &dyn Any {

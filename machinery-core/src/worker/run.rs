@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,8 +18,8 @@ use crate::signature::RawSignature;
 
 use super::{Hooks, Worker, process};
 
-/// The longest a fetch blocks, so the loop notices a stop request promptly.
-const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// The longest one fetch call blocks (a stop request cancels it at once anyway).
+const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// The most completions settled in one engine call.
 const COMPLETION_BATCH: usize = 256;
 
@@ -307,10 +307,17 @@ async fn fetch_loop(
             }
             decoded.push((delivery, raw));
         }
-        if !started.is_empty()
-            && let Err(e) = shared.server.backend().store(&started).await
-        {
-            tracing::warn!(error = %e, "could not record STARTED states");
+        // Tasks start while STARTED is being written; each waits for that write before
+        // its own state is settled, so a late STARTED never overwrites a result.
+        let (written, started_written) = watch::channel(started.is_empty());
+        if !started.is_empty() {
+            let backend = shared.server.backend().clone();
+            tracker.spawn(async move {
+                if let Err(e) = backend.store(&started).await {
+                    tracing::warn!(error = %e, "could not record STARTED states");
+                }
+                written.send_replace(true);
+            });
         }
         for (delivery, raw) in decoded {
             let permit = permits.as_mut().and_then(|p| p.split(1));
@@ -322,7 +329,13 @@ async fn fetch_loop(
                     abort: None,
                 },
             );
-            let handle = tracker.spawn(process::process(shared.clone(), delivery, raw, permit));
+            let handle = tracker.spawn(process::process(
+                shared.clone(),
+                delivery,
+                raw,
+                permit,
+                started_written.clone(),
+            ));
             if let Some(slot) = shared.slots().get_mut(&key) {
                 slot.abort = Some(handle.abort_handle());
             }

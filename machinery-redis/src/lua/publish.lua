@@ -4,7 +4,9 @@ local now = now_ms()
 local woken = {}
 for i = 2, #ARGV, 4 do
   local queue = ARGV[i]
-  if enqueue(prefix, queue, tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], now) == 1 and not woken[queue] then
+  -- A delayed message wakes blocked workers too, so they re-plan their next wake-up.
+  enqueue(prefix, queue, tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], now)
+  if not woken[queue] then
     woken[queue] = true
     wake(prefix, queue)
   end

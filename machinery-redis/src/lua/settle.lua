@@ -13,8 +13,8 @@ elseif action == 'release' then
     redis.call('ZADD', qkey(prefix, queue, 'delayed'), now_ms() + delay, id)
   else
     push_ready(prefix, queue, id)
-    wake(prefix, queue)
   end
+  wake(prefix, queue)
 elseif action == 'dead' then
   local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
   forget(prefix, queue, id)
