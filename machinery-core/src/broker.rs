@@ -188,15 +188,35 @@ pub trait Broker: Send + Sync + 'static {
         completions: Vec<Completion>,
         backend: &dyn ResultBackend,
     ) -> Result<Vec<Result<()>>> {
-        let mut out = Vec::with_capacity(completions.len());
-        for c in completions {
-            out.push(complete_one(self, c, backend).await);
-        }
-        Ok(out)
+        complete_step_by_step(self, completions, backend).await
     }
 
     /// The engine object, for engines that recognise a result backend of their own.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// [`Broker::complete`] from the broker's and backend's primitives, one completion after
+/// the other: lease check (a heartbeat), state writes, chord step, publishes, ack. A lost
+/// lease is that completion's own result; any other error fails the batch, which the
+/// caller retries (completions already settled then report a lost lease: their ack
+/// ended the lease).
+///
+/// # Errors
+/// Engine errors.
+pub async fn complete_step_by_step<B: Broker + ?Sized>(
+    broker: &B,
+    completions: Vec<Completion>,
+    backend: &dyn ResultBackend,
+) -> Result<Vec<Result<()>>> {
+    let mut out = Vec::with_capacity(completions.len());
+    for c in completions {
+        match complete_one(broker, c, backend).await {
+            Err(e @ crate::Error::LeaseLost { .. }) => out.push(Err(e)),
+            Err(e) => return Err(e),
+            Ok(()) => out.push(Ok(())),
+        }
+    }
+    Ok(out)
 }
 
 async fn complete_one<B: Broker + ?Sized>(

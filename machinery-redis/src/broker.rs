@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use machinery_core::backend::ResultBackend;
-use machinery_core::broker::{Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth};
+use machinery_core::broker::{
+    Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, complete_step_by_step,
+};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -545,31 +547,8 @@ impl Broker for RedisBroker {
         backend: &dyn ResultBackend,
     ) -> CoreResult<Vec<CoreResult<()>>> {
         if self.colocated(backend).is_none() {
-            // Another result backend: the trait's step-by-step default.
-            let mut out = Vec::with_capacity(completions.len());
-            for c in completions {
-                let held = self.extend(std::slice::from_ref(&c.delivery)).await?;
-                if !held.first().copied().unwrap_or(false) {
-                    out.push(Err(CoreError::LeaseLost {
-                        receipt: c.delivery.receipt.clone(),
-                    }));
-                    continue;
-                }
-                let mut states = vec![c.state.clone()];
-                states.extend(c.also_store.iter().cloned());
-                backend.store(&states).await?;
-                let mut publish = c.publish.clone();
-                if let Some(g) = &c.group
-                    && let Some(cb) = backend.chord_member_done(g, &c.state).await?
-                {
-                    publish.push(cb);
-                }
-                if !publish.is_empty() {
-                    self.publish(publish).await?;
-                }
-                out.push(self.ack(&c.delivery).await);
-            }
-            return Ok(out);
+            // Another result backend: the step-by-step default.
+            return complete_step_by_step(self, completions, backend).await;
         }
         // The whole batch in one script call: one round trip and one script
         // invocation for up to 256 finished tasks, each still fenced by its own lease.

@@ -46,29 +46,12 @@ local function settle()
   local group, index, success, result, name, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   i = i + 6
   if not held then return 0 end
-  if group ~= '' then
+  if group ~= '' and chord_member(prefix, ttl, group, index, success, result, name, err) then
     local ck = prefix .. ':chord:' .. group
-    local rk = ck .. ':results'
-    if redis.call('EXISTS', ck) == 1 then
-      if success == '1' then
-        redis.call('HSET', rk, index, result)
-      else
-        redis.call('HSETNX', ck, 'failure', index .. '\n' .. name .. '\n' .. err)
-      end
-      if ttl > 0 then
-        redis.call('PEXPIRE', ck, ttl)
-        redis.call('PEXPIRE', rk, ttl)
-      end
-      local count = tonumber(redis.call('HGET', ck, 'count'))
-      local finished = redis.call('HLEN', rk) >= count or redis.call('HEXISTS', ck, 'failure') == 1
-      if finished and redis.call('HSETNX', ck, 'fired', 1) == 1 then
-        local q = redis.call('HGET', ck, 'queue')
-        local prio = redis.call('HGET', ck, 'priority')
-        if enqueue(prefix, q, 0, prio, redis.call('HGET', ck, 'callback'), now) == 1 then
-          wake(prefix, q)
-        end
-      end
-    end
+    local q = redis.call('HGET', ck, 'queue')
+    local prio = redis.call('HGET', ck, 'priority')
+    enqueue(prefix, q, 0, prio, redis.call('HGET', ck, 'callback'), now)
+    wake(prefix, q)
   end
   forget(prefix, queue, id)
   return 1

@@ -56,3 +56,23 @@ local function forget(prefix, queue, id)
   redis.call('HDEL', qkey(prefix, queue, 'msg'), id)
   redis.call('HDEL', qkey(prefix, queue, 'count'), id)
 end
+
+-- Records a chord member's final state; returns true when this call completes the
+-- chord (last success, or first failure) and must publish the callback: exactly once.
+local function chord_member(prefix, ttl, group, index, success, result, name, err)
+  local ck = prefix .. ':chord:' .. group
+  local rk = ck .. ':results'
+  if redis.call('EXISTS', ck) == 0 then return nil end
+  if success == '1' then
+    redis.call('HSET', rk, index, result)
+  else
+    redis.call('HSETNX', ck, 'failure', index .. '\n' .. name .. '\n' .. err)
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', ck, ttl)
+    redis.call('PEXPIRE', rk, ttl)
+  end
+  local count = tonumber(redis.call('HGET', ck, 'count'))
+  local finished = redis.call('HLEN', rk) >= count or redis.call('HEXISTS', ck, 'failure') == 1
+  return finished and redis.call('HSETNX', ck, 'fired', 1) == 1
+end
