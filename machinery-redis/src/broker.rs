@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 
 /// Messages per publish script call: large enough to amortise the round trip, small
 /// enough not to stall Redis.
-const PUBLISH_CHUNK: usize = 2_000;
+const PUBLISH_CHUNK: usize = 1_000;
 
 /// The Redis broker. See the [crate docs](crate) for the design.
 #[derive(Debug)]
