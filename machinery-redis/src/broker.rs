@@ -18,6 +18,9 @@ use crate::backend::RedisBackend;
 use crate::conn::Engine;
 use crate::error::{Error, Result};
 
+/// How late Redis may time out a blocked client (its `hz` is 10 by default).
+const BLOCK_GRANULARITY: Duration = Duration::from_millis(100);
+
 /// Messages per publish script call: large enough to amortise the round trip, small
 /// enough not to stall Redis.
 const PUBLISH_CHUNK: usize = 1_000;
@@ -349,11 +352,23 @@ impl Broker for RedisBroker {
             if now >= deadline {
                 return Ok(out);
             }
-            let mut block = (deadline - now).min(block_cap);
-            if let Some(due) = next_due {
-                block = block.min(Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            let block = (deadline - now).min(block_cap);
+            let until_due =
+                next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            match until_due {
+                // Redis times blocked clients out from its cron (10 times a second by
+                // default), so a BLPOP timeout may fire up to 100 ms late: when a due
+                // message bounds the wait, block until 100 ms before it and wait the
+                // rest out here.
+                Some(due) if due < block => {
+                    if due <= BLOCK_GRANULARITY {
+                        tokio::time::sleep(due).await;
+                    } else {
+                        self.block(queues, due - BLOCK_GRANULARITY).await?;
+                    }
+                }
+                _ => self.block(queues, block).await?,
             }
-            self.block(queues, block).await?;
         }
     }
 
