@@ -58,3 +58,14 @@ pub async fn whoami(id: u64, ms: u64) -> Result<String, TaskError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(std::env::var("WORKER_NAME").unwrap_or_default())
 }
+
+/// A chord callback: counts its runs under `<prefix>:test:callbacks`, returns the sum.
+#[task(name = "fault.collect")]
+pub async fn collect(values: Vec<u64>) -> Result<u64, TaskError> {
+    let mut conn = redis_conn().await?;
+    let _: i64 = redis::cmd("INCR")
+        .arg(format!("{}:test:callbacks", prefix()))
+        .query_async(&mut conn)
+        .await?;
+    Ok(values.iter().sum())
+}

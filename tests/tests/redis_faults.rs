@@ -10,7 +10,7 @@ use machinery_core::broker::Outgoing;
 use machinery_core::{Config, Server, State};
 use machinery_redis as _;
 use tests::RedisServer;
-use tests::tasks::{runs_key, whoami, work};
+use tests::tasks::{collect, runs_key, whoami, work};
 use uuid::Uuid;
 
 /// A worker child process, killed on drop.
@@ -349,4 +349,44 @@ async fn sigterm_finishes_running_tasks_and_leaves_the_rest() {
     assert_eq!(counter(&mut c, &started).await, 4);
     let q = server.config().default_queue.clone();
     assert_eq!(server.pending_tasks(&q).await.unwrap().len(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_chord_still_gives_one_callback() {
+    let redis = RedisServer::start();
+    let prefix = "chordkill";
+    let server = server(&redis, prefix, 2).await;
+    let n = 200u64;
+    let chord = machinery_core::group((0..n).map(|id| work::s(id, 20)))
+        .chord(collect::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    let mut c = conn(&redis).await;
+    let first = WorkerProcess::start(&redis, prefix, "first", 8, 2);
+    let started = format!("{prefix}:test:started");
+    until("members running", Duration::from_secs(60), || {
+        let mut c = c.clone();
+        let key = started.clone();
+        async move { counter(&mut c, &key).await >= 40 }
+    })
+    .await;
+    first.signal("KILL");
+    drop(first);
+    let _second = WorkerProcess::start(&redis, prefix, "second", 8, 2);
+    assert_eq!(
+        chord.get_timeout(Duration::from_secs(120)).await.unwrap(),
+        (0..n).sum::<u64>()
+    );
+    // Give a duplicate callback the chance to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let callbacks = counter(&mut c, &format!("{prefix}:test:callbacks")).await;
+    assert_eq!(callbacks, 1, "exactly one chord callback");
+    let mut twice = 0;
+    for id in 0..n {
+        if counter(&mut c, &runs_key(prefix, id)).await > 1 {
+            twice += 1;
+        }
+    }
+    println!("chord sigkill: {n} members, one callback, {twice} members ran twice");
 }

@@ -23,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Worker::new()
         .task(tasks::work::ENTRY)
         .task(tasks::whoami::ENTRY)
+        .task(tasks::collect::ENTRY)
         .server(&server)
         .name(name)
         .concurrency(concurrency)
