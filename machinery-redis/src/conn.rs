@@ -50,10 +50,9 @@ impl Engine {
     pub(crate) async fn connect(url: &str, config: &Config) -> Result<Self> {
         let redacted = redact_url(url);
         if url.starts_with("rediss://") {
-            return Err(Error::Url {
-                url: redacted,
-                reason: "TLS (`rediss://`) is not compiled into this build; use `redis://` on a trusted network or a TLS tunnel".into(),
-            });
+            // redis-rs uses the process-wide rustls provider; install ring's unless the
+            // application installed one already (then this call changes nothing).
+            let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let client = Client::open(url).map_err(|e| Error::Url {
             url: redacted.clone(),

@@ -82,8 +82,10 @@
 //! One auto-reconnecting `ConnectionManager` per broker or backend for everything that
 //! does not block, one blocking connection per consuming broker, one pub/sub connection
 //! per backend with waiters. URLs: `redis://[user[:password]@]host:port[/db]`,
-//! `redis+unix:///path/to/socket` (`unix://` too). `rediss://` (TLS) is not compiled in
-//! and gives a clear error. Passwords never appear in logs, `Debug` output or errors.
+//! `rediss://…` (TLS through rustls with the ring provider, certificates checked against
+//! the system's roots; `#insecure` at the end skips verification, for self-signed test
+//! servers only) and `redis+unix:///path/to/socket` (`unix://` too). Passwords never
+//! appear in logs, `Debug` output or errors.
 
 mod backend;
 mod broker;

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use machinery_core::prelude::*;
 use machinery_core::{Config, Server};
 use machinery_redis as _;
 
@@ -58,11 +59,11 @@ async fn unreachable_redis_fails_fast_and_clearly() {
 
 #[tokio::test]
 async fn url_errors_are_clear() {
-    let err = Server::from_config(config("rediss://127.0.0.1:1/".into()))
+    let err = Server::from_config(config("redis://127.0.0.1:notaport/".into()))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("TLS"), "{err}");
+    assert!(err.contains("invalid Redis URL"), "{err}");
     let err = Server::from_config(config("nats://127.0.0.1:4222".into()))
         .await
         .unwrap_err()
@@ -85,4 +86,110 @@ async fn unix_socket_urls_work() {
         .await
         .unwrap();
     assert_eq!(server.broker().engine(), "redis");
+}
+
+#[task(name = "connections.echo")]
+async fn echo(x: u32) -> Result<u32, TaskError> {
+    Ok(x)
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let ok = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)")
+        .success();
+    assert!(ok, "openssl {args:?} failed");
+}
+
+#[tokio::test]
+async fn tls_round_trip() {
+    let dir = std::env::temp_dir().join(format!("machinery-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=machinery-test-ca",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+        ],
+    );
+    let tls_port = common::free_port();
+    let path = |f: &str| dir.join(f).display().to_string();
+    common::start_redis(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    // A self-signed test certificate: `#insecure` skips verification (never in production).
+    let mut c = config(format!("rediss://127.0.0.1:{tls_port}/#insecure"));
+    c.redis.key_prefix = common::fresh_prefix();
+    let server = Server::from_config(c).await.expect("TLS connection");
+    let worker = Worker::new()
+        .task(echo::ENTRY)
+        .server(&server)
+        .spawn()
+        .unwrap();
+    let r = echo::s(7).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(Duration::from_secs(20)).await.unwrap(), 7);
+    worker.shutdown().await.unwrap();
+    // Without `#insecure` the self-signed certificate is refused, with a clear error.
+    let err = Server::from_config(config(format!("rediss://127.0.0.1:{tls_port}/")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot connect"), "{err}");
 }
