@@ -40,6 +40,20 @@ async fn auth_with_password() {
 }
 
 #[tokio::test]
+async fn auth_with_an_acl_user() {
+    let port = common::start_redis(&["--user", "alice", "on", ">alice-pw", "~*", "&*", "+@all"]);
+    Server::from_config(config(format!("redis://alice:alice-pw@127.0.0.1:{port}/")))
+        .await
+        .expect("ACL user connects");
+    let err = Server::from_config(config(format!("redis://alice:nope-pw@127.0.0.1:{port}/")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("nope-pw"), "password leaked: {err}");
+}
+
+#[tokio::test]
 async fn unreachable_redis_fails_fast_and_clearly() {
     let port = common::free_port();
     let start = Instant::now();
