@@ -50,8 +50,15 @@
 //!         .scheduler(scheduler.clone())
 //!         .spawn()?;
 //!
-//!     tokio::time::sleep(Duration::from_millis(500)).await;
-//!     let entries = scheduler.entries().await?;
+//!     // Wait for the first tick to be published (within ten seconds, for busy machines).
+//!     let mut entries = scheduler.entries().await?;
+//!     for _ in 0..100 {
+//!         if entries[0].last_task.is_some() {
+//!             break;
+//!         }
+//!         tokio::time::sleep(Duration::from_millis(100)).await;
+//!         entries = scheduler.entries().await?;
+//!     }
 //!     assert_eq!(entries[0].name, "heartbeat");
 //!     assert_eq!(entries[0].spec, "@every 100ms");
 //!     assert!(entries[0].last_task.is_some());
