@@ -2,7 +2,8 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use futures_util::StreamExt;
 use machinery_core::backend::{ChordOutcome, ResultBackend};
 use machinery_core::broker::{GroupMember, Outgoing};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
-use redis::aio::PubSubSink;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
@@ -24,24 +25,238 @@ pub struct RedisBackend {
     waiters: Arc<Waiters>,
 }
 
-/// Result waiters of this process, woken through one shared pub/sub connection.
-#[derive(Debug, Default)]
+/// Result waiters of this process, woken through one shared pub/sub connection
+/// (opened on the first wait, opened again after it drops).
+#[derive(Debug)]
 struct Waiters {
-    sink: Mutex<Option<PubSubSink>>,
-    by_channel: StdMutex<HashMap<String, Vec<oneshot::Sender<Vec<u8>>>>>,
+    engine: Arc<Engine>,
+    conn: Mutex<Option<PubSubConn>>,
+    /// Numbers the pub/sub connections, to tell on which one a channel is subscribed.
+    generations: AtomicU64,
+    channels: StdMutex<HashMap<String, Channel>>,
+}
+
+#[derive(Debug, Clone)]
+struct PubSubConn {
+    sink: PubSubSink,
+    generation: u64,
+    /// Stops the reader task (and so closes the connection) once the last clone is
+    /// dropped: when the connection is replaced or the backend goes away.
+    _stop: Arc<oneshot::Sender<()>>,
+}
+
+/// The waiters of one channel (one task).
+#[derive(Debug, Default)]
+struct Channel {
+    /// Waiters holding a subscription; the channel is unsubscribed when none is left.
+    refs: usize,
+    /// Waiters to wake with the next message.
+    senders: Vec<oneshot::Sender<Vec<u8>>>,
+    /// Orders SUBSCRIBE and UNSUBSCRIBE of this channel, and holds the generation of the
+    /// connection it is subscribed on.
+    gate: Arc<Mutex<Option<u64>>>,
+}
+
+/// A waiter's subscription: its wake-up, and its share of the channel until dropped.
+struct Subscription {
+    woken: oneshot::Receiver<Vec<u8>>,
+    _release: Release,
+}
+
+/// Gives up a waiter's share of a channel when dropped (the wait returned or was
+/// cancelled); the last one out unsubscribes.
+struct Release {
+    waiters: Arc<Waiters>,
+    channel: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let gate = {
+            let mut channels = self.waiters.lock();
+            let Some(c) = channels.get_mut(&self.channel) else {
+                return;
+            };
+            c.refs = c.refs.saturating_sub(1);
+            if c.refs > 0 {
+                return;
+            }
+            c.gate.clone()
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let waiters = self.waiters.clone();
+        let channel = std::mem::take(&mut self.channel);
+        runtime.spawn(async move { waiters.unsubscribe(channel, gate).await });
+    }
 }
 
 impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<Vec<u8>>>>> {
-        self.by_channel.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shared pub/sub connection, opened (with its reader task) when there is none.
+    async fn connection(self: &Arc<Self>) -> Result<PubSubConn> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let limit =
+            Duration::from_millis(self.engine.config.redis.connect_timeout_ms).saturating_mul(2);
+        let pubsub = match tokio::time::timeout(limit, self.engine.client.get_async_pubsub()).await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Connect {
+                    url: self.engine.url.clone(),
+                    reason: format!("no pub/sub connection within {limit:?}"),
+                });
+            }
+        };
+        let (sink, stream) = pubsub.split();
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(read_messages(
+            stream,
+            stopped,
+            Arc::downgrade(self),
+            generation,
+        ));
+        let conn = PubSubConn {
+            sink,
+            generation,
+            _stop: Arc::new(stop),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection `generation` (when it is still the current one) and wakes
+    /// every waiter, who reads the state again and subscribes on a new connection.
+    async fn connection_lost(&self, generation: u64) {
+        {
+            let mut slot = self.conn.lock().await;
+            if slot.as_ref().is_some_and(|c| c.generation == generation) {
+                *slot = None;
+            }
+        }
+        for c in self.lock().values_mut() {
+            c.senders.clear();
+        }
+    }
+
+    /// Registers a waiter on `channel` and makes sure the channel is subscribed on the
+    /// current connection before returning, so a message published afterwards is seen.
+    async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<Subscription> {
+        let (tx, woken) = oneshot::channel();
+        let gate = {
+            let mut channels = self.lock();
+            let c = channels.entry(channel.to_owned()).or_default();
+            c.refs += 1;
+            c.senders.push(tx);
+            c.gate.clone()
+        };
+        let subscription = Subscription {
+            woken,
+            _release: Release {
+                waiters: self.clone(),
+                channel: channel.to_owned(),
+            },
+        };
+        let mut subscribed = gate.lock().await;
+        let mut conn = self.connection().await?;
+        if *subscribed != Some(conn.generation) {
+            let limit = Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+            match tokio::time::timeout(limit, conn.sink.subscribe(channel)).await {
+                Ok(Ok(())) => *subscribed = Some(conn.generation),
+                Ok(Err(e)) => {
+                    self.connection_lost(conn.generation).await;
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    self.connection_lost(conn.generation).await;
+                    return Err(Error::Protocol(format!(
+                        "no reply to SUBSCRIBE within {limit:?}"
+                    )));
+                }
+            }
+        }
+        Ok(subscription)
+    }
+
+    /// Unsubscribes `channel` when no waiter holds it any more. Runs under the channel's
+    /// gate, so it is ordered with a new waiter's SUBSCRIBE of the same channel.
+    async fn unsubscribe(&self, channel: String, gate: Arc<Mutex<Option<u64>>>) {
+        let mut subscribed = gate.lock().await;
+        if self.lock().get(&channel).is_some_and(|c| c.refs > 0) {
+            return;
+        }
+        if let Some(generation) = subscribed.take() {
+            let conn = self.conn.lock().await.clone();
+            if let Some(mut conn) = conn.filter(|c| c.generation == generation) {
+                let limit = Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+                if !matches!(
+                    tokio::time::timeout(limit, conn.sink.unsubscribe(&channel)).await,
+                    Ok(Ok(()))
+                ) {
+                    self.connection_lost(generation).await;
+                }
+            }
+        }
+        let mut channels = self.lock();
+        if channels
+            .get(&channel)
+            .is_some_and(|c| c.refs == 0 && Arc::ptr_eq(&c.gate, &gate))
+        {
+            channels.remove(&channel);
+        }
+    }
+}
+
+/// The reader task of pub/sub connection `generation`: wakes the waiters of each
+/// message's channel; when the connection ends, wakes everyone.
+async fn read_messages(
+    mut stream: PubSubStream,
+    mut stopped: oneshot::Receiver<()>,
+    waiters: Weak<Waiters>,
+    generation: u64,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            // Replaced or no longer wanted: dropping the stream closes the connection.
+            _ = &mut stopped => return,
+        };
+        let Some(msg) = msg else { break };
+        let Some(waiters) = waiters.upgrade() else {
+            return;
+        };
+        let senders = match waiters.lock().get_mut(msg.get_channel_name()) {
+            Some(c) => std::mem::take(&mut c.senders),
+            None => continue,
+        };
+        for tx in senders {
+            let _ = tx.send(msg.get_payload_bytes().to_vec());
+        }
+    }
+    if let Some(waiters) = waiters.upgrade() {
+        tracing::warn!(url = %waiters.engine.url, "the pub/sub connection for result waiters dropped; waiters read their states again");
+        waiters.connection_lost(generation).await;
     }
 }
 
 impl RedisBackend {
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         RedisBackend {
+            waiters: Arc::new(Waiters {
+                engine: engine.clone(),
+                conn: Mutex::new(None),
+                generations: AtomicU64::new(0),
+                channels: StdMutex::new(HashMap::new()),
+            }),
             engine,
-            waiters: Arc::new(Waiters::default()),
         }
     }
 
@@ -77,66 +292,6 @@ impl RedisBackend {
             }
         }
         Ok(())
-    }
-
-    /// Subscribes to `channel` on the shared pub/sub connection (opening it, and its
-    /// reader task, when there is none) and registers a waiter.
-    async fn subscribe(&self, channel: &str) -> Result<oneshot::Receiver<Vec<u8>>> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .entry(channel.to_owned())
-            .or_default()
-            .push(tx);
-        let mut sink = self.waiters.sink.lock().await;
-        if sink.is_none() {
-            let pubsub = self.engine.client.get_async_pubsub().await?;
-            let (new_sink, mut stream) = pubsub.split();
-            let waiters = Arc::downgrade(&self.waiters);
-            tokio::spawn(async move {
-                while let Some(msg) = stream.next().await {
-                    let Some(waiters) = waiters.upgrade() else {
-                        return;
-                    };
-                    let senders = waiters.lock().remove(msg.get_channel_name());
-                    for tx in senders.into_iter().flatten() {
-                        let _ = tx.send(msg.get_payload_bytes().to_vec());
-                    }
-                }
-                // The connection is gone: wake everyone (they re-read the state and
-                // subscribe again on a new connection).
-                if let Some(waiters) = waiters.upgrade() {
-                    *waiters.sink.lock().await = None;
-                    waiters.lock().clear();
-                }
-            });
-            *sink = Some(new_sink);
-        }
-        // Subscribing again to a channel is harmless; don't hold the lock over the
-        // round trip.
-        let mut s = sink.clone();
-        drop(sink);
-        if let Some(s) = s.as_mut() {
-            s.subscribe(channel).await?;
-        }
-        Ok(rx)
-    }
-
-    fn unsubscribe_later(&self, channel: String) {
-        let waiters = self.waiters.clone();
-        tokio::spawn(async move {
-            let idle = waiters
-                .lock()
-                .get(&channel)
-                .is_none_or(|l| l.iter().all(|t| t.is_closed()));
-            if idle {
-                waiters.lock().remove(&channel);
-                let sink = waiters.sink.lock().await.clone();
-                if let Some(mut s) = sink {
-                    let _ = s.unsubscribe(&channel).await;
-                }
-            }
-        });
     }
 }
 
@@ -180,40 +335,55 @@ impl ResultBackend for RedisBackend {
     async fn wait(&self, uuid: Uuid, timeout: Option<Duration>) -> CoreResult<TaskState> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let channel = self.engine.keys.done(uuid);
+        // Redis unreachable (restarting, failing over): retried within the caller's
+        // timeout, and for at most this long without one, then the error is returned.
+        let r = &self.engine.config.redis;
+        let outage_bound = Duration::from_millis(r.connect_timeout_ms + r.response_timeout_ms);
+        let mut outage: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             // Subscribe first, then read: a state written in between is seen either way.
-            let rx = self.subscribe(&channel).await?;
-            let state = self.load(uuid).await;
-            let state = match state {
-                Ok(Some(s)) if s.state.is_terminal() => Some(Ok(s)),
-                Ok(Some(_)) => None,
-                Ok(None) => Some(Err(CoreError::ResultMissing(uuid))),
-                Err(e) => Some(Err(e)),
+            let subscribed = match self.waiters.subscribe(&channel).await {
+                Ok(sub) => self.load(uuid).await.map(|state| (sub, state)),
+                Err(e) => Err(e.into()),
             };
-            if let Some(done) = state {
-                drop(rx);
-                self.unsubscribe_later(channel);
-                return done;
+            let (subscription, state) = match subscribed {
+                Ok(ok) => {
+                    outage = None;
+                    ok
+                }
+                Err(e) => {
+                    let now = tokio::time::Instant::now();
+                    let (since, backoff) = outage.unwrap_or((now, Duration::from_millis(50)));
+                    let give_up = deadline.unwrap_or(since + outage_bound);
+                    if now + backoff >= give_up {
+                        return Err(e);
+                    }
+                    tracing::debug!(task.id = %uuid, error = %e, retry_in = ?backoff, "result wait: Redis unavailable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    outage = Some((since, (backoff * 2).min(Duration::from_secs(1))));
+                    continue;
+                }
+            };
+            match state {
+                Some(s) if s.state.is_terminal() => return Ok(s),
+                Some(_) => {}
+                None => return Err(CoreError::ResultMissing(uuid)),
             }
             let woken = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, rx).await {
+                Some(d) => match tokio::time::timeout_at(d, subscription.woken).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        self.unsubscribe_later(channel);
-                        return Err(CoreError::Timeout(timeout.unwrap_or_default()));
-                    }
+                    Err(_) => return Err(CoreError::Timeout(timeout.unwrap_or_default())),
                 },
-                None => rx.await,
+                None => subscription.woken.await,
             };
-            if let Ok(bytes) = woken {
-                self.unsubscribe_later(channel.clone());
-                if let Ok(s) = TaskState::decode(&bytes)
-                    && s.state.is_terminal()
-                {
-                    return Ok(s);
-                }
+            if let Ok(bytes) = woken
+                && let Ok(s) = TaskState::decode(&bytes)
+                && s.state.is_terminal()
+            {
+                return Ok(s);
             }
-            // Woken without a state (the pub/sub connection dropped): read again.
+            // Woken without a final state (the pub/sub connection dropped, or a message
+            // that did not decode): read the stored state again.
         }
     }
 

@@ -2,7 +2,8 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use machinery_core::backend::ResultBackend;
@@ -11,33 +12,38 @@ use machinery_core::broker::{
 };
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::Value;
-use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex;
+use tokio::sync::oneshot;
 
 use crate::backend::RedisBackend;
-use crate::conn::Engine;
+use crate::conn::{BlockingPool, Engine};
 use crate::error::{Error, Result};
 
 /// How late Redis may time out a blocked client (its `hz` is 10 by default).
 const BLOCK_GRANULARITY: Duration = Duration::from_millis(100);
+
+/// Dead letters moved back per script call.
+const REQUEUE_CHUNK: usize = 1_000;
 
 /// Messages per publish script call: large enough to amortise the round trip, small
 /// enough not to stall Redis.
 const PUBLISH_CHUNK: usize = 1_000;
 
 /// The Redis broker. See the [crate docs](crate) for the design.
+///
+/// Cheap to share: one auto-reconnecting connection for every non-blocking command, and
+/// one connection per concurrent blocking read (kept for reuse).
 #[derive(Debug)]
 pub struct RedisBroker {
     pub(crate) engine: Arc<Engine>,
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: BlockingPool,
     visibility: Duration,
+    /// Which consumed queue a fetch looks at first, so one busy queue cannot starve the
+    /// others of a worker consuming several.
+    rotation: AtomicUsize,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn receipt(id: &str, token: &str) -> String {
@@ -72,6 +78,106 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// What one round of fetch scripts took.
+#[derive(Debug, Default)]
+struct Taken {
+    deliveries: Vec<Delivery>,
+    /// When the next delayed message or lease deadline of these queues is due.
+    next_due: Option<Duration>,
+}
+
+/// One fetch script call on one queue: up to `max` deliveries, and how long until the
+/// queue's next delayed message or lease deadline is due (server clock).
+async fn fetch_queue(
+    engine: &Engine,
+    queue: &str,
+    max: usize,
+    visibility_ms: u64,
+) -> Result<(Vec<Delivery>, Option<Duration>)> {
+    let reply: Vec<Value> = engine
+        .scripts
+        .fetch
+        .arg(engine.keys.prefix())
+        .arg(queue)
+        .arg(max)
+        .arg(visibility_ms)
+        .invoke_async(&mut engine.conn.clone())
+        .await?;
+    let next_due = reply
+        .first()
+        .and_then(int)
+        .and_then(|n| u64::try_from(n).ok())
+        .map(Duration::from_millis);
+    let mut out = Vec::with_capacity((reply.len().saturating_sub(1)) / 4);
+    for chunk in reply.get(1..).unwrap_or_default().chunks(4) {
+        let [id, token, count, payload] = chunk else {
+            return Err(Error::Protocol("fetch returned a partial entry".into()));
+        };
+        let (Some(id), Some(token), Some(count), Some(payload)) =
+            (text(id), text(token), int(count), bytes(payload))
+        else {
+            return Err(Error::Protocol("fetch returned a malformed entry".into()));
+        };
+        out.push(Delivery {
+            payload,
+            queue: queue.to_owned(),
+            delivery_count: u32::try_from(count).unwrap_or(u32::MAX),
+            receipt: receipt(&id, &token),
+        });
+    }
+    Ok((out, next_due))
+}
+
+/// Hands back deliveries nobody will run (their fetch was cancelled): ready again at
+/// their old place, this delivery not counted.
+async fn give_back(engine: &Engine, deliveries: Vec<Delivery>) {
+    for d in deliveries {
+        let Some((id, token)) = d.receipt.rsplit_once('/') else {
+            continue;
+        };
+        let r: redis::RedisResult<i64> = engine
+            .scripts
+            .settle
+            .arg(engine.keys.prefix())
+            .arg(&d.queue)
+            .arg(id)
+            .arg(token)
+            .arg("return")
+            .arg(0)
+            .invoke_async(&mut engine.conn.clone())
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(queue = %d.queue, error = %e, "could not hand back a message fetched for a cancelled fetch; it is delivered again after the visibility timeout");
+        }
+    }
+}
+
+/// Pushes a wake-up token to each list when dropped while armed (`engine` set): a
+/// blocking read cancelled midway may have consumed a token meant for another worker.
+struct Rewake {
+    engine: Option<Arc<Engine>>,
+    keys: Vec<String>,
+}
+
+impl Drop for Rewake {
+    fn drop(&mut self) {
+        let (Some(engine), Ok(runtime)) =
+            (self.engine.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let keys = std::mem::take(&mut self.keys);
+        runtime.spawn(async move {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("LPUSH").arg(k).arg(1).ignore();
+                pipe.cmd("LTRIM").arg(k).arg(0).arg(15).ignore();
+            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut engine.conn.clone()).await;
+        });
+    }
+}
+
 /// Parses a dead-letter entry: `<reason length>:<reason><payload>`.
 fn parse_dead(queue: &str, raw: &[u8]) -> DeadLetter {
     let parsed = raw.iter().position(|b| *b == b':').and_then(|colon| {
@@ -98,8 +204,9 @@ impl RedisBroker {
         let visibility = Duration::from_secs(engine.config.visibility_timeout);
         RedisBroker {
             engine,
-            blocking: Mutex::new(None),
+            blocking: BlockingPool::default(),
             visibility,
+            rotation: AtomicUsize::new(0),
         }
     }
 
@@ -122,67 +229,89 @@ impl RedisBroker {
         }
     }
 
-    async fn fetch_queue(&self, queue: &str, max: usize) -> Result<(Vec<Delivery>, Option<u64>)> {
-        let visibility_ms = u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX);
-        let reply: Vec<Value> = self
-            .engine
-            .scripts
-            .fetch
-            .arg(self.prefix())
-            .arg(queue)
-            .arg(max)
-            .arg(visibility_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
-        let next_due = reply
-            .first()
-            .and_then(int)
-            .and_then(|n| u64::try_from(n).ok());
-        let mut out = Vec::with_capacity((reply.len().saturating_sub(1)) / 4);
-        for chunk in reply.get(1..).unwrap_or_default().chunks(4) {
-            let [id, token, count, payload] = chunk else {
-                return Err(Error::Protocol("fetch returned a partial entry".into()));
+    /// Runs the fetch script on `queues` in order until `max` messages are taken.
+    ///
+    /// Cancellation-safe: the scripts run in a task of their own, and when the caller
+    /// went away before the reply arrived (a worker stopping while it fetched), the
+    /// messages taken are handed back at once, uncounted, instead of waiting out their
+    /// visibility timeout.
+    async fn take(&self, queues: Vec<String>, max: usize) -> Result<Taken> {
+        let engine = self.engine.clone();
+        let visibility_ms = millis(self.visibility);
+        let (tx, rx) = oneshot::channel::<Result<Taken>>();
+        tokio::spawn(async move {
+            let mut taken = Taken::default();
+            let mut failure = None;
+            for q in &queues {
+                if taken.deliveries.len() >= max || tx.is_closed() {
+                    break;
+                }
+                let want = max - taken.deliveries.len();
+                match fetch_queue(&engine, q, want, visibility_ms).await {
+                    Ok((batch, due)) => {
+                        taken.deliveries.extend(batch);
+                        taken.next_due = match (taken.next_due, due) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            // What was taken is handed out even when a later queue failed.
+            let reply = match failure {
+                Some(e) if taken.deliveries.is_empty() => Err(e),
+                Some(e) => {
+                    tracing::warn!(error = %e, "fetch failed on one of several queues");
+                    Ok(taken)
+                }
+                None => Ok(taken),
             };
-            let (Some(id), Some(token), Some(count), Some(payload)) =
-                (text(id), text(token), int(count), bytes(payload))
-            else {
-                return Err(Error::Protocol("fetch returned a malformed entry".into()));
-            };
-            out.push(Delivery {
-                payload,
-                queue: queue.to_owned(),
-                delivery_count: u32::try_from(count).unwrap_or(u32::MAX),
-                receipt: receipt(&id, &token),
-            });
-        }
-        Ok((out, next_due))
+            if let Err(Ok(orphans)) = tx.send(reply) {
+                give_back(&engine, orphans.deliveries).await;
+            }
+        });
+        rx.await
+            .map_err(|_| Error::Protocol("the fetch task ended without a reply".into()))?
     }
 
-    /// Blocks on the queues' wake-up lists for at most `block`.
+    /// Blocks on the queues' wake-up lists for at most `block`, on a connection of its
+    /// own (a blocked connection would stall every command queued behind it).
     async fn block(&self, queues: &[String], block: Duration) -> Result<()> {
-        let mut slot = self.blocking.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.engine.blocking_connection().await?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Ok(());
-        };
+        let mut conn = self.blocking.take(&self.engine).await?;
         let keys: Vec<String> = queues
             .iter()
             .map(|q| self.engine.keys.queue(q, "notify"))
             .collect();
+        // Cancelled while blocked (a worker stopping): the wake-up token this read may
+        // still consume is pushed back for the other workers.
+        let mut rewake = Rewake {
+            engine: Some(self.engine.clone()),
+            keys,
+        };
         let secs = block.as_secs_f64().max(0.001);
-        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(&keys)
-            .arg(secs)
-            .query_async(conn)
-            .await;
-        if let Err(e) = r {
-            // Drop the connection; the next call opens a fresh one.
-            *slot = None;
-            return Err(e.into());
+        // No reply timeout on this connection; a read that outlives its block time by the
+        // response timeout means the connection is dead (a silent network partition).
+        let limit = block + Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+        let mut blpop = redis::cmd("BLPOP");
+        blpop.arg(&rewake.keys).arg(secs);
+        let read = blpop.query_async::<Option<(Vec<u8>, Vec<u8>)>>(&mut conn);
+        let r = tokio::time::timeout(limit, read).await;
+        rewake.engine = None;
+        match r {
+            Ok(Ok(_)) => {
+                self.blocking.put(conn);
+                Ok(())
+            }
+            // The connection is dropped: the next read opens a fresh one.
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Protocol(format!(
+                "no reply to a blocking read within {limit:?}; reconnecting"
+            ))),
         }
-        Ok(())
     }
 
     async fn settle(&self, d: &Delivery, action: &str, arg: &str) -> CoreResult<()> {
@@ -329,32 +458,29 @@ impl Broker for RedisBroker {
         wait: Duration,
     ) -> CoreResult<Vec<Delivery>> {
         let max = max.clamp(1, self.engine.config.redis.fetch_batch.max(1));
+        if queues.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let block_cap = Duration::from_millis(self.engine.config.redis.block_ms);
+        let first = self.rotation.fetch_add(1, Ordering::Relaxed) % queues.len();
+        let order: Vec<String> = queues[first..]
+            .iter()
+            .chain(&queues[..first])
+            .cloned()
+            .collect();
         loop {
-            let mut out = Vec::new();
-            let mut next_due: Option<u64> = None;
-            for q in queues {
-                if out.len() >= max {
-                    break;
-                }
-                let (batch, due) = self.fetch_queue(q, max - out.len()).await?;
-                out.extend(batch);
-                next_due = match (next_due, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            if !out.is_empty() {
-                return Ok(out);
+            let taken = self.take(order.clone(), max).await?;
+            if !taken.deliveries.is_empty() {
+                return Ok(taken.deliveries);
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(out);
+                return Ok(Vec::new());
             }
             let block = (deadline - now).min(block_cap);
-            let until_due =
-                next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            let until_due = taken.next_due.map(|due| due.max(Duration::from_millis(1)));
             match until_due {
                 // Redis times blocked clients out from its cron (10 times a second by
                 // default), so a BLPOP timeout may fire up to 100 ms late: when a due
@@ -364,10 +490,10 @@ impl Broker for RedisBroker {
                     if due <= BLOCK_GRANULARITY {
                         tokio::time::sleep(due).await;
                     } else {
-                        self.block(queues, due - BLOCK_GRANULARITY).await?;
+                        self.block(&order, due - BLOCK_GRANULARITY).await?;
                     }
                 }
-                _ => self.block(queues, block).await?,
+                _ => self.block(&order, block).await?,
             }
         }
     }
@@ -401,7 +527,7 @@ impl Broker for RedisBroker {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> CoreResult<()> {
-        tracing::warn!(queue = %delivery.queue, reason, "message moved to the dead-letter queue");
+        tracing::debug!(queue = %delivery.queue, reason, "moving a message to the dead-letter queue");
         self.settle(delivery, "dead", reason).await
     }
 
@@ -474,29 +600,24 @@ impl Broker for RedisBroker {
     }
 
     async fn requeue_dead_letters(&self, queue: &str) -> CoreResult<usize> {
-        let key = self.engine.keys.queue(queue, "dead");
-        let mut conn = self.conn();
         let mut moved = 0;
         loop {
-            // One at a time, so a crash loses at most the entry being moved.
-            let raw: Option<Vec<u8>> = redis::cmd("LPOP")
-                .arg(&key)
-                .query_async(&mut conn)
+            // Atomic per batch: an entry is never lost nor both dead and queued.
+            let n: usize = self
+                .engine
+                .scripts
+                .requeue
+                .arg(self.prefix())
+                .arg(queue)
+                .arg(REQUEUE_CHUNK)
+                .invoke_async(&mut self.conn())
                 .await
                 .map_err(Error::from)?;
-            let Some(raw) = raw else { break };
-            let dead = parse_dead(queue, &raw);
-            self.publish_raw(&[Outgoing {
-                uuid: uuid::Uuid::nil(),
-                queue: queue.to_owned(),
-                eta: None,
-                priority: 0,
-                payload: dead.payload,
-            }])
-            .await?;
-            moved += 1;
+            moved += n;
+            if n < REQUEUE_CHUNK {
+                return Ok(moved);
+            }
         }
-        Ok(moved)
     }
 
     async fn purge_dead_letters(&self, queue: &str) -> CoreResult<usize> {

@@ -1,5 +1,6 @@
 //! Connections and the state shared by the broker and the backend of one engine.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use machinery_core::Config;
@@ -10,6 +11,40 @@ use redis::{AsyncConnectionConfig, Client};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::scripts::Scripts;
+
+/// Connections for blocking reads, one per concurrent read (Redis serves one command
+/// of a connection at a time, so blocked readers cannot share one), kept for reuse.
+#[derive(Debug, Default)]
+pub(crate) struct BlockingPool {
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+/// Idle blocking connections kept per broker; more are closed after use.
+const MAX_IDLE_BLOCKING: usize = 8;
+
+impl BlockingPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection, or a new one.
+    pub(crate) async fn take(&self, engine: &Engine) -> Result<MultiplexedConnection> {
+        let idle = self.lock().pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => engine.blocking_connection().await,
+        }
+    }
+
+    /// Returns a connection after a read that completed normally. A connection whose read
+    /// failed or was cancelled is dropped instead: its state is unknown.
+    pub(crate) fn put(&self, conn: MultiplexedConnection) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE_BLOCKING {
+            idle.push(conn);
+        }
+    }
+}
 
 /// One Redis server as seen by this process: the shared auto-reconnecting connection
 /// for everything that does not block, and how to open blocking ones.
@@ -33,9 +68,12 @@ impl std::fmt::Debug for Engine {
 
 fn connect_error(url: &str, e: &redis::RedisError) -> Error {
     // redis-rs errors never contain the password, but say so explicitly for AUTH.
-    let reason = match e.kind() {
-        redis::ErrorKind::AuthenticationFailed => {
+    let reason = match (e.kind(), e.code()) {
+        (redis::ErrorKind::AuthenticationFailed, _) | (_, Some("WRONGPASS")) => {
             "authentication failed (wrong password or user)".to_owned()
+        }
+        (_, Some("NOAUTH")) => {
+            "authentication required: the server has a password; put it in the URL (redis://:password@host/ or redis://user:password@host/)".to_owned()
         }
         _ => e.to_string(),
     };
@@ -96,18 +134,25 @@ impl Engine {
         Ok(engine)
     }
 
-    /// A connection of its own for blocking reads: no reply timeout, since a blocking
-    /// read legitimately waits (redis-rs times replies out after 500 ms by default).
-    pub(crate) async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+    /// A new connection for blocking reads: no reply timeout, since a blocking read
+    /// legitimately waits (redis-rs times replies out after 500 ms by default); the
+    /// caller bounds each read itself.
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+        let timeout = Duration::from_millis(self.config.redis.connect_timeout_ms);
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(
-                self.config.redis.connect_timeout_ms,
-            )))
+            .set_connection_timeout(Some(timeout))
             .set_response_timeout(None);
-        Ok(self
+        let connect = self
             .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+            .get_multiplexed_async_connection_with_config(&config);
+        // The handshake (AUTH, SELECT) is not covered by the connection timeout.
+        match tokio::time::timeout(timeout.saturating_mul(2), connect).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Connect {
+                url: self.url.clone(),
+                reason: format!("no answer within {:?}", timeout.saturating_mul(2)),
+            }),
+        }
     }
 
     /// Whether `other` talks to the same server under the same prefix.

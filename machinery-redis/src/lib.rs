@@ -28,64 +28,119 @@
 //!
 //! # Design
 //!
-//! **Sorted sets and Lua**, not Streams: a queue is a ready set ordered by priority
-//! (0–9, ten levels; higher first) then age (older first), a set of delayed messages
-//! ordered by ETA, and a set of deliveries in flight ordered by lease deadline, beside a
-//! hash of payloads. Streams would give consumer groups for free, but no priorities, no
-//! per-delivery lease token to fence stale workers with, and no control over batch
-//! promotion of delayed messages.
-//! Every step is one Lua script, so it is atomic:
+//! **Sorted sets and Lua**, not Streams. A queue is a *ready* set ordered by priority,
+//! then age; a *delayed* set ordered by ETA; an *in-flight* set ordered by lease
+//! deadline; and a hash of payloads. Streams would give consumer groups for free, but no
+//! priorities, no per-delivery lease token to fence stale workers with, and no control
+//! over batch promotion of delayed messages. Every step is one Lua script (`src/lua/`),
+//! so it is atomic; scripts run on the server's clock (`TIME`).
 //!
-//! - **publish** stores payloads and pushes ids (or parks them in the delayed set), and
-//!   pushes a wake-up token; a batch is one script call per 2,000 messages, and a send
-//!   stores its PENDING state in the same pipeline (one round trip).
-//! - **fetch** promotes due delayed messages (up to 5,000 per call) and expired leases,
-//!   then takes up to `fetch_batch` messages (one `ZPOPMIN`), highest priority first, giving each a new
-//!   lease token, a delivery count and a deadline `visibility_timeout` ahead. When
-//!   nothing is ready the worker blocks in `BLPOP` on the queues' wake-up lists, on a
-//!   connection of its own with no reply timeout, for at most `block_ms` or until the
-//!   next delayed message is due. An idle worker issues that blocking read and nothing
-//!   else but heartbeats.
-//! - **heartbeats** push the deadline of every running delivery ahead, so a slow task is
-//!   not redelivered while its worker lives. A worker that dies stops heartbeating, its
-//!   leases expire, and the next fetch on the queue makes those messages ready again:
-//!   **at-least-once** delivery.
-//! - **complete** settles a finished task in one script: checks the lease token, writes
-//!   its state (with the results TTL) and publishes it to waiters, publishes follow-up
-//!   messages (callbacks, retries), counts chord members and publishes a chord callback
-//!   exactly once, then acknowledges. Completions of a batch run concurrently over the
-//!   multiplexed connection (pipelined). **Fencing**: a worker whose lease expired
-//!   (paused, partitioned) presents a stale token and writes nothing.
-//! - ack, release and dead-letter check the token the same way.
+//! **Priorities**: ten levels, 0–9, higher first, oldest first within a level (a value
+//! above 9 counts as 9). A message's id is `<priority>:<sequence>` and its score in the
+//! ready set is `(9 − priority) · 10¹³ + sequence`, so one `ZPOPMIN` takes the next
+//! messages in order, and a message that comes back (expired lease, release) takes its
+//! old place again rather than going to the back. (Ready *lists*, one per level, were
+//! the alternative: they cost a pop per level, and a message coming back loses its
+//! place or jumps the whole level.)
 //!
-//! Deadlines use the Redis server's clock (`TIME`); ETAs are the producers' wall clock,
-//! so producers' clocks should be synchronised (NTP) to the server's.
+//! - **publish** stores the payloads and queues the ids (or parks them in the delayed
+//!   set when their ETA is ahead), then pushes one wake-up token per queue: one script
+//!   call per 1,000 messages. A send stores its PENDING state in the same pipeline: **one
+//!   round trip**. Oversized payloads (`max_message_bytes`) are refused before anything
+//!   is sent.
+//! - **fetch** first promotes due delayed messages (up to 5,000 per call, so 10,000 tasks
+//!   due in the same second all start within about a second, none before its ETA) and
+//!   expired leases (up to 1,000), then takes up to `min(max, redis.fetch_batch)`
+//!   messages, each with a new lease token, one more delivery and a lease deadline
+//!   `visibility_timeout` ahead: **one round trip per batch**. A worker consuming several
+//!   queues runs the script per queue (each queue is its own hash slot), starting with a
+//!   different queue each time, so a busy queue does not starve the others. When nothing
+//!   is ready, the worker blocks in `BLPOP` on the queues' wake-up lists for at most
+//!   `redis.block_ms`, or until the next delayed message or lease deadline, then runs the
+//!   script again: an idle worker sends one blocking read per `block_ms` and one script
+//!   call after it, and a new task reaches it within a millisecond or two. A fetch
+//!   cancelled midway (a worker stopping) hands what it took straight back, uncounted.
+//! - **heartbeats** (`extend`, one script call for every delivery a worker holds, every
+//!   `visibility_timeout / 3`) push lease deadlines ahead, so a slow task is not
+//!   delivered twice while its worker lives. A worker that dies (SIGKILL, OOM, lost
+//!   node) stops heartbeating; its leases expire and the next fetch makes those
+//!   messages ready again with a higher delivery count: **at-least-once** delivery.
+//!   Past `max_deliveries` the worker dead-letters the message.
+//! - **complete** settles a batch of finished tasks (up to 256) in **one script call**:
+//!   per task, it checks the lease token, writes the state (`SET … PX <results TTL>`, no
+//!   expiry when the TTL is 0) and `PUBLISH`es it to waiters, stores the states of chain
+//!   steps a failure cancelled, publishes follow-up messages (callbacks, retries), counts
+//!   a chord member and publishes the chord callback exactly once, and acknowledges.
+//! - **Fencing**: every settling step (complete, ack, release, dead-letter, extend)
+//!   checks the delivery's lease token in the same script. A worker that lost its lease
+//!   (paused past the visibility timeout, partitioned) and comes back presents a stale
+//!   token: it writes nothing and gets [`LeaseLost`](machinery_core::Error::LeaseLost)
+//!   (`false` from `extend`), while the worker that now holds the message settles it.
+//! - **Garbage**: a payload the worker cannot decode is dead-lettered by the worker with
+//!   a reason. A member pushed into a ready set by anything other than this engine is
+//!   delivered as a payload of its own (and dead-lettered when it is not a message), so
+//!   it never blocks the queue. Dead letters are listed, requeued (atomically, in
+//!   batches) and purged through the [`Broker`] API.
 //!
-//! Result waiters subscribe to `<prefix>:done:<uuid>` on one pub/sub connection per
-//! process, then read the stored state (the source of truth, which also covers a task
-//! that finished before the wait began); the completion publishes the final state on
-//! that channel, so a waiter is woken at once, without polling.
+//! With another result backend the broker falls back to
+//! [`complete_step_by_step`](machinery_core::broker::complete_step_by_step): correct, but
+//! several round trips and no atomic fencing of the state write.
+//!
+//! **Result waiters** (`AsyncResult::get`) subscribe to `<prefix>:done:<uuid>` on one
+//! pub/sub connection shared by every waiter of the process, then read the stored
+//! state, which is the source of truth (it also covers a task that finished before the
+//! wait began); the completion publishes the final state on that channel, so a waiter
+//! wakes within a millisecond, without polling. When the pub/sub connection drops, every
+//! waiter reads the state again and subscribes on a new one.
+//!
+//! **Clocks**: lease deadlines and the "now" that ETAs are compared with are the Redis
+//! server's (`TIME` inside the scripts); ETAs themselves are the producers' wall clock,
+//! so producers should keep their clocks synchronised (NTP) with the server's.
 //!
 //! # Keys
 //!
-//! Everything lives under `redis.key_prefix` (default `machinery`). The keys of one queue
-//! share the hash tag `{q:<queue>}`. The layout is described in the `keys` module:
-//! `<prefix>:{q:<queue>}:ready`, `…:delayed`, `…:inflight`, `…:msg`, `…:count`,
-//! `…:lease`, `…:seq`, `…:lease_seq`, `…:notify`, `…:dead`; `<prefix>:queues`;
-//! `<prefix>:state:<uuid>`; `<prefix>:chord:<group>` and `<prefix>:chord:<group>:results`.
-//! The engine targets a single Redis node (or a primary with replicas): completion
-//! scripts write states and follow-up messages of other queues, which Redis Cluster
-//! would refuse across slots.
+//! Everything lives under `redis.key_prefix` (default `machinery`); the keys of one
+//! queue share the hash tag `{q:<queue>}`.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
+//! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
+//! | `<p>:{q:<queue>}:inflight` | zset | ids delivered and not settled (score: lease deadline, ms) |
+//! | `<p>:{q:<queue>}:msg` | hash | id → payload |
+//! | `<p>:{q:<queue>}:count` | hash | id → delivery count |
+//! | `<p>:{q:<queue>}:lease` | hash | id → current lease token |
+//! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
+//! | `<p>:{q:<queue>}:notify` | list | wake-up tokens for blocked workers (at most 16) |
+//! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
+//! | `<p>:queues` | set | every queue ever published to (for listings) |
+//! | `<p>:state:<uuid>` | string | a task's state (MessagePack), with the results TTL |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written |
+//! | `<p>:chord:<group>`, `…:results` | hash | a chord's count, callback and member results |
+//! | `<p>:{periodic}:…` | | periodic entries ([`RedisPeriodicStore`]) |
+//!
+//! Scripts of one queue touch that queue's slot only. The engine targets a single
+//! Redis node (or a primary with replicas): a completion writes states and follow-up
+//! messages of other queues in the same script, which Redis Cluster would refuse across
+//! slots. Redis 6.2 or later is required (`LPOP` with a count).
 //!
 //! # Connections
 //!
-//! One auto-reconnecting `ConnectionManager` per broker or backend for everything that
-//! does not block, one blocking connection per consuming broker, one pub/sub connection
-//! per backend with waiters. URLs: `redis://[user[:password]@]host:port[/db]`,
-//! `rediss://…` (TLS through rustls with the ring provider, certificates checked against
-//! the system's roots; `#insecure` at the end skips verification, for self-signed test
-//! servers only) and `redis+unix:///path/to/socket` (`unix://` too). Passwords never
-//! appear in logs, `Debug` output or errors.
+//! One auto-reconnecting `ConnectionManager` per broker or backend for every command
+//! that does not block (`redis.connect_timeout_ms`, `redis.response_timeout_ms`); one
+//! connection per concurrent blocking read, with no reply timeout of its own (each read
+//! is bounded by its block time plus the response timeout instead); one pub/sub
+//! connection per backend with waiters. Redis down at start: [`connect`] and
+//! `Server::from_config` fail with a clear error within a few connect timeouts. Redis
+//! lost while running: calls fail with an error after the response timeout (nothing
+//! hangs), later calls reconnect by themselves; workers log, back off and resume, and
+//! result waiters retry within their timeout.
+//!
+//! URLs: `redis://[user[:password]@]host:port[/db]`, `rediss://…` (TLS through rustls
+//! with the ring provider, certificates checked against the system's roots; `#insecure`
+//! at the end skips verification, for self-signed test servers only) and
+//! `redis+unix:///path/to/socket` (`unix://` too). Passwords never appear in logs,
+//! `Debug` output or errors.
 
 mod backend;
 mod broker;

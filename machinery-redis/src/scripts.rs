@@ -16,6 +16,7 @@ pub(crate) struct Scripts {
     pub(crate) extend: Script,
     pub(crate) complete: Script,
     pub(crate) chord_done: Script,
+    pub(crate) requeue: Script,
 }
 
 impl Scripts {
@@ -27,6 +28,7 @@ impl Scripts {
             extend: script(include_str!("lua/extend.lua")),
             complete: script(include_str!("lua/complete.lua")),
             chord_done: script(include_str!("lua/chord_done.lua")),
+            requeue: script(include_str!("lua/requeue.lua")),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! URLs, AUTH and unreachable servers.
+//! URLs, AUTH, unix sockets and unreachable servers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::RedisServer;
 use machinery_core::prelude::*;
-use machinery_core::{Config, Server};
+use machinery_core::{Broker, Config, ResultBackend, Server};
 use machinery_redis as _;
 
 fn config(url: String) -> Config {
@@ -17,71 +18,101 @@ fn config(url: String) -> Config {
     c
 }
 
+async fn connect_err(url: String) -> String {
+    Server::from_config(config(url))
+        .await
+        .expect_err("the connection must fail")
+        .to_string()
+}
+
 #[tokio::test]
 async fn auth_with_password() {
-    let port = common::start_redis(&["--requirepass", "s3cret-pw"]);
+    let server = RedisServer::start(&["--requirepass", "s3cret-pw"]);
+    let port = server.port;
     let ok = Server::from_config(config(format!("redis://:s3cret-pw@127.0.0.1:{port}/")))
         .await
-        .expect("right password connects");
+        .expect("the right password connects");
     assert_eq!(ok.broker().engine(), "redis");
-    for url in [
-        format!("redis://:wrong-pw@127.0.0.1:{port}/"),
-        format!("redis://127.0.0.1:{port}/"),
-    ] {
-        let err = Server::from_config(config(url))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("cannot connect"), "{err}");
-        assert!(!err.contains("wrong-pw"), "password leaked: {err}");
-    }
+    assert_eq!(ok.backend().engine(), "redis");
     let debug = format!("{ok:?}");
     assert!(!debug.contains("s3cret-pw"), "password leaked: {debug}");
+    // The engines themselves, with their connections open (blocking and pub/sub too).
+    let mut c = config(format!("redis://:s3cret-pw@127.0.0.1:{port}/"));
+    c.redis.key_prefix = common::fresh_prefix();
+    let (broker, backend) = machinery_redis::connect(&c).await.unwrap();
+    let _ = broker
+        .fetch(&["q".to_owned()], 1, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let _ = backend
+        .wait(uuid::Uuid::new_v4(), Some(Duration::from_millis(50)))
+        .await;
+    let debug = format!("{broker:?} {backend:?}");
+    assert!(debug.contains("redis://"), "{debug}");
+    assert!(!debug.contains("s3cret-pw"), "password leaked: {debug}");
+
+    let err = connect_err(format!("redis://:wrong-pw@127.0.0.1:{port}/")).await;
+    assert!(err.contains("cannot connect to Redis"), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("wrong-pw"), "password leaked: {err}");
+    let err = connect_err(format!("redis://127.0.0.1:{port}/")).await;
+    assert!(err.contains("cannot connect to Redis"), "{err}");
+    assert!(err.contains("authentication required"), "{err}");
 }
 
 #[tokio::test]
 async fn auth_with_an_acl_user() {
-    let port = common::start_redis(&["--user", "alice", "on", ">alice-pw", "~*", "&*", "+@all"]);
-    Server::from_config(config(format!("redis://alice:alice-pw@127.0.0.1:{port}/")))
-        .await
-        .expect("ACL user connects");
-    let err = Server::from_config(config(format!("redis://alice:nope-pw@127.0.0.1:{port}/")))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("cannot connect"), "{err}");
-    assert!(!err.contains("nope-pw"), "password leaked: {err}");
+    let server = RedisServer::start(&["--user", "worker", "on", ">w0rker-pw", "~*", "&*", "+@all"]);
+    let port = server.port;
+    let ok = Server::from_config(config(format!(
+        "redis://worker:w0rker-pw@127.0.0.1:{port}/"
+    )))
+    .await
+    .expect("the ACL user connects");
+    assert!(!format!("{ok:?}").contains("w0rker-pw"));
+    let err = connect_err(format!("redis://worker:bad-pw@127.0.0.1:{port}/")).await;
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("bad-pw"), "password leaked: {err}");
 }
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast_and_clearly() {
     let port = common::free_port();
     let start = Instant::now();
-    let err = Server::from_config(config(format!("redis://:pw@127.0.0.1:{port}/")))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = connect_err(format!("redis://:pw@127.0.0.1:{port}/")).await;
     assert!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(5),
         "took {:?}",
         start.elapsed()
     );
     assert!(err.contains("cannot connect to Redis"), "{err}");
-    assert!(err.contains(&port.to_string()), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(!err.contains(":pw@"), "password leaked: {err}");
 }
 
 #[tokio::test]
+async fn a_silent_server_times_out_at_connect() {
+    // Something accepts the connection but never answers: bounded by the connect timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let start = Instant::now();
+    let err = connect_err(format!("redis://:pw@127.0.0.1:{port}/")).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("cannot connect to Redis"), "{err}");
+    assert!(!err.contains(":pw@"), "password leaked: {err}");
+    drop(listener);
+}
+
+#[tokio::test]
 async fn url_errors_are_clear() {
-    let err = Server::from_config(config("redis://127.0.0.1:notaport/".into()))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = connect_err("redis://:pw@127.0.0.1:notaport/".into()).await;
     assert!(err.contains("invalid Redis URL"), "{err}");
-    let err = Server::from_config(config("nats://127.0.0.1:4222".into()))
-        .await
-        .unwrap_err()
-        .to_string();
+    assert!(!err.contains(":pw@"), "password leaked: {err}");
+    let err = connect_err("nats://127.0.0.1:4222".into()).await;
     assert!(err.contains("broker"), "{err}");
 }
 
@@ -91,15 +122,30 @@ async fn unix_socket_urls_work() {
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("redis.sock");
     let sock_arg = sock.display().to_string();
-    common::start_redis(&["--unixsocket", &sock_arg, "--unixsocketperm", "700"]);
+    let _server = RedisServer::start(&["--unixsocket", &sock_arg, "--unixsocketperm", "700"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !sock.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let server = Server::from_config(config(format!("redis+unix://{sock_arg}")))
-        .await
-        .unwrap();
-    assert_eq!(server.broker().engine(), "redis");
+    for url in [
+        format!("redis+unix://{sock_arg}"),
+        format!("unix://{sock_arg}"),
+    ] {
+        let server = Server::from_config(config(url)).await.unwrap();
+        assert_eq!(server.broker().engine(), "redis");
+        server
+            .broker()
+            .publish(vec![machinery_core::Outgoing {
+                uuid: uuid::Uuid::new_v4(),
+                queue: "q".into(),
+                eta: None,
+                priority: 0,
+                payload: b"over the socket".to_vec(),
+            }])
+            .await
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[task(name = "connections.echo")]
@@ -176,7 +222,7 @@ async fn tls_round_trip() {
     );
     let tls_port = common::free_port();
     let path = |f: &str| dir.join(f).display().to_string();
-    common::start_redis(&[
+    let _redis = RedisServer::start(&[
         "--tls-port",
         &tls_port.to_string(),
         "--tls-cert-file",
@@ -206,4 +252,5 @@ async fn tls_round_trip() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot connect"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

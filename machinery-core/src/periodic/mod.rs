@@ -53,7 +53,7 @@
 //!     // Wait for the first tick to be published (within ten seconds, for busy machines).
 //!     let mut entries = scheduler.entries().await?;
 //!     for _ in 0..100 {
-//!         if entries[0].last_task.is_some() {
+//!         if entries.first().is_some_and(|e| e.last_task.is_some()) {
 //!             break;
 //!         }
 //!         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -10,11 +10,23 @@ local function now_ms()
 end
 
 -- Message ids are '<priority>:<sequence>'. The ready set is ordered by priority
--- (higher first), then by sequence (older first): ZPOPMIN takes the next message.
+-- (higher first), then by sequence (older first): ZPOPMIN takes the next message, and a
+-- message that comes back (expired lease, release) gets its old place again.
+local function ready_score(priority, seq)
+  return (9 - priority) * 1e13 + seq
+end
+
 local function push_ready(prefix, queue, id)
-  local priority = tonumber(string.sub(id, 1, 1))
-  local seq = tonumber(string.sub(id, 3))
-  redis.call('ZADD', qkey(prefix, queue, 'ready'), (9 - priority) * 1e13 + seq, id)
+  local priority, seq = string.match(id, '^(%d):(%d+)$')
+  local score
+  if priority then
+    score = ready_score(tonumber(priority), tonumber(seq))
+  else
+    -- Not an id of ours (pushed by something else): first of the lowest priority;
+    -- fetch gives it a proper id.
+    score = ready_score(0, 0)
+  end
+  redis.call('ZADD', qkey(prefix, queue, 'ready'), score, id)
 end
 
 -- Records a queue name once per script call (for listings across queues).

@@ -33,7 +33,7 @@ for _, queue in ipairs(order) do
       delayed[#delayed + 1] = eta
       delayed[#delayed + 1] = id
     else
-      ready[#ready + 1] = (9 - priority) * 1e13 + seq
+      ready[#ready + 1] = ready_score(priority, seq)
       ready[#ready + 1] = id
     end
   end

@@ -1,0 +1,267 @@
+//! The Redis result backend: states with their TTL, and waiting without polling.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use machinery_core::{Config, Error, ResultBackend, State, TaskState};
+use machinery_redis::RedisBackend;
+use uuid::Uuid;
+
+async fn backend_on(url: &str, config: Config) -> (RedisBackend, Config) {
+    let config = common::config_for(url, config);
+    let (_, backend) = machinery_redis::connect(&config).await.unwrap();
+    (backend, config)
+}
+
+async fn backend(config: Config) -> (RedisBackend, Config) {
+    backend_on(&common::shared().url(), config).await
+}
+
+fn state(uuid: Uuid, s: State) -> TaskState {
+    let mut t = TaskState::new(uuid, "t", s);
+    if s == State::Success {
+        t.result = Some(vec![0x2a]);
+    }
+    t
+}
+
+fn with(f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    f(&mut c);
+    c
+}
+
+fn pttl(config: &Config, uuid: Uuid) -> i64 {
+    let mut con = common::shared().client().get_connection().unwrap();
+    redis::cmd("PTTL")
+        .arg(format!("{}:state:{uuid}", config.redis.key_prefix))
+        .query(&mut con)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn states_expire_after_the_results_ttl() {
+    let (b, config) = backend(with(|c| c.results_expire_in = 100)).await;
+    let uuid = Uuid::new_v4();
+    let stored = state(uuid, State::Success);
+    b.store(std::slice::from_ref(&stored)).await.unwrap();
+    let ttl = pttl(&config, uuid);
+    assert!((90_000..=100_000).contains(&ttl), "PTTL {ttl}");
+    assert_eq!(b.load(uuid).await.unwrap().unwrap(), stored);
+    b.forget(uuid).await.unwrap();
+    assert!(b.load(uuid).await.unwrap().is_none());
+
+    let (b, _) = backend(with(|c| c.results_expire_in = 1)).await;
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert!(b.load(uuid).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn ttl_zero_keeps_states_forever() {
+    let (b, config) = backend(with(|c| c.results_expire_in = 0)).await;
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    assert_eq!(pttl(&config, uuid), -1);
+}
+
+#[tokio::test]
+async fn wait_wakes_when_the_state_is_written() {
+    let (b, _) = backend(Config::default()).await;
+    let b = Arc::new(b);
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Started)]).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let s = b.wait(uuid, Some(Duration::from_secs(10))).await;
+            (Instant::now(), s)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let written = Instant::now();
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    let (woken, s) = waiter.await.unwrap();
+    assert_eq!(s.unwrap().state, State::Success);
+    let latency = woken - written;
+    assert!(
+        latency < Duration::from_millis(100),
+        "woken after {latency:?}"
+    );
+}
+
+#[tokio::test]
+async fn wait_sees_a_task_that_finished_before() {
+    let (b, _) = backend(Config::default()).await;
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Failure)]).await.unwrap();
+    let s = b.wait(uuid, Some(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(s.state, State::Failure);
+    let s = b.wait(uuid, None).await.unwrap();
+    assert_eq!(s.state, State::Failure);
+}
+
+#[tokio::test]
+async fn wait_timeout_and_missing_are_distinct() {
+    let (b, _) = backend(Config::default()).await;
+    let uuid = Uuid::new_v4();
+    assert!(matches!(
+        b.wait(uuid, Some(Duration::from_millis(100))).await,
+        Err(Error::ResultMissing(u)) if u == uuid
+    ));
+    b.store(&[state(uuid, State::Pending)]).await.unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        b.wait(uuid, Some(Duration::from_millis(300))).await,
+        Err(Error::Timeout(_))
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn waiters_share_one_pubsub_connection_and_unsubscribe() {
+    let server = common::RedisServer::start(&[]);
+    let (b, config) = backend_on(&server.url(), Config::default()).await;
+    let b = Arc::new(b);
+    let uuids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+    let pending: Vec<TaskState> = uuids.iter().map(|u| state(*u, State::Pending)).collect();
+    b.store(&pending).await.unwrap();
+    let waiters: Vec<_> = uuids
+        .iter()
+        .map(|u| {
+            let b = b.clone();
+            let u = *u;
+            tokio::spawn(async move { b.wait(u, Some(Duration::from_secs(20))).await })
+        })
+        .collect();
+    let mut con = server.client().get_connection().unwrap();
+    let pattern = format!("{}:done:*", config.redis.key_prefix);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(&pattern)
+            .query(&mut con)
+            .unwrap();
+        if channels.len() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} subscribed", channels.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(clients.lines().count(), 1, "{clients}");
+    let done: Vec<TaskState> = uuids.iter().map(|u| state(*u, State::Success)).collect();
+    b.store(&done).await.unwrap();
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap().state, State::Success);
+    }
+    // Every channel is given up once its waiters are gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(&pattern)
+            .query(&mut con)
+            .unwrap();
+        if channels.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still subscribed",
+            channels.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn waiters_survive_a_dropped_pubsub_connection() {
+    let server = common::RedisServer::start(&[]);
+    let (b, _) = backend_on(&server.url(), Config::default()).await;
+    let b = Arc::new(b);
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Started)]).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait(uuid, Some(Duration::from_secs(10))).await }
+    });
+    let mut con = server.client().get_connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let subscribed: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut con).unwrap();
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query(&mut con)
+            .unwrap();
+        if subscribed == 0 && !channels.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(killed, 1);
+    // Give the waiter time to subscribe again on a new connection, then finish the task.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap().state, State::Success);
+    // A later wait works too, on the new connection.
+    let other = Uuid::new_v4();
+    b.store(&[state(other, State::Pending)]).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait(other, Some(Duration::from_secs(10))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.store(&[state(other, State::Success)]).await.unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap().state, State::Success);
+}
+
+#[tokio::test]
+async fn cancelled_waits_give_their_channel_up() {
+    let server = common::RedisServer::start(&[]);
+    let (b, _) = backend_on(&server.url(), Config::default()).await;
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Pending)]).await.unwrap();
+    for _ in 0..20 {
+        let _ = tokio::time::timeout(Duration::from_millis(50), b.wait(uuid, None)).await;
+    }
+    let mut con = server.client().get_connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query(&mut con)
+            .unwrap();
+        if channels.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{channels:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And waiting on it again still works.
+    let b = Arc::new(b);
+    let waited = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait(uuid, Some(Duration::from_secs(5))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    assert_eq!(waited.await.unwrap().unwrap().state, State::Success);
+}
