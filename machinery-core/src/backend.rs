@@ -40,6 +40,8 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// with sleeps: a waiter is woken when the state is written, and a task that
     /// finished before the call is seen at once.
     ///
+    /// An engine may retry its own transient errors within `timeout`.
+    ///
     /// # Errors
     /// [`Error::Timeout`](crate::Error::Timeout) when `timeout` passes first;
     /// [`Error::ResultMissing`](crate::Error::ResultMissing) when nothing is stored for

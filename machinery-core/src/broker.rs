@@ -19,7 +19,7 @@ pub struct Outgoing {
     pub queue: String,
     /// Earliest delivery, in milliseconds since the Unix epoch.
     pub eta: Option<u64>,
-    /// 0–9, higher first.
+    /// 0–9, higher first; values above 9 count as 9.
     pub priority: u8,
     /// The encoded [`RawSignature`](crate::RawSignature).
     pub payload: Vec<u8>,
@@ -119,6 +119,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Takes up to `max` ready messages from `queues`, waiting up to `wait` for the first
     /// one. Returns an empty batch when nothing arrived in time.
+    ///
+    /// The worker cancels a pending fetch when it stops: an engine must not lose what a
+    /// cancelled call had already taken (hand it back, or let its lease expire).
     async fn fetch(&self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>>;
 
     /// Acknowledges a delivery: the message is gone for good.
