@@ -188,7 +188,7 @@ pub trait Broker: Send + Sync + 'static {
     /// anything (fencing). Returns one result per completion.
     async fn complete(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         backend: &dyn ResultBackend,
     ) -> Result<Vec<Result<()>>> {
         complete_step_by_step(self, completions, backend).await
@@ -208,7 +208,7 @@ pub trait Broker: Send + Sync + 'static {
 /// Engine errors.
 pub async fn complete_step_by_step<B: Broker + ?Sized>(
     broker: &B,
-    completions: Vec<Completion>,
+    completions: &[Completion],
     backend: &dyn ResultBackend,
 ) -> Result<Vec<Result<()>>> {
     let mut out = Vec::with_capacity(completions.len());
@@ -224,20 +224,20 @@ pub async fn complete_step_by_step<B: Broker + ?Sized>(
 
 async fn complete_one<B: Broker + ?Sized>(
     broker: &B,
-    c: Completion,
+    c: &Completion,
     backend: &dyn ResultBackend,
 ) -> Result<()> {
     let held = broker.extend(std::slice::from_ref(&c.delivery)).await?;
     if !held.first().copied().unwrap_or(false) {
         return Err(crate::Error::LeaseLost {
-            receipt: c.delivery.receipt,
+            receipt: c.delivery.receipt.clone(),
         });
     }
     let mut states = Vec::with_capacity(1 + c.also_store.len());
-    states.push(c.state);
-    states.extend(c.also_store);
+    states.push(c.state.clone());
+    states.extend(c.also_store.iter().cloned());
     backend.store(&states).await?;
-    let mut publish = c.publish;
+    let mut publish = c.publish.clone();
     if let Some(member) = &c.group
         && let Some(callback) = backend.chord_member_done(member, &states[0]).await?
     {

@@ -663,7 +663,7 @@ mod tests {
             quote!(bogus = 1),
             quote!(
                 async fn f<T>(a: &str) -> Result<T, TaskError> {
-                    todo!()
+                    Err(TaskError::msg(a))
                 }
             ),
         );

@@ -178,6 +178,16 @@ impl Drop for Rewake {
     }
 }
 
+/// A message's arguments to the publish and complete scripts: queue, ETA, priority,
+/// payload (see `lib.lua`'s `enqueue`).
+fn message_args(invocation: &mut redis::ScriptInvocation<'_>, m: &Outgoing) {
+    invocation
+        .arg(&m.queue)
+        .arg(m.eta.unwrap_or(0))
+        .arg(m.priority.min(9))
+        .arg(m.payload.as_slice());
+}
+
 /// Parses a dead-letter entry: `<reason length>:<reason><payload>`.
 fn parse_dead(queue: &str, raw: &[u8]) -> DeadLetter {
     let parsed = raw.iter().position(|b| *b == b':').and_then(|colon| {
@@ -357,11 +367,7 @@ impl RedisBroker {
         }
         invocation.arg(c.publish.len());
         for m in &c.publish {
-            invocation
-                .arg(&m.queue)
-                .arg(m.eta.unwrap_or(0))
-                .arg(m.priority.min(9))
-                .arg(m.payload.as_slice());
+            message_args(invocation, m);
         }
         match &c.group {
             Some(g) => {
@@ -412,18 +418,22 @@ impl RedisBroker {
 
     /// Publishes with the broker's own scripts (PENDING states are written by the
     /// caller).
+    /// The publish script's call for one chunk of messages.
+    fn publish_invocation(&self, chunk: &[Outgoing]) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.engine.scripts.publish.prepare_invoke();
+        invocation.arg(self.prefix());
+        for m in chunk {
+            message_args(&mut invocation, m);
+        }
+        invocation
+    }
+
     async fn publish_raw(&self, messages: &[Outgoing]) -> Result<()> {
         for chunk in messages.chunks(PUBLISH_CHUNK) {
-            let mut invocation = self.engine.scripts.publish.prepare_invoke();
-            invocation.arg(self.prefix());
-            for m in chunk {
-                invocation
-                    .arg(&m.queue)
-                    .arg(m.eta.unwrap_or(0))
-                    .arg(m.priority.min(9))
-                    .arg(m.payload.as_slice());
-            }
-            let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
+            let _: i64 = self
+                .publish_invocation(chunk)
+                .invoke_async(&mut self.conn())
+                .await?;
         }
         Ok(())
     }
@@ -641,45 +651,31 @@ impl Broker for RedisBroker {
         backend: &dyn ResultBackend,
     ) -> CoreResult<()> {
         self.check_sizes(&messages)?;
-        match self.colocated(backend) {
-            // States and messages in one pipeline: one round trip for a send.
-            Some(b) if messages.len() <= PUBLISH_CHUNK => {
-                let mut pipe = redis::pipe();
-                b.store_into(&mut pipe, states)?;
-                let mut invocation = self.engine.scripts.publish.prepare_invoke();
-                invocation.arg(self.prefix());
-                for m in &messages {
-                    invocation
-                        .arg(&m.queue)
-                        .arg(m.eta.unwrap_or(0))
-                        .arg(m.priority.min(9))
-                        .arg(m.payload.as_slice());
-                }
-                pipe.invoke_script(&invocation).ignore();
-                let r: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
-                match r {
-                    Ok(()) => Ok(()),
-                    // A restarted Redis has forgotten the script: load it and go again.
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        backend.store(states).await?;
-                        self.publish(messages).await
-                    }
-                    Err(e) => Err(Error::from(e).into()),
-                }
-            }
-            _ => {
-                backend.store(states).await?;
-                self.publish(messages).await
+        // States and messages in one pipeline: one round trip for a send.
+        if let Some(b) = self.colocated(backend)
+            && messages.len() <= PUBLISH_CHUNK
+        {
+            let mut pipe = redis::pipe();
+            b.store_into(&mut pipe, states)?;
+            pipe.invoke_script(&self.publish_invocation(&messages))
+                .ignore();
+            let r: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
+            match r {
+                Ok(()) => return Ok(()),
+                // A restarted Redis has forgotten the script: the two steps below load
+                // it again.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
+                Err(e) => return Err(Error::from(e).into()),
             }
         }
+        backend.store(states).await?;
+        Ok(self.publish_raw(&messages).await?)
     }
 
     async fn complete(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         backend: &dyn ResultBackend,
     ) -> CoreResult<Vec<CoreResult<()>>> {
         if self.colocated(backend).is_none() {
@@ -700,7 +696,7 @@ impl Broker for RedisBroker {
             // Cannot happen for deliveries this broker handed out; settle them one by one
             // so one bad completion does not block the others.
             let mut out = Vec::with_capacity(completions.len());
-            for c in &completions {
+            for c in completions {
                 let mut one = self.engine.scripts.complete.prepare_invoke();
                 one.arg(self.prefix()).arg(self.engine.ttl_ms()).arg(1);
                 out.push(match Self::complete_args(&mut one, c) {
@@ -713,7 +709,7 @@ impl Broker for RedisBroker {
             }
             return Ok(out);
         }
-        self.run_complete(&invocation, &completions).await
+        self.run_complete(&invocation, completions).await
     }
 
     fn as_any(&self) -> &dyn Any {

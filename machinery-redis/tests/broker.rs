@@ -248,13 +248,13 @@ async fn stale_completion_writes_nothing() {
         }
     };
     let r = b
-        .complete(vec![completion(&current, b"new", "from-current")], &backend)
+        .complete(&[completion(&current, b"new", "from-current")], &backend)
         .await
         .unwrap();
     assert!(r[0].is_ok());
     // The worker that lost its lease comes back and tries to write its own result.
     let r = b
-        .complete(vec![completion(&stale, b"old", "from-stale")], &backend)
+        .complete(&[completion(&stale, b"old", "from-stale")], &backend)
         .await
         .unwrap();
     assert!(matches!(r[0], Err(Error::LeaseLost { .. })), "{r:?}");
@@ -274,7 +274,7 @@ async fn complete_settles_a_batch_and_reports_each() {
     let got = b.fetch(&q(), 5, Duration::ZERO).await.unwrap();
     b.ack(&got[2]).await.unwrap(); // settled elsewhere: its completion must fail alone
     let uuids: Vec<Uuid> = got.iter().map(|_| Uuid::new_v4()).collect();
-    let completions = got
+    let completions: Vec<Completion> = got
         .iter()
         .zip(&uuids)
         .map(|(d, u)| Completion {
@@ -285,7 +285,7 @@ async fn complete_settles_a_batch_and_reports_each() {
             group: None,
         })
         .collect();
-    let results = b.complete(completions, &backend).await.unwrap();
+    let results = b.complete(&completions, &backend).await.unwrap();
     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
     assert_eq!(ok, [true, true, false, true, true]);
     for (i, u) in uuids.iter().enumerate() {

@@ -296,7 +296,10 @@ async fn fetch_loop(
         let mut started = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
-            let raw = RawSignature::decode(&delivery.payload);
+            let mut delivery = delivery;
+            // Decoded once here; the engine keeps its own copy for redelivery and dead
+            // letters, so the payload is not carried (and cloned) any further.
+            let raw = RawSignature::decode(&std::mem::take(&mut delivery.payload));
             if let Ok(raw) = &raw
                 && shared.registry.get(&raw.name).is_some()
             {
@@ -391,7 +394,7 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) 
         let mut backoff = Duration::from_millis(50);
         let started = tokio::time::Instant::now();
         loop {
-            match broker.complete(batch.clone(), backend.as_ref()).await {
+            match broker.complete(&batch, backend.as_ref()).await {
                 Ok(results) => {
                     for (c, r) in batch.iter().zip(results) {
                         if let Err(e) = r {
