@@ -26,7 +26,7 @@ fn envelope(c: &mut Criterion) {
     c.bench_function("args_encode", |b| {
         b.iter(|| add::s(black_box(1), black_box(2)))
     });
-    let state = TaskState::new(raw.uuid, raw.name.clone(), State::Success);
+    let state = TaskState::new(raw.uuid, raw.name.clone(), "default", State::Success);
     c.bench_function("state_encode", |b| b.iter(|| black_box(&state).encode()));
 }
 

@@ -31,10 +31,11 @@ pub trait ResultBackend: Send + Sync + 'static {
     fn engine(&self) -> &'static str;
 
     /// Stores states, each replacing the task's previous one and restarting its TTL.
+    /// A state is known by its UUID and [queue](TaskState::queue).
     async fn store(&self, states: &[TaskState]) -> Result<()>;
 
-    /// The stored state of a task, `None` when unknown or expired.
-    async fn load(&self, uuid: Uuid) -> Result<Option<TaskState>>;
+    /// The stored state of task `uuid`, sent to `queue`; `None` when unknown or expired.
+    async fn load(&self, queue: &str, uuid: Uuid) -> Result<Option<TaskState>>;
 
     /// Waits until the task is SUCCESS or FAILURE and returns that state. Never polls
     /// with sleeps: a waiter is woken when the state is written, and a task that
@@ -46,10 +47,12 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// [`Error::Timeout`](crate::Error::Timeout) when `timeout` passes first;
     /// [`Error::ResultMissing`](crate::Error::ResultMissing) when nothing is stored for
     /// the task (unknown UUID or expired).
-    async fn wait(&self, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState>;
+    async fn wait(&self, queue: &str, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState>;
 
     /// Registers a chord: `count` members and the callback message, kept for the
-    /// results TTL after the last member's completion.
+    /// results TTL after the last member's completion. The chord is known by its group
+    /// and the callback's queue (members carry it in
+    /// [`GroupMember::queue`](crate::broker::GroupMember::queue)).
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()>;
 
     /// Records the final state (SUCCESS or FAILURE) of a chord member. Returns the
@@ -62,11 +65,12 @@ pub trait ResultBackend: Send + Sync + 'static {
         state: &TaskState,
     ) -> Result<Option<Outgoing>>;
 
-    /// The members' results in order, and the first failure.
-    async fn chord_outcome(&self, group: Uuid) -> Result<ChordOutcome>;
+    /// The members' results in order, and the first failure, of the chord `group` whose
+    /// callback is sent to `queue`.
+    async fn chord_outcome(&self, queue: &str, group: Uuid) -> Result<ChordOutcome>;
 
-    /// Deletes a task's state.
-    async fn forget(&self, uuid: Uuid) -> Result<()>;
+    /// Deletes the state of task `uuid`, sent to `queue`.
+    async fn forget(&self, queue: &str, uuid: Uuid) -> Result<()>;
 
     /// The engine object, for brokers that recognise a result backend of their own.
     fn as_any(&self) -> &dyn Any;

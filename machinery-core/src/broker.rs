@@ -58,10 +58,13 @@ pub struct Completion {
 }
 
 /// A task's place in a group whose completion triggers a callback (a chord).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
     /// The group.
     pub group_uuid: Uuid,
+    /// The queue of the chord's callback: the chord is kept there (see
+    /// [`ResultBackend::init_chord`]).
+    pub queue: String,
     /// The member's position, from 0.
     pub index: u32,
     /// How many members the group has.

@@ -64,6 +64,11 @@ pub struct TaskState {
     pub uuid: Uuid,
     /// The registered task name.
     pub name: String,
+    /// The queue the task is sent to (its routing key). Engines may keep the state next
+    /// to that queue's messages (the Redis engine does, so that a task's state and its
+    /// queue share one Redis Cluster slot).
+    #[serde(default)]
+    pub queue: String,
     /// Where the task is in its life cycle.
     pub state: State,
     /// The MessagePack-encoded result, on SUCCESS.
@@ -88,11 +93,17 @@ pub struct TaskState {
 }
 
 impl TaskState {
-    /// A state record for `uuid` at `state`, timestamped now.
-    pub fn new(uuid: Uuid, name: impl Into<String>, state: State) -> Self {
+    /// A state record for task `uuid`, sent to `queue`, at `state`, timestamped now.
+    pub fn new(
+        uuid: Uuid,
+        name: impl Into<String>,
+        queue: impl Into<String>,
+        state: State,
+    ) -> Self {
         TaskState {
             uuid,
             name: name.into(),
+            queue: queue.into(),
             state,
             result: None,
             error: None,
@@ -155,6 +166,7 @@ impl TaskState {
 pub struct AsyncResult<T> {
     uuid: Uuid,
     name: String,
+    queue: String,
     backend: Arc<dyn ResultBackend>,
     _result: PhantomData<fn() -> T>,
 }
@@ -164,6 +176,7 @@ impl<T> Clone for AsyncResult<T> {
         AsyncResult {
             uuid: self.uuid,
             name: self.name.clone(),
+            queue: self.queue.clone(),
             backend: self.backend.clone(),
             _result: PhantomData,
         }
@@ -175,16 +188,23 @@ impl<T> fmt::Debug for AsyncResult<T> {
         f.debug_struct("AsyncResult")
             .field("uuid", &self.uuid)
             .field("name", &self.name)
+            .field("queue", &self.queue)
             .finish()
     }
 }
 
 impl<T> AsyncResult<T> {
-    /// A handle to the result of task `uuid` stored in `backend`.
-    pub fn new(uuid: Uuid, name: impl Into<String>, backend: Arc<dyn ResultBackend>) -> Self {
+    /// A handle to the result of task `uuid`, sent to `queue`, stored in `backend`.
+    pub fn new(
+        uuid: Uuid,
+        name: impl Into<String>,
+        queue: impl Into<String>,
+        backend: Arc<dyn ResultBackend>,
+    ) -> Self {
         AsyncResult {
             uuid,
             name: name.into(),
+            queue: queue.into(),
             backend,
             _result: PhantomData,
         }
@@ -202,6 +222,11 @@ impl<T: DeserializeOwned> AsyncResult<T> {
         &self.name
     }
 
+    /// The queue the task was sent to.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
     /// The task's current state.
     ///
     /// # Errors
@@ -216,7 +241,7 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// [`Error::ResultMissing`] when nothing is stored (expired); engine errors.
     pub async fn task_state(&self) -> Result<TaskState> {
         self.backend
-            .load(self.uuid)
+            .load(&self.queue, self.uuid)
             .await?
             .ok_or(Error::ResultMissing(self.uuid))
     }
@@ -227,7 +252,10 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// [`Error::TaskFailed`] when the task failed; [`Error::ResultMissing`] when its state
     /// expired; engine and decoding errors.
     pub async fn get(&self) -> Result<T> {
-        self.backend.wait(self.uuid, None).await?.value()
+        self.backend
+            .wait(&self.queue, self.uuid, None)
+            .await?
+            .value()
     }
 
     /// Like [`get`](AsyncResult::get), giving up after `timeout` with [`Error::Timeout`].
@@ -235,6 +263,9 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// # Errors
     /// As [`get`](AsyncResult::get), plus [`Error::Timeout`].
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.backend.wait(self.uuid, Some(timeout)).await?.value()
+        self.backend
+            .wait(&self.queue, self.uuid, Some(timeout))
+            .await?
+            .value()
     }
 }

@@ -177,9 +177,7 @@ impl Server {
     /// # Errors
     /// [`Error::Encode`], [`Error::MessageTooLarge`].
     pub fn outgoing(&self, raw: &mut RawSignature) -> Result<Outgoing> {
-        if raw.routing_key.is_empty() {
-            raw.routing_key.clone_from(&self.inner.config.default_queue);
-        }
+        self.route(raw);
         let payload = raw.encode()?;
         let limit = self.inner.config.max_message_bytes;
         if payload.len() > limit {
@@ -195,6 +193,32 @@ impl Server {
             priority: raw.priority,
             payload,
         })
+    }
+
+    /// Gives `raw` and every task nested in it (callbacks, error callbacks, chord
+    /// callback) without a routing key the default queue, so that where each task's
+    /// state is kept is decided once, by the producer.
+    pub fn route(&self, raw: &mut RawSignature) {
+        if raw.routing_key.is_empty() {
+            raw.routing_key.clone_from(&self.inner.config.default_queue);
+        }
+        for nested in raw
+            .on_success
+            .iter_mut()
+            .chain(raw.on_error.iter_mut())
+            .chain(raw.chord_callback.as_deref_mut())
+        {
+            self.route(nested);
+        }
+    }
+
+    /// `queue`, or the default queue when it is empty.
+    pub(crate) fn queue_or(&self, queue: String) -> String {
+        if queue.is_empty() {
+            self.inner.config.default_queue.clone()
+        } else {
+            queue
+        }
     }
 
     /// Sends one signature: stores its PENDING state and publishes it.
@@ -214,7 +238,7 @@ impl Server {
         let mut states = Vec::with_capacity(raws.len());
         for mut raw in raws {
             messages.push(self.outgoing(&mut raw)?);
-            let mut state = TaskState::new(raw.uuid, raw.name, State::Pending);
+            let mut state = TaskState::new(raw.uuid, raw.name, raw.routing_key, State::Pending);
             state.group_uuid = raw.group_uuid;
             states.push(state);
         }
@@ -224,9 +248,19 @@ impl Server {
             .await
     }
 
-    /// A typed handle to the result of task `uuid`.
+    /// A typed handle to the result of task `uuid`, sent to the default queue.
     pub fn result<T: serde::de::DeserializeOwned>(&self, uuid: Uuid, name: &str) -> AsyncResult<T> {
-        AsyncResult::new(uuid, name, self.inner.backend.clone())
+        self.result_in(uuid, name, &self.inner.config.default_queue)
+    }
+
+    /// A typed handle to the result of task `uuid`, sent to `queue`.
+    pub fn result_in<T: serde::de::DeserializeOwned>(
+        &self,
+        uuid: Uuid,
+        name: &str,
+        queue: &str,
+    ) -> AsyncResult<T> {
+        AsyncResult::new(uuid, name, queue, self.inner.backend.clone())
     }
 
     /// The signatures ready in `queue`, in delivery order. Messages that do not decode

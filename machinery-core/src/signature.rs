@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::broker::GroupMember;
 use crate::codec::{self, WIRE_VERSION};
 use crate::error::{Error, Result};
 use crate::registry::TaskEntry;
-use crate::result::AsyncResult;
+use crate::result::{AsyncResult, State, TaskState};
 use crate::server::Server;
 
 /// The task message as it travels through the broker: every field of Machinery's
@@ -77,6 +78,10 @@ pub struct RawSignature {
     /// A member of a chord: its final state counts toward the chord's callback.
     #[serde(skip_serializing_if = "is_false")]
     pub chord: bool,
+    /// For a chord member: the queue of the chord's callback, where the chord is kept.
+    /// Empty means the member's own queue.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chord_queue: String,
     /// This task is the callback of chord `chord_of`: the members' results, in member
     /// order, become its last argument.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,6 +131,7 @@ impl Default for RawSignature {
             on_error: Vec::new(),
             chord_callback: None,
             chord: false,
+            chord_queue: String::new(),
             chord_of: None,
             ignore_when_not_registered: false,
             schema: String::new(),
@@ -136,6 +142,46 @@ impl Default for RawSignature {
 }
 
 impl RawSignature {
+    /// The queue this task's state is kept under: its routing key, or `fallback` (the
+    /// queue it was fetched from) when it has none.
+    pub(crate) fn state_queue<'a>(&'a self, fallback: &'a str) -> &'a str {
+        if self.routing_key.is_empty() {
+            fallback
+        } else {
+            &self.routing_key
+        }
+    }
+
+    /// A state record of this task at `state` (queue as in
+    /// [`state_queue`](Self::state_queue)).
+    pub(crate) fn task_state(&self, state: State, fallback_queue: &str) -> TaskState {
+        let mut s = TaskState::new(
+            self.uuid,
+            self.name.clone(),
+            self.state_queue(fallback_queue),
+            state,
+        );
+        s.retried = self.retried;
+        s.group_uuid = self.group_uuid;
+        s
+    }
+
+    /// This task's place in its chord, when it is a chord member.
+    pub(crate) fn chord_member(&self, fallback_queue: &str) -> Option<GroupMember> {
+        let group_uuid = self.group_uuid.filter(|_| self.chord)?;
+        let queue = if self.chord_queue.is_empty() {
+            self.state_queue(fallback_queue)
+        } else {
+            &self.chord_queue
+        };
+        Some(GroupMember {
+            group_uuid,
+            queue: queue.to_owned(),
+            index: self.group_index,
+            count: self.group_task_count,
+        })
+    }
+
     /// A signature for `name` with encoded `args` and a fresh time-ordered UUID.
     pub fn new(name: impl Into<String>, args: Vec<u8>) -> Self {
         RawSignature {
@@ -379,11 +425,16 @@ impl<T> Signature<T> {
     /// # Errors
     /// Encoding and engine errors.
     pub async fn send_with(self, server: &Server) -> Result<AsyncResult<T>> {
-        let raw = self.into_raw()?;
-        let uuid = raw.uuid;
-        let name = raw.name.clone();
+        let mut raw = self.into_raw()?;
+        server.route(&mut raw);
+        let result = AsyncResult::new(
+            raw.uuid,
+            raw.name.clone(),
+            raw.routing_key.clone(),
+            server.backend().clone(),
+        );
         server.send_raw(raw).await?;
-        Ok(AsyncResult::new(uuid, name, server.backend().clone()))
+        Ok(result)
     }
 }
 

@@ -273,7 +273,7 @@ impl RedisBackend {
         let ttl = self.engine.ttl_ms();
         for s in states {
             let bytes = s.encode()?;
-            let key = self.engine.keys.state(s.uuid);
+            let key = self.engine.keys.state(&s.queue, s.uuid);
             if ttl > 0 {
                 pipe.cmd("SET")
                     .arg(&key)
@@ -292,6 +292,38 @@ impl RedisBackend {
             }
         }
         Ok(())
+    }
+}
+
+impl RedisBackend {
+    /// The chord script's call recording `member`'s final `state` (`None` when the state
+    /// is not final). With `enqueue` the script queues a fired callback itself, in the
+    /// same step; without, it returns the callback for the caller to publish.
+    pub(crate) fn chord_done_invocation(
+        &self,
+        member: &GroupMember,
+        state: &TaskState,
+        enqueue: bool,
+    ) -> Option<redis::ScriptInvocation<'_>> {
+        let success = match state.state {
+            State::Success => "1",
+            State::Failure => "0",
+            _ => return None,
+        };
+        let mut invocation = self.engine.scripts.chord_done.prepare_invoke();
+        invocation
+            .key(self.engine.keys.chord(&member.queue, member.group_uuid))
+            .arg(self.engine.keys.prefix())
+            .arg(self.engine.ttl_ms())
+            .arg(&member.queue)
+            .arg(member.group_uuid.to_string())
+            .arg(member.index)
+            .arg(success)
+            .arg(state.result.as_deref().unwrap_or_default())
+            .arg(&state.name)
+            .arg(state.error.as_deref().unwrap_or_default())
+            .arg(if enqueue { "1" } else { "0" });
+        Some(invocation)
     }
 }
 
@@ -323,16 +355,21 @@ impl ResultBackend for RedisBackend {
         Ok(())
     }
 
-    async fn load(&self, uuid: Uuid) -> CoreResult<Option<TaskState>> {
+    async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
         let raw: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.engine.keys.state(uuid))
+            .arg(self.engine.keys.state(queue, uuid))
             .query_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
         raw.map(|b| TaskState::decode(&b)).transpose()
     }
 
-    async fn wait(&self, uuid: Uuid, timeout: Option<Duration>) -> CoreResult<TaskState> {
+    async fn wait(
+        &self,
+        queue: &str,
+        uuid: Uuid,
+        timeout: Option<Duration>,
+    ) -> CoreResult<TaskState> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let channel = self.engine.keys.done(uuid);
         // Redis unreachable (restarting, failing over): retried within the caller's
@@ -343,7 +380,7 @@ impl ResultBackend for RedisBackend {
         loop {
             // Subscribe first, then read: a state written in between is seen either way.
             let subscribed = match self.waiters.subscribe(&channel).await {
-                Ok(sub) => self.load(uuid).await.map(|state| (sub, state)),
+                Ok(sub) => self.load(queue, uuid).await.map(|state| (sub, state)),
                 Err(e) => Err(e.into()),
             };
             let (subscription, state) = match subscribed {
@@ -387,9 +424,9 @@ impl ResultBackend for RedisBackend {
         }
     }
 
-    async fn forget(&self, uuid: Uuid) -> CoreResult<()> {
+    async fn forget(&self, queue: &str, uuid: Uuid) -> CoreResult<()> {
         let _: i64 = redis::cmd("DEL")
-            .arg(self.engine.keys.state(uuid))
+            .arg(self.engine.keys.state(queue, uuid))
             .query_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
@@ -397,7 +434,7 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> CoreResult<()> {
-        let key = self.engine.keys.chord(group);
+        let key = self.engine.keys.chord(&callback.queue, group);
         let ttl = self.engine.ttl_ms();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -407,8 +444,6 @@ impl ResultBackend for RedisBackend {
             .arg(count)
             .arg("callback")
             .arg(callback.payload.as_slice())
-            .arg("queue")
-            .arg(&callback.queue)
             .arg("priority")
             .arg(callback.priority.min(9))
             .ignore();
@@ -427,39 +462,26 @@ impl ResultBackend for RedisBackend {
         member: &GroupMember,
         state: &TaskState,
     ) -> CoreResult<Option<Outgoing>> {
-        let success = match state.state {
-            State::Success => "1",
-            State::Failure => "0",
-            _ => return Ok(None),
+        let Some(invocation) = self.chord_done_invocation(member, state, false) else {
+            return Ok(None);
         };
-        let reply: Option<(Vec<u8>, String, u8)> = self
-            .engine
-            .scripts
-            .chord_done
-            .arg(self.engine.keys.prefix())
-            .arg(self.engine.ttl_ms())
-            .arg(member.group_uuid.to_string())
-            .arg(member.index)
-            .arg(success)
-            .arg(state.result.as_deref().unwrap_or_default())
-            .arg(&state.name)
-            .arg(state.error.as_deref().unwrap_or_default())
+        let reply: Option<(Vec<u8>, u8)> = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
-        Ok(reply.map(|(payload, queue, priority)| Outgoing {
+        Ok(reply.map(|(payload, priority)| Outgoing {
             uuid: Uuid::nil(),
-            queue,
+            queue: member.queue.clone(),
             eta: None,
             priority,
             payload,
         }))
     }
 
-    async fn chord_outcome(&self, group: Uuid) -> CoreResult<ChordOutcome> {
+    async fn chord_outcome(&self, queue: &str, group: Uuid) -> CoreResult<ChordOutcome> {
         let mut conn = self.conn();
         let (count, failure): (Option<u32>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.engine.keys.chord(group))
+            .arg(self.engine.keys.chord(queue, group))
             .arg("count")
             .arg("failure")
             .query_async(&mut conn)
@@ -476,7 +498,7 @@ impl ResultBackend for RedisBackend {
             Vec::new()
         } else {
             redis::cmd("HMGET")
-                .arg(self.engine.keys.chord_results(group))
+                .arg(self.engine.keys.chord_results(queue, group))
                 .arg(&fields)
                 .query_async(&mut conn)
                 .await

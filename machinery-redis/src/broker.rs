@@ -97,6 +97,7 @@ async fn fetch_queue(
     let reply: Vec<Value> = engine
         .scripts
         .fetch
+        .key(engine.keys.ready(queue))
         .arg(engine.keys.prefix())
         .arg(queue)
         .arg(max)
@@ -108,8 +109,16 @@ async fn fetch_queue(
         .and_then(int)
         .and_then(|n| u64::try_from(n).ok())
         .map(Duration::from_millis);
-    let mut out = Vec::with_capacity((reply.len().saturating_sub(1)) / 4);
-    for chunk in reply.get(1..).unwrap_or_default().chunks(4) {
+    if reply.get(1).and_then(int) == Some(1) {
+        // More are ready than this worker takes: wake another one, off the fetch path.
+        let key = engine.keys.wake(queue);
+        let mut conn = engine.conn.clone();
+        tokio::spawn(async move {
+            let _: redis::RedisResult<()> = wake_pipe(&[key]).query_async(&mut conn).await;
+        });
+    }
+    let mut out = Vec::with_capacity((reply.len().saturating_sub(2)) / 4);
+    for chunk in reply.get(2..).unwrap_or_default().chunks(4) {
         let [id, token, count, payload] = chunk else {
             return Err(Error::Protocol("fetch returned a partial entry".into()));
         };
@@ -128,6 +137,20 @@ async fn fetch_queue(
     Ok((out, next_due))
 }
 
+/// Pushes one wake-up token to each list (kept at most 16 long: a token only says "look").
+fn wake_pipe(keys: &[String]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    add_wakes(&mut pipe, keys);
+    pipe
+}
+
+fn add_wakes(pipe: &mut redis::Pipeline, keys: &[String]) {
+    for k in keys {
+        pipe.cmd("LPUSH").arg(k).arg(1).ignore();
+        pipe.cmd("LTRIM").arg(k).arg(0).arg(15).ignore();
+    }
+}
+
 /// Hands back deliveries nobody will run (their fetch was cancelled): ready again at
 /// their old place, this delivery not counted.
 async fn give_back(engine: &Engine, deliveries: Vec<Delivery>) {
@@ -135,17 +158,21 @@ async fn give_back(engine: &Engine, deliveries: Vec<Delivery>) {
         let Some((id, token)) = d.receipt.rsplit_once('/') else {
             continue;
         };
-        let r: redis::RedisResult<i64> = engine
-            .scripts
-            .settle
-            .arg(engine.keys.prefix())
-            .arg(&d.queue)
-            .arg(id)
-            .arg(token)
-            .arg("return")
-            .arg(0)
-            .invoke_async(&mut engine.conn.clone())
-            .await;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(
+            engine
+                .scripts
+                .settle
+                .key(engine.keys.ready(&d.queue))
+                .arg(engine.keys.prefix())
+                .arg(&d.queue)
+                .arg(id)
+                .arg(token)
+                .arg("return")
+                .arg(0),
+        );
+        add_wakes(&mut pipe, &[engine.keys.wake(&d.queue)]);
+        let r: Result<(i64,)> = engine.query_scripted(&pipe).await;
         if let Err(e) = r {
             tracing::warn!(queue = %d.queue, error = %e, "could not hand back a message fetched for a cancelled fetch; it is delivered again after the visibility timeout");
         }
@@ -168,24 +195,54 @@ impl Drop for Rewake {
         };
         let keys = std::mem::take(&mut self.keys);
         runtime.spawn(async move {
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("LPUSH").arg(k).arg(1).ignore();
-                pipe.cmd("LTRIM").arg(k).arg(0).arg(15).ignore();
-            }
-            let _: redis::RedisResult<()> = pipe.query_async(&mut engine.conn.clone()).await;
+            let _: redis::RedisResult<()> =
+                wake_pipe(&keys).query_async(&mut engine.conn.clone()).await;
         });
     }
 }
 
-/// A message's arguments to the publish and complete scripts: queue, ETA, priority,
-/// payload (see `lib.lua`'s `enqueue`).
+/// A message's arguments to the publish and complete scripts: ETA, priority, payload
+/// (see `lib.lua`'s `enqueue`).
 fn message_args(invocation: &mut redis::ScriptInvocation<'_>, m: &Outgoing) {
     invocation
-        .arg(&m.queue)
         .arg(m.eta.unwrap_or(0))
         .arg(m.priority.min(9))
         .arg(m.payload.as_slice());
+}
+
+/// The positions of `items` grouped by queue (`queue_of`), queues in order of first
+/// appearance: one script call per queue, since each queue is its own cluster slot.
+fn group_by_queue<'a, T: 'a>(
+    items: impl IntoIterator<Item = (usize, &'a T)>,
+    queue_of: impl Fn(&'a T) -> &'a str,
+) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, item) in items {
+        let queue = queue_of(item);
+        match groups.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, list)) => list.push(i),
+            None => groups.push((queue, vec![i])),
+        }
+    }
+    groups
+}
+
+/// `messages` grouped by queue, queues in order of first appearance, messages in order.
+fn by_queue(messages: &[Outgoing]) -> Vec<(&str, Vec<&Outgoing>)> {
+    group_by_queue(messages.iter().enumerate(), |m| &m.queue)
+        .into_iter()
+        .map(|(q, list)| (q, list.into_iter().map(|i| &messages[i]).collect()))
+        .collect()
+}
+
+/// Whether a completion writes to other queues than its delivery's: a state, a message
+/// or a chord kept elsewhere (another Redis Cluster slot).
+fn reaches_other_queues(c: &Completion) -> bool {
+    let own = c.delivery.queue.as_str();
+    c.state.queue != own
+        || c.also_store.iter().any(|s| s.queue != own)
+        || c.publish.iter().any(|m| m.queue != own)
+        || c.group.as_ref().is_some_and(|g| g.queue != own)
 }
 
 /// Parses a dead-letter entry: `<reason length>:<reason><payload>`.
@@ -292,10 +349,7 @@ impl RedisBroker {
     /// own (a blocked connection would stall every command queued behind it).
     async fn block(&self, queues: &[String], block: Duration) -> Result<()> {
         let mut conn = self.blocking.take(&self.engine).await?;
-        let keys: Vec<String> = queues
-            .iter()
-            .map(|q| self.engine.keys.queue(q, "notify"))
-            .collect();
+        let keys: Vec<String> = queues.iter().map(|q| self.engine.keys.wake(q)).collect();
         // Cancelled while blocked (a worker stopping): the wake-up token this read may
         // still consume is pushed back for the other workers.
         let mut rewake = Rewake {
@@ -326,19 +380,25 @@ impl RedisBroker {
 
     async fn settle(&self, d: &Delivery, action: &str, arg: &str) -> CoreResult<()> {
         let (id, token) = split_receipt(d)?;
-        let held: i64 = self
-            .engine
-            .scripts
-            .settle
-            .arg(self.prefix())
-            .arg(&d.queue)
-            .arg(id)
-            .arg(token)
-            .arg(action)
-            .arg(arg)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(Error::from)?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(
+            self.engine
+                .scripts
+                .settle
+                .key(self.engine.keys.ready(&d.queue))
+                .arg(self.prefix())
+                .arg(&d.queue)
+                .arg(id)
+                .arg(token)
+                .arg(action)
+                .arg(arg),
+        );
+        if action == "release" {
+            // Back in the queue: a blocked worker may take it (a token for nothing, when
+            // the lease was lost, only makes a worker look once).
+            add_wakes(&mut pipe, &[self.engine.keys.wake(&d.queue)]);
+        }
+        let (held,): (i64,) = self.engine.query_scripted(&pipe).await?;
         if held == 1 {
             Ok(())
         } else {
@@ -348,93 +408,128 @@ impl RedisBroker {
         }
     }
 
-    /// Adds one completion's arguments to the batched completion script.
-    fn complete_args(
-        invocation: &mut redis::ScriptInvocation<'_>,
-        c: &Completion,
-    ) -> CoreResult<()> {
-        let (id, token) = split_receipt(&c.delivery)?;
+    /// The script call completing `items` (deliveries of `queue`, each with what of its
+    /// work belongs to that queue).
+    fn complete_invocation(
+        &self,
+        queue: &str,
+        items: &[(&Completion, &str, &str)],
+    ) -> CoreResult<redis::ScriptInvocation<'_>> {
+        let mut invocation = self.engine.scripts.complete.prepare_invoke();
         invocation
-            .arg(&c.delivery.queue)
-            .arg(id)
-            .arg(token)
-            .arg(1 + c.also_store.len());
-        for state in std::iter::once(&c.state).chain(&c.also_store) {
-            invocation
-                .arg(state.uuid.to_string())
-                .arg(if state.state.is_terminal() { "1" } else { "0" })
-                .arg(state.encode()?);
-        }
-        invocation.arg(c.publish.len());
-        for m in &c.publish {
-            message_args(invocation, m);
-        }
-        match &c.group {
-            Some(g) => {
-                let success = c.state.state == State::Success;
+            .key(self.engine.keys.ready(queue))
+            .arg(self.prefix())
+            .arg(queue)
+            .arg(self.engine.ttl_ms())
+            .arg(items.len());
+        for (c, id, token) in items {
+            invocation.arg(*id).arg(*token);
+            let states: Vec<&TaskState> = std::iter::once(&c.state)
+                .chain(&c.also_store)
+                .filter(|s| s.queue == queue)
+                .collect();
+            invocation.arg(states.len());
+            for state in states {
                 invocation
-                    .arg(g.group_uuid.to_string())
-                    .arg(g.index)
-                    .arg(if success { "1" } else { "0" })
-                    .arg(c.state.result.as_deref().unwrap_or_default())
-                    .arg(&c.state.name)
-                    .arg(c.state.error.as_deref().unwrap_or_default());
+                    .arg(state.uuid.to_string())
+                    .arg(if state.state.is_terminal() { "1" } else { "0" })
+                    .arg(state.encode()?);
             }
-            None => {
-                invocation.arg("").arg(0).arg("0").arg("").arg("").arg("");
+            let publish: Vec<&Outgoing> = c.publish.iter().filter(|m| m.queue == queue).collect();
+            invocation.arg(publish.len());
+            for m in publish {
+                message_args(&mut invocation, m);
+            }
+            match c.group.as_ref().filter(|g| g.queue == queue) {
+                Some(g) => {
+                    let success = c.state.state == State::Success;
+                    invocation
+                        .arg(g.group_uuid.to_string())
+                        .arg(g.index)
+                        .arg(if success { "1" } else { "0" })
+                        .arg(c.state.result.as_deref().unwrap_or_default())
+                        .arg(&c.state.name)
+                        .arg(c.state.error.as_deref().unwrap_or_default());
+                }
+                None => {
+                    invocation.arg("").arg(0).arg("0").arg("").arg("").arg("");
+                }
             }
         }
+        Ok(invocation)
+    }
+
+    /// Does the part of a completion that concerns other queues than the delivery's own
+    /// (their states, messages and chords live in other cluster slots), in one round
+    /// trip. Runs before the delivery's own fenced completion, so a crash in between
+    /// repeats this work rather than losing it: at least once, like the task itself.
+    async fn foreign_work(&self, backend: &RedisBackend, c: &Completion) -> CoreResult<()> {
+        let own = c.delivery.queue.as_str();
+        let states: Vec<TaskState> = std::iter::once(&c.state)
+            .chain(&c.also_store)
+            .filter(|s| s.queue != own)
+            .cloned()
+            .collect();
+        let mut pipe = redis::pipe();
+        backend.store_into(&mut pipe, &states)?;
+        let messages: Vec<Outgoing> = c
+            .publish
+            .iter()
+            .filter(|m| m.queue != own)
+            .cloned()
+            .collect();
+        for (queue, list) in by_queue(&messages) {
+            self.add_publish(&mut pipe, queue, &list);
+        }
+        if let Some(g) = c.group.as_ref().filter(|g| g.queue != own)
+            && let Some(invocation) = backend.chord_done_invocation(g, &c.state, true)
+        {
+            pipe.invoke_script(&invocation).ignore();
+            add_wakes(&mut pipe, &[self.engine.keys.wake(&g.queue)]);
+        }
+        let () = self.engine.query_scripted(&pipe).await?;
         Ok(())
     }
 
-    async fn run_complete(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-        completions: &[Completion],
-    ) -> CoreResult<Vec<CoreResult<()>>> {
-        let held: Vec<i64> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(Error::from)?;
-        if held.len() != completions.len() {
-            return Err(
-                Error::Protocol("complete returned the wrong number of flags".into()).into(),
-            );
-        }
-        Ok(held
-            .into_iter()
-            .zip(completions)
-            .map(|(h, c)| {
-                if h == 1 {
-                    Ok(())
-                } else {
-                    Err(CoreError::LeaseLost {
-                        receipt: c.delivery.receipt.clone(),
-                    })
-                }
-            })
-            .collect())
-    }
-
-    /// Publishes with the broker's own scripts (PENDING states are written by the
-    /// caller).
-    /// The publish script's call for one chunk of messages.
-    fn publish_invocation(&self, chunk: &[Outgoing]) -> redis::ScriptInvocation<'_> {
-        let mut invocation = self.engine.scripts.publish.prepare_invoke();
-        invocation.arg(self.prefix());
-        for m in chunk {
-            message_args(&mut invocation, m);
-        }
-        invocation
-    }
-
-    async fn publish_raw(&self, messages: &[Outgoing]) -> Result<()> {
+    /// Adds the publish script calls for `messages`, all sent to `queue`, to `pipe`, with
+    /// the queue's registration and a wake-up for its blocked workers.
+    fn add_publish(&self, pipe: &mut redis::Pipeline, queue: &str, messages: &[&Outgoing]) {
+        pipe.cmd("SADD")
+            .arg(self.engine.keys.queues())
+            .arg(queue)
+            .ignore();
         for chunk in messages.chunks(PUBLISH_CHUNK) {
-            let _: i64 = self
-                .publish_invocation(chunk)
-                .invoke_async(&mut self.conn())
-                .await?;
+            let mut invocation = self.engine.scripts.publish.prepare_invoke();
+            invocation
+                .key(self.engine.keys.ready(queue))
+                .arg(self.prefix())
+                .arg(queue);
+            for m in chunk {
+                message_args(&mut invocation, m);
+            }
+            pipe.invoke_script(&invocation).ignore();
         }
+        add_wakes(pipe, &[self.engine.keys.wake(queue)]);
+    }
+
+    /// Publishes `messages` (PENDING states are written by the caller), up to
+    /// `PUBLISH_CHUNK` messages per round trip; `first` (state writes) goes ahead of the
+    /// first batch.
+    async fn publish_raw(&self, first: redis::Pipeline, messages: &[Outgoing]) -> Result<()> {
+        let mut pipe = first;
+        let mut in_pipe = 0;
+        for (queue, list) in by_queue(messages) {
+            for chunk in list.chunks(PUBLISH_CHUNK) {
+                if in_pipe > 0 && in_pipe + chunk.len() > PUBLISH_CHUNK {
+                    let () = self.engine.query_scripted(&pipe).await?;
+                    pipe = redis::pipe();
+                    in_pipe = 0;
+                }
+                self.add_publish(&mut pipe, queue, chunk);
+                in_pipe += chunk.len();
+            }
+        }
+        let () = self.engine.query_scripted(&pipe).await?;
         Ok(())
     }
 
@@ -458,7 +553,7 @@ impl Broker for RedisBroker {
 
     async fn publish(&self, messages: Vec<Outgoing>) -> CoreResult<()> {
         self.check_sizes(&messages)?;
-        Ok(self.publish_raw(&messages).await?)
+        Ok(self.publish_raw(redis::pipe(), &messages).await?)
     }
 
     async fn fetch(
@@ -516,19 +611,35 @@ impl Broker for RedisBroker {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.engine.scripts.extend.prepare_invoke();
-        invocation
-            .arg(self.prefix())
-            .arg(u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX));
-        for d in deliveries {
-            let (id, token) = split_receipt(d).unwrap_or(("", ""));
-            invocation.arg(&d.queue).arg(id).arg(token);
+        // One script call per queue (each in its own slot), all in one round trip.
+        let queues = group_by_queue(deliveries.iter().enumerate(), |d| &d.queue);
+        let mut pipe = redis::pipe();
+        for (queue, list) in &queues {
+            let mut invocation = self.engine.scripts.extend.prepare_invoke();
+            invocation
+                .key(self.engine.keys.ready(queue))
+                .arg(self.prefix())
+                .arg(*queue)
+                .arg(millis(self.visibility));
+            for &i in list {
+                let (id, token) = split_receipt(&deliveries[i]).unwrap_or(("", ""));
+                invocation.arg(id).arg(token);
+            }
+            pipe.invoke_script(&invocation);
         }
-        let held: Vec<i64> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(Error::from)?;
-        Ok(held.into_iter().map(|h| h == 1).collect())
+        let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
+        let mut held = vec![false; deliveries.len()];
+        for ((_, list), reply) in queues.iter().zip(replies) {
+            if reply.len() != list.len() {
+                return Err(
+                    Error::Protocol("extend returned the wrong number of flags".into()).into(),
+                );
+            }
+            for (&i, h) in list.iter().zip(reply) {
+                held[i] = h == 1;
+            }
+        }
+        Ok(held)
     }
 
     async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> CoreResult<()> {
@@ -613,16 +724,18 @@ impl Broker for RedisBroker {
         let mut moved = 0;
         loop {
             // Atomic per batch: an entry is never lost nor both dead and queued.
-            let n: usize = self
-                .engine
-                .scripts
-                .requeue
-                .arg(self.prefix())
-                .arg(queue)
-                .arg(REQUEUE_CHUNK)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(Error::from)?;
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(
+                self.engine
+                    .scripts
+                    .requeue
+                    .key(self.engine.keys.ready(queue))
+                    .arg(self.prefix())
+                    .arg(queue)
+                    .arg(REQUEUE_CHUNK),
+            );
+            add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
+            let (n,): (usize,) = self.engine.query_scripted(&pipe).await?;
             moved += n;
             if n < REQUEUE_CHUNK {
                 return Ok(moved);
@@ -651,26 +764,19 @@ impl Broker for RedisBroker {
         backend: &dyn ResultBackend,
     ) -> CoreResult<()> {
         self.check_sizes(&messages)?;
-        // States and messages in one pipeline: one round trip for a send.
-        if let Some(b) = self.colocated(backend)
-            && messages.len() <= PUBLISH_CHUNK
-        {
-            let mut pipe = redis::pipe();
-            b.store_into(&mut pipe, states)?;
-            pipe.invoke_script(&self.publish_invocation(&messages))
-                .ignore();
-            let r: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
-            match r {
-                Ok(()) => return Ok(()),
-                // A restarted Redis has forgotten the script: the two steps below load
-                // it again.
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {}
-                Err(e) => return Err(Error::from(e).into()),
-            }
+        let Some(b) = self.colocated(backend) else {
+            backend.store(states).await?;
+            return Ok(self.publish_raw(redis::pipe(), &messages).await?);
+        };
+        // States and messages in one pipeline (one round trip for a send), the states
+        // first so that a fast worker's STARTED is never overwritten by PENDING.
+        let mut first = redis::pipe();
+        if messages.len() <= PUBLISH_CHUNK {
+            b.store_into(&mut first, states)?;
+        } else {
+            b.store(states).await?;
         }
-        backend.store(states).await?;
-        Ok(self.publish_raw(&messages).await?)
+        Ok(self.publish_raw(first, &messages).await?)
     }
 
     async fn complete(
@@ -678,38 +784,101 @@ impl Broker for RedisBroker {
         completions: &[Completion],
         backend: &dyn ResultBackend,
     ) -> CoreResult<Vec<CoreResult<()>>> {
-        if self.colocated(backend).is_none() {
+        let Some(b) = self.colocated(backend) else {
             // Another result backend: the step-by-step default.
             return complete_step_by_step(self, completions, backend).await;
-        }
-        // The whole batch in one script call: one round trip and one script
-        // invocation for up to 256 finished tasks, each still fenced by its own lease.
-        let mut invocation = self.engine.scripts.complete.prepare_invoke();
-        invocation
-            .arg(self.prefix())
-            .arg(self.engine.ttl_ms())
-            .arg(completions.len());
-        let well_formed = completions
-            .iter()
-            .all(|c| Self::complete_args(&mut invocation, c).is_ok());
-        if !well_formed {
-            // Cannot happen for deliveries this broker handed out; settle them one by one
-            // so one bad completion does not block the others.
-            let mut out = Vec::with_capacity(completions.len());
-            for c in completions {
-                let mut one = self.engine.scripts.complete.prepare_invoke();
-                one.arg(self.prefix()).arg(self.engine.ttl_ms()).arg(1);
-                out.push(match Self::complete_args(&mut one, c) {
-                    Ok(()) => self
-                        .run_complete(&one, std::slice::from_ref(c))
-                        .await?
-                        .remove(0),
-                    Err(e) => Err(e),
-                });
+        };
+        let mut out: Vec<Option<CoreResult<()>>> = completions.iter().map(|_| None).collect();
+        let lost = |c: &Completion| {
+            Err(CoreError::LeaseLost {
+                receipt: c.delivery.receipt.clone(),
+            })
+        };
+        // Work in other queues' slots first, for the deliveries still held.
+        let foreign: Vec<usize> = (0..completions.len())
+            .filter(|&i| reaches_other_queues(&completions[i]))
+            .collect();
+        if !foreign.is_empty() {
+            let deliveries: Vec<Delivery> = foreign
+                .iter()
+                .map(|&i| completions[i].delivery.clone())
+                .collect();
+            let held = self.extend(&deliveries).await?;
+            for (&i, held) in foreign.iter().zip(held) {
+                let c = &completions[i];
+                if !held {
+                    out[i] = Some(lost(c));
+                } else if let Err(e) = self.foreign_work(b, c).await {
+                    // Not acknowledged: delivered again after the visibility timeout.
+                    out[i] = Some(Err(e));
+                }
             }
-            return Ok(out);
         }
-        self.run_complete(&invocation, completions).await
+        // Then each queue's deliveries in one script call, fenced by their leases, every
+        // call in one round trip: up to a whole batch of finished tasks at once.
+        let queues = group_by_queue(
+            completions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| out[*i].is_none()),
+            |c| &c.delivery.queue,
+        );
+        let mut pipe = redis::pipe();
+        let mut calls: Vec<Vec<usize>> = Vec::with_capacity(queues.len());
+        for (queue, list) in queues {
+            let mut items = Vec::with_capacity(list.len());
+            let mut included = Vec::with_capacity(list.len());
+            for i in list {
+                let c = &completions[i];
+                match split_receipt(&c.delivery) {
+                    Ok((id, token)) => {
+                        items.push((c, id, token));
+                        included.push(i);
+                    }
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            pipe.invoke_script(&self.complete_invocation(queue, &items)?);
+            if items
+                .iter()
+                .any(|(c, _, _)| !c.publish.is_empty() || c.group.is_some())
+            {
+                add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
+            }
+            calls.push(included);
+        }
+        if !calls.is_empty() {
+            let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
+            if replies.len() != calls.len() {
+                return Err(Error::Protocol(
+                    "complete returned the wrong number of replies".into(),
+                )
+                .into());
+            }
+            for (included, reply) in calls.iter().zip(replies) {
+                if reply.len() != included.len() {
+                    return Err(Error::Protocol(
+                        "complete returned the wrong number of flags".into(),
+                    )
+                    .into());
+                }
+                for (&i, h) in included.iter().zip(reply) {
+                    out[i] = Some(if h == 1 {
+                        Ok(())
+                    } else {
+                        lost(&completions[i])
+                    });
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .zip(completions)
+            .map(|(r, c)| r.unwrap_or_else(|| lost(c)))
+            .collect())
     }
 
     fn as_any(&self) -> &dyn Any {

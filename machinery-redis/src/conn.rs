@@ -119,7 +119,7 @@ impl Engine {
             client,
             conn,
             keys: Keys::new(&r.key_prefix),
-            scripts: Scripts::new(),
+            scripts: Scripts::new(false),
             url: redacted,
             config: config.clone(),
         };
@@ -131,6 +131,13 @@ impl Engine {
         if pong != "PONG" {
             return Err(Error::Protocol(format!("PING answered `{pong}`")));
         }
+        // Redis 7 understands script flags (`#!lua`); older servers fail to compile it.
+        let probe: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg("#!lua\nreturn 1")
+            .arg(0)
+            .query_async(&mut engine.conn)
+            .await;
+        engine.scripts = Scripts::new(probe.is_ok());
         Ok(engine)
     }
 
@@ -152,6 +159,27 @@ impl Engine {
                 url: self.url.clone(),
                 reason: format!("no answer within {:?}", timeout.saturating_mul(2)),
             }),
+        }
+    }
+
+    /// Runs a pipeline that invokes scripts. A Redis that restarted has forgotten them
+    /// (EVALSHA answers NOSCRIPT): they are loaded again and the pipeline runs once more,
+    /// which is safe for what the engine pipelines (state writes, publishes whose first
+    /// attempt failed as a whole).
+    pub(crate) async fn query_scripted<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        match pipe.query_async(&mut self.conn.clone()).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut load = redis::pipe();
+                for script in self.scripts.all() {
+                    load.load_script(script).ignore();
+                }
+                let () = load.query_async(&mut self.conn.clone()).await?;
+                Ok(pipe.query_async(&mut self.conn.clone()).await?)
+            }
+            r => Ok(r?),
         }
     }
 

@@ -1,5 +1,9 @@
 //! Every Redis key name, in one place. `lua/lib.lua` builds the same names.
 //!
+//! Every key of a queue, the states of the tasks sent to it and the chords whose
+//! callback goes to it share the queue's hash tag `{q:<queue>}`: one Redis Cluster slot
+//! per queue, so each script and multi-key command works within one slot.
+//!
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
@@ -9,13 +13,13 @@
 //! | `<p>:{q:<queue>}:count` | hash | id → delivery count |
 //! | `<p>:{q:<queue>}:lease` | hash | id → current lease token |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and token counters |
-//! | `<p>:{q:<queue>}:notify` | list | wake-up tokens for blocked workers |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:queues` | set | every queue ever published to |
-//! | `<p>:state:<uuid>` | string | a task's state (MessagePack), with the results TTL |
-//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written |
-//! | `<p>:chord:<group>` | hash | count, callback payload, queue, priority, fired, failure |
-//! | `<p>:chord:<group>:results` | hash | member index → encoded result |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |
+//! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure |
+//! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result |
+//! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for every queue's list, so a worker blocks on all its queues in one `BLPOP` |
+//! | `<p>:queues` | set | every queue published to (written by clients, one key per command) |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written (a channel, not a key) |
 
 use uuid::Uuid;
 
@@ -44,23 +48,27 @@ impl Keys {
         self.queue(queue, "ready")
     }
 
+    pub(crate) fn wake(&self, queue: &str) -> String {
+        format!("{}:{{wake}}:{queue}", self.prefix)
+    }
+
     pub(crate) fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
     }
 
-    pub(crate) fn state(&self, uuid: Uuid) -> String {
-        format!("{}:state:{uuid}", self.prefix)
+    pub(crate) fn state(&self, queue: &str, uuid: Uuid) -> String {
+        self.queue(queue, &format!("state:{uuid}"))
     }
 
     pub(crate) fn done(&self, uuid: Uuid) -> String {
         format!("{}:done:{uuid}", self.prefix)
     }
 
-    pub(crate) fn chord(&self, group: Uuid) -> String {
-        format!("{}:chord:{group}", self.prefix)
+    pub(crate) fn chord(&self, queue: &str, group: Uuid) -> String {
+        self.queue(queue, &format!("chord:{group}"))
     }
 
-    pub(crate) fn chord_results(&self, group: Uuid) -> String {
-        format!("{}:chord:{group}:results", self.prefix)
+    pub(crate) fn chord_results(&self, queue: &str, group: Uuid) -> String {
+        self.queue(queue, &format!("chord:{group}:results"))
     }
 }

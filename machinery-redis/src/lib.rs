@@ -44,9 +44,9 @@
 //! place or jumps the whole level.)
 //!
 //! - **publish** stores the payloads and queues the ids (or parks them in the delayed
-//!   set when their ETA is ahead), then pushes one wake-up token per queue: one script
-//!   call per 1,000 messages. A send stores its PENDING state in the same pipeline: **one
-//!   round trip**. Oversized payloads (`max_message_bytes`) are refused before anything
+//!   set when their ETA is ahead): one script call per queue and 1,000 messages, followed
+//!   in the same pipeline by one wake-up token per queue. A send stores its PENDING state
+//!   in the same pipeline: **one round trip**. Oversized payloads (`max_message_bytes`) are refused before anything
 //!   is sent.
 //! - **fetch** first promotes due delayed messages (up to 5,000 per call, so 10,000 tasks
 //!   due in the same second all start within about a second, none before its ETA) and
@@ -55,7 +55,8 @@
 //!   `visibility_timeout` ahead: **one round trip per batch**. A worker consuming several
 //!   queues runs the script per queue (each queue is its own hash slot), starting with a
 //!   different queue each time, so a busy queue does not starve the others. When nothing
-//!   is ready, the worker blocks in `BLPOP` on the queues' wake-up lists for at most
+//!   is ready, the worker blocks in one `BLPOP` on the queues' wake-up lists (they share
+//!   one slot for that) for at most
 //!   `redis.block_ms`, or until the next delayed message or lease deadline, then runs the
 //!   script again: an idle worker sends one blocking read per `block_ms` and one script
 //!   call after it, and a new task reaches it within a millisecond or two. A fetch
@@ -66,11 +67,18 @@
 //!   node) stops heartbeating; its leases expire and the next fetch makes those
 //!   messages ready again with a higher delivery count: **at-least-once** delivery.
 //!   Past `max_deliveries` the worker dead-letters the message.
-//! - **complete** settles a batch of finished tasks (up to 256) in **one script call**:
-//!   per task, it checks the lease token, writes the state (`SET … PX <results TTL>`, no
-//!   expiry when the TTL is 0) and `PUBLISH`es it to waiters, stores the states of chain
-//!   steps a failure cancelled, publishes follow-up messages (callbacks, retries), counts
-//!   a chord member and publishes the chord callback exactly once, and acknowledges.
+//! - **complete** settles a batch of finished tasks (up to 256) in **one round trip**:
+//!   one script call per queue, in one pipeline. Per task, the script checks the lease
+//!   token, writes the state (`SET … PX <results TTL>`, no expiry when the TTL is 0) and
+//!   `PUBLISH`es it to waiters, stores the states of chain steps a failure cancelled,
+//!   publishes follow-up messages (callbacks, retries), counts a chord member and
+//!   publishes the chord callback exactly once, and acknowledges. What belongs to
+//!   *another* queue (a chain's next step, a chord kept with its callback on another
+//!   queue, the state of a step that runs elsewhere) lives in another slot: for those
+//!   tasks the worker first checks its leases (`extend`), does that work in one more
+//!   round trip, then completes as above. A crash in between repeats that work when the
+//!   task runs again (at least once), it never loses it; a chord counts each member
+//!   once however often it is recorded.
 //! - **Fencing**: every settling step (complete, ack, release, dead-letter, extend)
 //!   checks the delivery's lease token in the same script. A worker that lost its lease
 //!   (paused past the visibility timeout, partitioned) and comes back presents a stale
@@ -99,8 +107,10 @@
 //!
 //! # Keys
 //!
-//! Everything lives under `redis.key_prefix` (default `machinery`); the keys of one
-//! queue share the hash tag `{q:<queue>}`.
+//! Everything lives under `redis.key_prefix` (default `machinery`). The keys of a queue,
+//! the states of the tasks sent to it and the chords whose callback goes to it share the
+//! hash tag `{q:<queue>}`: **one Redis Cluster slot per queue**, and every script and
+//! multi-key command works within one slot.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -111,18 +121,21 @@
 //! | `<p>:{q:<queue>}:count` | hash | id → delivery count |
 //! | `<p>:{q:<queue>}:lease` | hash | id → current lease token |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
-//! | `<p>:{q:<queue>}:notify` | list | wake-up tokens for blocked workers (at most 16) |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:queues` | set | every queue ever published to (for listings) |
-//! | `<p>:state:<uuid>` | string | a task's state (MessagePack), with the results TTL |
-//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written |
-//! | `<p>:chord:<group>`, `…:results` | hash | a chord's count, callback and member results |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |
+//! | `<p>:{q:<queue>}:chord:<group>`, `…:results` | hash | a chord whose callback goes to the queue: count, callback, member results |
+//! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
+//! | `<p>:queues` | set | every queue published to (for listings) |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written (a channel, not a key) |
 //! | `<p>:{periodic}:…` | | periodic entries ([`RedisPeriodicStore`]) |
 //!
-//! Scripts of one queue touch that queue's slot only. The engine targets a single
-//! Redis node (or a primary with replicas): a completion writes states and follow-up
-//! messages of other queues in the same script, which Redis Cluster would refuse across
-//! slots. Redis 6.2 or later is required (`LPOP` with a count).
+//! A task's state is found by its UUID *and* queue, which
+//! [`AsyncResult`](machinery_core::AsyncResult) carries. On Redis 7 the scripts start
+//! with `#!lua`, so Redis itself refuses a script that strays out of its slot; the test
+//! suite runs every conformance test against a cluster node that enforces this. The
+//! engine connects to one node, though (or a primary with replicas): it does not follow
+//! a multi-node cluster's `MOVED` redirections, which needs redis-rs's cluster client.
+//! Redis 6.2 or later is required (`LPOP` with a count).
 //!
 //! # Connections
 //!

@@ -4,10 +4,6 @@ use redis::Script;
 
 const LIB: &str = include_str!("lua/lib.lua");
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LIB}\n{body}"))
-}
-
 /// Every script the engine runs.
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
@@ -20,7 +16,14 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts; with `shebang` (Redis 7 and later) each starts with `#!lua`, which
+    /// makes Redis check that a script touches the keys of one cluster slot only and
+    /// refuse it whole, before it runs, when the server is out of memory.
+    pub(crate) fn new(shebang: bool) -> Self {
+        let script = |body: &str| {
+            let head = if shebang { "#!lua\n" } else { "" };
+            Script::new(&format!("{head}{LIB}\n{body}"))
+        };
         Scripts {
             publish: script(include_str!("lua/publish.lua")),
             fetch: script(include_str!("lua/fetch.lua")),
@@ -30,5 +33,18 @@ impl Scripts {
             chord_done: script(include_str!("lua/chord_done.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
         }
+    }
+
+    /// Every script, to load them all again (a restarted Redis forgets them).
+    pub(crate) fn all(&self) -> [&Script; 7] {
+        [
+            &self.publish,
+            &self.fetch,
+            &self.settle,
+            &self.extend,
+            &self.complete,
+            &self.chord_done,
+            &self.requeue,
+        ]
     }
 }

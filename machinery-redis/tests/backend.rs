@@ -22,7 +22,7 @@ async fn backend(config: Config) -> (RedisBackend, Config) {
 }
 
 fn state(uuid: Uuid, s: State) -> TaskState {
-    let mut t = TaskState::new(uuid, "t", s);
+    let mut t = TaskState::new(uuid, "t", "q", s);
     if s == State::Success {
         t.result = Some(vec![0x2a]);
     }
@@ -38,7 +38,7 @@ fn with(f: impl FnOnce(&mut Config)) -> Config {
 fn pttl(config: &Config, uuid: Uuid) -> i64 {
     let mut con = common::shared().client().get_connection().unwrap();
     redis::cmd("PTTL")
-        .arg(format!("{}:state:{uuid}", config.redis.key_prefix))
+        .arg(format!("{}:{{q:q}}:state:{uuid}", config.redis.key_prefix))
         .query(&mut con)
         .unwrap()
 }
@@ -51,14 +51,14 @@ async fn states_expire_after_the_results_ttl() {
     b.store(std::slice::from_ref(&stored)).await.unwrap();
     let ttl = pttl(&config, uuid);
     assert!((90_000..=100_000).contains(&ttl), "PTTL {ttl}");
-    assert_eq!(b.load(uuid).await.unwrap().unwrap(), stored);
-    b.forget(uuid).await.unwrap();
-    assert!(b.load(uuid).await.unwrap().is_none());
+    assert_eq!(b.load("q", uuid).await.unwrap().unwrap(), stored);
+    b.forget("q", uuid).await.unwrap();
+    assert!(b.load("q", uuid).await.unwrap().is_none());
 
     let (b, _) = backend(with(|c| c.results_expire_in = 1)).await;
     b.store(&[state(uuid, State::Success)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
-    assert!(b.load(uuid).await.unwrap().is_none());
+    assert!(b.load("q", uuid).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn wait_wakes_when_the_state_is_written() {
     let waiter = tokio::spawn({
         let b = b.clone();
         async move {
-            let s = b.wait(uuid, Some(Duration::from_secs(10))).await;
+            let s = b.wait("q", uuid, Some(Duration::from_secs(10))).await;
             (Instant::now(), s)
         }
     });
@@ -99,9 +99,12 @@ async fn wait_sees_a_task_that_finished_before() {
     let (b, _) = backend(Config::default()).await;
     let uuid = Uuid::new_v4();
     b.store(&[state(uuid, State::Failure)]).await.unwrap();
-    let s = b.wait(uuid, Some(Duration::from_secs(1))).await.unwrap();
+    let s = b
+        .wait("q", uuid, Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     assert_eq!(s.state, State::Failure);
-    let s = b.wait(uuid, None).await.unwrap();
+    let s = b.wait("q", uuid, None).await.unwrap();
     assert_eq!(s.state, State::Failure);
 }
 
@@ -110,13 +113,13 @@ async fn wait_timeout_and_missing_are_distinct() {
     let (b, _) = backend(Config::default()).await;
     let uuid = Uuid::new_v4();
     assert!(matches!(
-        b.wait(uuid, Some(Duration::from_millis(100))).await,
+        b.wait("q", uuid, Some(Duration::from_millis(100))).await,
         Err(Error::ResultMissing(u)) if u == uuid
     ));
     b.store(&[state(uuid, State::Pending)]).await.unwrap();
     let started = Instant::now();
     assert!(matches!(
-        b.wait(uuid, Some(Duration::from_millis(300))).await,
+        b.wait("q", uuid, Some(Duration::from_millis(300))).await,
         Err(Error::Timeout(_))
     ));
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -135,7 +138,7 @@ async fn waiters_share_one_pubsub_connection_and_unsubscribe() {
         .map(|u| {
             let b = b.clone();
             let u = *u;
-            tokio::spawn(async move { b.wait(u, Some(Duration::from_secs(20))).await })
+            tokio::spawn(async move { b.wait("q", u, Some(Duration::from_secs(20))).await })
         })
         .collect();
     let mut con = server.client().get_connection().unwrap();
@@ -194,7 +197,7 @@ async fn waiters_survive_a_dropped_pubsub_connection() {
     b.store(&[state(uuid, State::Started)]).await.unwrap();
     let waiter = tokio::spawn({
         let b = b.clone();
-        async move { b.wait(uuid, Some(Duration::from_secs(10))).await }
+        async move { b.wait("q", uuid, Some(Duration::from_secs(10))).await }
     });
     let mut con = server.client().get_connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -226,7 +229,7 @@ async fn waiters_survive_a_dropped_pubsub_connection() {
     b.store(&[state(other, State::Pending)]).await.unwrap();
     let waiter = tokio::spawn({
         let b = b.clone();
-        async move { b.wait(other, Some(Duration::from_secs(10))).await }
+        async move { b.wait("q", other, Some(Duration::from_secs(10))).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.store(&[state(other, State::Success)]).await.unwrap();
@@ -240,7 +243,7 @@ async fn cancelled_waits_give_their_channel_up() {
     let uuid = Uuid::new_v4();
     b.store(&[state(uuid, State::Pending)]).await.unwrap();
     for _ in 0..20 {
-        let _ = tokio::time::timeout(Duration::from_millis(50), b.wait(uuid, None)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(50), b.wait("q", uuid, None)).await;
     }
     let mut con = server.client().get_connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -259,7 +262,7 @@ async fn cancelled_waits_give_their_channel_up() {
     let b = Arc::new(b);
     let waited = tokio::spawn({
         let b = b.clone();
-        async move { b.wait(uuid, Some(Duration::from_secs(5))).await }
+        async move { b.wait("q", uuid, Some(Duration::from_secs(5))).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.store(&[state(uuid, State::Success)]).await.unwrap();

@@ -237,7 +237,7 @@ async fn stale_completion_writes_nothing() {
         .remove(0);
     assert_eq!(current.delivery_count, 2);
     let completion = |d: &Delivery, result: &[u8], follow_up: &str| {
-        let mut state = TaskState::new(uuid, "t", State::Success);
+        let mut state = TaskState::new(uuid, "t", "q", State::Success);
         state.result = Some(result.to_vec());
         Completion {
             delivery: d.clone(),
@@ -258,7 +258,7 @@ async fn stale_completion_writes_nothing() {
         .await
         .unwrap();
     assert!(matches!(r[0], Err(Error::LeaseLost { .. })), "{r:?}");
-    let state = backend.load(uuid).await.unwrap().unwrap();
+    let state = backend.load("q", uuid).await.unwrap().unwrap();
     assert_eq!(state.result.as_deref(), Some(&b"new"[..]));
     assert_eq!(texts(&b.pending("next").await.unwrap()), ["from-current"]);
     let depth = b.depth("q").await.unwrap();
@@ -279,8 +279,8 @@ async fn complete_settles_a_batch_and_reports_each() {
         .zip(&uuids)
         .map(|(d, u)| Completion {
             delivery: d.clone(),
-            state: TaskState::new(*u, "t", State::Failure),
-            also_store: vec![TaskState::new(Uuid::new_v4(), "t", State::Failure)],
+            state: TaskState::new(*u, "t", "q", State::Failure),
+            also_store: vec![TaskState::new(Uuid::new_v4(), "t", "q", State::Failure)],
             publish: Vec::new(),
             group: None,
         })
@@ -289,7 +289,7 @@ async fn complete_settles_a_batch_and_reports_each() {
     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
     assert_eq!(ok, [true, true, false, true, true]);
     for (i, u) in uuids.iter().enumerate() {
-        assert_eq!(backend.load(*u).await.unwrap().is_some(), i != 2);
+        assert_eq!(backend.load("q", *u).await.unwrap().is_some(), i != 2);
     }
     assert_eq!(b.depth("q").await.unwrap().in_flight, Some(0));
 }
@@ -390,12 +390,12 @@ async fn oversized_messages_are_refused_whole() {
         ),
         "{err:?}"
     );
-    let state = TaskState::new(big.uuid, "t", State::Pending);
+    let state = TaskState::new(big.uuid, "t", "q", State::Pending);
     let err = b
         .publish_with_states(vec![big.clone()], std::slice::from_ref(&state), &backend)
         .await;
     assert!(matches!(err, Err(Error::MessageTooLarge { .. })), "{err:?}");
-    assert!(backend.load(big.uuid).await.unwrap().is_none());
+    assert!(backend.load("q", big.uuid).await.unwrap().is_none());
     assert!(b.pending("q").await.unwrap().is_empty());
     b.publish(vec![Outgoing {
         payload: vec![7; 1024],
@@ -410,12 +410,12 @@ async fn oversized_messages_are_refused_whole() {
 async fn publish_with_states_writes_both() {
     let (b, backend, _) = engine(Config::default()).await;
     let m = msg("q", 0, "m");
-    let state = TaskState::new(m.uuid, "t", State::Pending);
+    let state = TaskState::new(m.uuid, "t", "q", State::Pending);
     b.publish_with_states(vec![m.clone()], &[state], &backend)
         .await
         .unwrap();
     assert_eq!(
-        backend.load(m.uuid).await.unwrap().map(|s| s.state),
+        backend.load("q", m.uuid).await.unwrap().map(|s| s.state),
         Some(State::Pending)
     );
     assert_eq!(texts(&b.pending("q").await.unwrap()), ["m"]);

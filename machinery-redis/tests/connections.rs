@@ -45,7 +45,7 @@ async fn auth_with_password() {
         .await
         .unwrap();
     let _ = backend
-        .wait(uuid::Uuid::new_v4(), Some(Duration::from_millis(50)))
+        .wait("q", uuid::Uuid::new_v4(), Some(Duration::from_millis(50)))
         .await;
     let debug = format!("{broker:?} {backend:?}");
     assert!(debug.contains("redis://"), "{debug}");

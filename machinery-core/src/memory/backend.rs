@@ -114,11 +114,12 @@ impl ResultBackend for MemoryBackend {
         Ok(())
     }
 
-    async fn load(&self, uuid: Uuid) -> Result<Option<TaskState>> {
+    // One process, no slots: a state is found by its UUID alone.
+    async fn load(&self, _queue: &str, uuid: Uuid) -> Result<Option<TaskState>> {
         Ok(self.lock().live(&uuid, Instant::now()).cloned())
     }
 
-    async fn wait(&self, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState> {
+    async fn wait(&self, _queue: &str, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let notify = {
@@ -206,7 +207,7 @@ impl ResultBackend for MemoryBackend {
         Ok(None)
     }
 
-    async fn chord_outcome(&self, group: Uuid) -> Result<ChordOutcome> {
+    async fn chord_outcome(&self, _queue: &str, group: Uuid) -> Result<ChordOutcome> {
         let inner = self.lock();
         let Some(chord) = inner.chords.get(&group) else {
             return Err(Error::engine_msg(
@@ -226,7 +227,7 @@ impl ResultBackend for MemoryBackend {
         })
     }
 
-    async fn forget(&self, uuid: Uuid) -> Result<()> {
+    async fn forget(&self, _queue: &str, uuid: Uuid) -> Result<()> {
         self.lock().states.remove(&uuid);
         Ok(())
     }

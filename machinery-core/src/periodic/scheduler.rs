@@ -925,10 +925,15 @@ mod tests {
         async fn store(&self, _: &[crate::result::TaskState]) -> Result<()> {
             Ok(())
         }
-        async fn load(&self, _: Uuid) -> Result<Option<crate::result::TaskState>> {
+        async fn load(&self, _: &str, _: Uuid) -> Result<Option<crate::result::TaskState>> {
             Ok(None)
         }
-        async fn wait(&self, u: Uuid, _: Option<Duration>) -> Result<crate::result::TaskState> {
+        async fn wait(
+            &self,
+            _: &str,
+            u: Uuid,
+            _: Option<Duration>,
+        ) -> Result<crate::result::TaskState> {
             Err(Error::ResultMissing(u))
         }
         async fn init_chord(&self, _: Uuid, _: u32, _: &crate::broker::Outgoing) -> Result<()> {
@@ -941,10 +946,10 @@ mod tests {
         ) -> Result<Option<crate::broker::Outgoing>> {
             Ok(None)
         }
-        async fn chord_outcome(&self, _: Uuid) -> Result<crate::backend::ChordOutcome> {
+        async fn chord_outcome(&self, _: &str, _: Uuid) -> Result<crate::backend::ChordOutcome> {
             Ok(crate::backend::ChordOutcome::default())
         }
-        async fn forget(&self, _: Uuid) -> Result<()> {
+        async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
             Ok(())
         }
         fn as_any(&self) -> &dyn std::any::Any {

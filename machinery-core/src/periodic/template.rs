@@ -416,11 +416,11 @@ impl ResultBackend for Recorder {
         Ok(())
     }
 
-    async fn load(&self, _: Uuid) -> Result<Option<TaskState>> {
+    async fn load(&self, _: &str, _: Uuid) -> Result<Option<TaskState>> {
         Self::unsupported("load states")
     }
 
-    async fn wait(&self, _: Uuid, _: Option<Duration>) -> Result<TaskState> {
+    async fn wait(&self, _: &str, _: Uuid, _: Option<Duration>) -> Result<TaskState> {
         Self::unsupported("wait for results")
     }
 
@@ -438,11 +438,11 @@ impl ResultBackend for Recorder {
         Self::unsupported("complete chords")
     }
 
-    async fn chord_outcome(&self, _: Uuid) -> Result<ChordOutcome> {
+    async fn chord_outcome(&self, _: &str, _: Uuid) -> Result<ChordOutcome> {
         Self::unsupported("read chords")
     }
 
-    async fn forget(&self, _: Uuid) -> Result<()> {
+    async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
         Self::unsupported("forget states")
     }
 

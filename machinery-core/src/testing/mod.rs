@@ -80,7 +80,8 @@ macro_rules! conformance_suite {
             concurrency_is_bounded, unlimited_concurrency, message_too_large, get_timeout_is_distinct,
             dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
             wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
-            wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks
+            wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks,
+            wf_across_queues
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

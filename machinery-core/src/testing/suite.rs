@@ -963,3 +963,73 @@ pub async fn wf_callbacks<H: Harness>(h: &H) {
     assert_eq!(tasks::log(&bad), ["2 is over 1"]);
     w.shutdown().await.unwrap();
 }
+
+/// Workflows whose steps, members and callbacks go to different queues (on Redis: to
+/// different cluster slots).
+pub async fn wf_across_queues<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = Worker::auto()
+        .server(&server)
+        .queue(&server.config().default_queue)
+        .queue("alpha")
+        .queue("beta")
+        .queue("gamma")
+        .grace_period(Duration::from_secs(10))
+        .spawn()
+        .unwrap();
+    // add(2, 2) = 4 on alpha → add3(5, 6, 4) = 15 on beta → multiply(4, 15) = 60 on the
+    // default queue.
+    let chain = add::s(2, 2)
+        .queue("alpha")
+        .then(add3::partial(5, 6).map(|s| s.queue("beta")))
+        .then(multiply::partial(4))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 60);
+
+    // Members on alpha and beta, the callback on gamma, then a step on alpha.
+    let members = vec![
+        add::s(1, 1).queue("alpha"),
+        add::s(2, 2).queue("beta"),
+        add::s(5, 6),
+    ];
+    let c = crate::group(members)
+        .chord(product::partial().map(|s| s.queue("gamma")))
+        .then(add::partial(1).map(|s| s.queue("alpha")))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 89);
+
+    // A failing member on beta fails the callback on gamma.
+    let k = key("failing-across");
+    let members = vec![
+        at_most::s(10, 1).queue("alpha"),
+        at_most::s(10, 99).queue("beta"),
+    ];
+    let c = crate::group(members)
+        .chord(count_values::partial(k.clone()).map(|s| s.queue("gamma")))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = c.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("chord member #1"), "{err}");
+    assert_eq!(tasks::count(&k), 0, "the callback did not run");
+
+    // A failure on alpha stops the later steps on beta and gamma, and says so in their
+    // states.
+    let k = key("stopped-across");
+    let chain = add::s(5, 5)
+        .queue("alpha")
+        .then(at_most::partial(3).map(|s| s.queue("beta")))
+        .then(note::partial(k.clone()).map(|s| s.queue("gamma")))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("10 is over 3"), "{err}");
+    assert_eq!(chain.state().await.unwrap(), State::Failure);
+    assert!(tasks::log(&k).is_empty(), "the last step did not run");
+    w.shutdown().await.unwrap();
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use crate::broker::{Completion, Delivery, GroupMember, Outgoing};
+use crate::broker::{Completion, Delivery, Outgoing};
 use crate::codec;
 use crate::context::TaskContext;
 use crate::error::Result;
@@ -61,7 +61,7 @@ pub(crate) async fn process(
         queue: delivery.queue.clone(),
     };
     let mut raw = raw;
-    let outcome = if let Err(e) = chord_arguments(&shared, &mut raw).await {
+    let outcome = if let Err(e) = chord_arguments(&shared, &mut raw, &delivery.queue).await {
         Err(e)
     } else if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint {
         Err(TaskError::fatal(format!(
@@ -74,19 +74,24 @@ pub(crate) async fn process(
         run(&entry, &raw, ctx.clone()).await
     };
     drop(permit);
-    let (state, mut publish) = settle_outcome(&shared, &raw, &ctx, outcome);
+    let (state, mut publish) = settle_outcome(&shared, &raw, &ctx, &delivery.queue, outcome);
     shared.hooks.after(&ctx, &state);
     let mut also_store = Vec::new();
     if state.state == State::Failure {
-        stop_downstream(&shared, &raw, &state, &mut also_store, &mut publish).await;
+        stop_downstream(
+            &shared,
+            &raw,
+            &state,
+            &delivery.queue,
+            &mut also_store,
+            &mut publish,
+        )
+        .await;
     }
-    let group = match (raw.chord, raw.group_uuid) {
-        (true, Some(group_uuid)) if state.state.is_terminal() => Some(GroupMember {
-            group_uuid,
-            index: raw.group_index,
-            count: raw.group_task_count,
-        }),
-        _ => None,
+    let group = if state.state.is_terminal() {
+        raw.chord_member(&delivery.queue)
+    } else {
+        None
     };
     let Some(delivery) = shared.settle(&delivery) else {
         return;
@@ -110,6 +115,7 @@ pub(crate) async fn process(
 async fn chord_arguments(
     shared: &Shared,
     raw: &mut RawSignature,
+    queue: &str,
 ) -> std::result::Result<(), TaskError> {
     let Some(group) = raw.chord_of else {
         return Ok(());
@@ -117,7 +123,7 @@ async fn chord_arguments(
     let outcome = shared
         .server
         .backend()
-        .chord_outcome(group)
+        .chord_outcome(raw.state_queue(queue), group)
         .await
         .map_err(|e| TaskError::msg(format!("cannot read the results of chord {group}: {e}")))?;
     if let Some((index, name, error)) = outcome.failure {
@@ -145,6 +151,7 @@ async fn stop_downstream(
     shared: &Shared,
     raw: &RawSignature,
     failed: &TaskState,
+    queue: &str,
     states: &mut Vec<TaskState>,
     publish: &mut Vec<Outgoing>,
 ) {
@@ -156,15 +163,10 @@ async fn stop_downstream(
     );
     let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
     while let Some(next) = stack.pop() {
-        let mut st = TaskState::new(next.uuid, next.name.clone(), State::Failure);
+        let mut st = next.task_state(State::Failure, queue);
         st.error = Some(reason.clone());
-        st.group_uuid = next.group_uuid;
-        if let (true, Some(group_uuid)) = (next.chord, next.group_uuid) {
-            let member = GroupMember {
-                group_uuid,
-                index: next.group_index,
-                count: next.group_task_count,
-            };
+        if let Some(member) = next.chord_member(queue) {
+            let group_uuid = member.group_uuid;
             match shared
                 .server
                 .backend()
@@ -218,11 +220,10 @@ fn settle_outcome(
     shared: &Shared,
     raw: &RawSignature,
     ctx: &TaskContext,
+    queue: &str,
     outcome: std::result::Result<Vec<u8>, TaskError>,
 ) -> (TaskState, Vec<Outgoing>) {
-    let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Success);
-    state.retried = raw.retried;
-    state.group_uuid = raw.group_uuid;
+    let mut state = raw.task_state(State::Success, queue);
     let mut publish = Vec::new();
     match outcome {
         Ok(result) => {
@@ -309,10 +310,8 @@ async fn fail_and_dead_letter(
     raw: &RawSignature,
     reason: &str,
 ) {
-    let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Failure);
+    let mut state = raw.task_state(State::Failure, &delivery.queue);
     state.error = Some(reason.to_owned());
-    state.retried = raw.retried;
-    state.group_uuid = raw.group_uuid;
     if let Err(e) = shared
         .server
         .backend()

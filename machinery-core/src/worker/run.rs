@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{Completion, Delivery};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
-use crate::result::{State, TaskState};
+use crate::result::State;
 use crate::server::Server;
 use crate::signature::RawSignature;
 
@@ -303,10 +303,7 @@ async fn fetch_loop(
             if let Ok(raw) = &raw
                 && shared.registry.get(&raw.name).is_some()
             {
-                let mut state = TaskState::new(raw.uuid, raw.name.clone(), State::Started);
-                state.retried = raw.retried;
-                state.group_uuid = raw.group_uuid;
-                started.push(state);
+                started.push(raw.task_state(State::Started, &delivery.queue));
             }
             decoded.push((delivery, raw));
         }

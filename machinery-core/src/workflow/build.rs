@@ -1,6 +1,8 @@
 //! Turning a workflow into messages: nesting steps into success callbacks, marking
 //! group members, collecting chords to register before anything is published.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -47,13 +49,15 @@ pub(crate) struct Plan {
     pub(crate) chords: Vec<(Uuid, u32, RawSignature)>,
 }
 
-/// Where a flow's result will be: the UUID and name of its last task.
-pub(crate) fn end_of(links: &[Link]) -> Option<(Uuid, String)> {
-    match links.last()? {
-        Link::Task(raw) => Some((raw.uuid, raw.name.clone())),
-        Link::Chord(c) => Some((c.callback.uuid, c.callback.name.clone())),
-        Link::Broken(_) => None,
-    }
+/// Where a flow's result will be: the UUID, name and routing key (empty: the default
+/// queue) of its last task.
+pub(crate) fn end_of(links: &[Link]) -> Option<(Uuid, String, String)> {
+    let raw = match links.last()? {
+        Link::Task(raw) => raw,
+        Link::Chord(c) => &c.callback,
+        Link::Broken(_) => return None,
+    };
+    Some((raw.uuid, raw.name.clone(), raw.routing_key.clone()))
 }
 
 /// Marks the last task of a flow as member `index` of `count` in `group`.
@@ -111,6 +115,18 @@ pub(crate) fn build(links: Vec<Link>, plan: &mut Plan) -> Result<Vec<RawSignatur
     Ok(next)
 }
 
+/// Tells each chord member in `raw` (nested ones too) the queue its chord is kept in.
+fn set_chord_queues(raw: &mut RawSignature, chord_queues: &HashMap<Uuid, String>) {
+    if raw.chord
+        && let Some(queue) = raw.group_uuid.and_then(|g| chord_queues.get(&g))
+    {
+        raw.chord_queue.clone_from(queue);
+    }
+    for cb in &mut raw.on_success {
+        set_chord_queues(cb, chord_queues);
+    }
+}
+
 /// PENDING states for everything nested in `raw`'s success callbacks.
 fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
     for cb in &raw.on_success {
@@ -120,14 +136,34 @@ fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
 }
 
 fn pending(raw: &RawSignature) -> TaskState {
-    let mut s = TaskState::new(raw.uuid, raw.name.clone(), State::Pending);
+    let mut s = TaskState::new(
+        raw.uuid,
+        raw.name.clone(),
+        raw.routing_key.clone(),
+        State::Pending,
+    );
     s.group_uuid = raw.group_uuid;
     s
 }
 
 /// Stores PENDING states, registers the plan's chords, then publishes the entries in
 /// batches of `batch` messages.
-pub(crate) async fn send(server: &Server, plan: Plan, batch: usize) -> Result<()> {
+pub(crate) async fn send(server: &Server, mut plan: Plan, batch: usize) -> Result<()> {
+    // Every task gets its queue now, and every chord member the queue its chord is kept
+    // in (the callback's), before any state is written.
+    let mut chord_queues = HashMap::new();
+    for (group, _, callback) in &mut plan.chords {
+        server.route(callback);
+        chord_queues.insert(*group, callback.routing_key.clone());
+    }
+    for raw in plan
+        .entries
+        .iter_mut()
+        .chain(plan.chords.iter_mut().map(|(_, _, callback)| callback))
+    {
+        server.route(raw);
+        set_chord_queues(raw, &chord_queues);
+    }
     // Everything that runs later gets a PENDING state now, so handles can wait on it.
     let mut later = Vec::new();
     for e in &plan.entries {

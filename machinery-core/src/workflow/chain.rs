@@ -62,7 +62,7 @@ impl<T> Chain<T> {
     pub async fn send_with(self, server: &Server) -> Result<ChainResult<T>> {
         let mut uuids = Vec::new();
         collect_uuids(&self.links, &mut uuids);
-        let (last, name) = build::end_of(&self.links).ok_or_else(|| Error::Encode {
+        let (last, name, queue) = build::end_of(&self.links).ok_or_else(|| Error::Encode {
             what: "chain",
             reason: "a chain needs at least one step".into(),
         })?;
@@ -70,7 +70,7 @@ impl<T> Chain<T> {
         plan.entries = build::build(self.links, &mut plan)?;
         build::send(server, plan, usize::MAX).await?;
         Ok(ChainResult {
-            last: AsyncResult::new(last, name, server.backend().clone()),
+            last: AsyncResult::new(last, name, server.queue_or(queue), server.backend().clone()),
             steps: uuids,
         })
     }

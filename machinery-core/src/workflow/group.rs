@@ -116,7 +116,9 @@ impl<T> Group<T> {
             group,
             members: ends
                 .into_iter()
-                .map(|(uuid, name)| AsyncResult::new(uuid, name, server.backend().clone()))
+                .map(|(uuid, name, queue)| {
+                    AsyncResult::new(uuid, name, server.queue_or(queue), server.backend().clone())
+                })
                 .collect(),
         })
     }
@@ -129,7 +131,7 @@ fn member_count(n: usize) -> Result<u32> {
     })
 }
 
-fn end(links: &[Link]) -> Result<(Uuid, String)> {
+fn end(links: &[Link]) -> Result<(Uuid, String, String)> {
     build::end_of(links).ok_or_else(|| Error::Encode {
         what: "group member",
         reason: "a member has no steps or arguments that do not encode".into(),
@@ -264,13 +266,18 @@ impl<U> Chord<U> {
         let batch = self.batch;
         let link = self.into_link()?;
         let links = vec![link];
-        let (uuid, name) = end(&links)?;
+        let (uuid, name, queue) = end(&links)?;
         let mut plan = Plan::default();
         plan.entries = build::build(links, &mut plan)?;
         build::send(server, plan, batch).await?;
         Ok(ChordResult {
             group,
-            callback: AsyncResult::new(uuid, name, server.backend().clone()),
+            callback: AsyncResult::new(
+                uuid,
+                name,
+                server.queue_or(queue),
+                server.backend().clone(),
+            ),
         })
     }
 }

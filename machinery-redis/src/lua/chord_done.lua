@@ -1,13 +1,18 @@
--- A chord member's final state, for a result backend used with another broker:
--- ARGV: prefix, ttl_ms, group, index, success 0/1, result, name, error.
--- Returns the callback payload, queue and priority when this call fires it, else nil.
-local prefix, ttl, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local fired = chord_member(prefix, ttl, group, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+-- A chord member's final state. KEYS[1]: the chord's hash (under its callback's queue).
+-- ARGV: prefix, ttl_ms, queue, group, index, success 0/1, result, name, error, enqueue 0/1.
+-- When this call fires the chord: with enqueue = 1 the callback is queued here
+-- (atomically with the count) and true is returned; with 0 the callback payload and
+-- priority are returned for the caller to publish (a result backend used with another
+-- broker). Otherwise false.
+local prefix, ttl, queue, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local fired = chord_member(prefix, ttl, queue, group, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 if fired == nil then
   return redis.error_reply('chord ' .. group .. ' is unknown or expired')
 end
-if fired then
-  local ck = prefix .. ':chord:' .. group
-  return {redis.call('HGET', ck, 'callback'), redis.call('HGET', ck, 'queue'), redis.call('HGET', ck, 'priority')}
+if not fired then return false end
+if ARGV[10] == '1' then
+  enqueue_callback(prefix, queue, group, now_ms())
+  return true
 end
-return false
+local ck = qkey(prefix, queue, 'chord:' .. group)
+return {redis.call('HGET', ck, 'callback'), redis.call('HGET', ck, 'priority')}

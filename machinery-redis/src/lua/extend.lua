@@ -1,11 +1,13 @@
--- ARGV: prefix, visibility_ms, then (queue, id, token) per delivery. Returns 1/0 each.
-local prefix, visibility = ARGV[1], tonumber(ARGV[2])
+-- KEYS[1]: the queue's ready set. ARGV: prefix, queue, visibility_ms, then
+-- (id, token) per delivery. Returns 1/0 each: whether the lease was still held.
+local prefix, queue, visibility = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local deadline = now_ms() + visibility
+local inflight = qkey(prefix, queue, 'inflight')
 local out = {}
-for i = 3, #ARGV, 3 do
-  local queue, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 4, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
   if holds(prefix, queue, id, token) then
-    redis.call('ZADD', qkey(prefix, queue, 'inflight'), 'XX', deadline, id)
+    redis.call('ZADD', inflight, 'XX', deadline, id)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

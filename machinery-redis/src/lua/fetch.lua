@@ -1,8 +1,9 @@
--- ARGV: prefix, queue, max, visibility_ms.
+-- KEYS[1]: the queue's ready set. ARGV: prefix, queue, max, visibility_ms.
 -- Promotes due delayed messages and expired leases (bounded batches), then takes up to
 -- `max` ready messages, highest priority first, oldest first within a priority, giving
 -- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead.
 -- Returns {ms until the next delayed message or lease deadline is due (-1: none),
+--          1 when more messages are ready (the client wakes another worker) else 0,
 --          id, token, count, payload, ...}.
 local prefix, queue = ARGV[1], ARGV[2]
 local max, visibility = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -28,7 +29,7 @@ if #expired > 0 then
   end
 end
 
-local out = {-1}
+local out = {-1, 0}
 local msgs = qkey(prefix, queue, 'msg')
 local counts = qkey(prefix, queue, 'count')
 local ready = qkey(prefix, queue, 'ready')
@@ -54,9 +55,9 @@ for i = 1, #popped, 2 do
   out[#out + 1] = payload
 end
 
--- More waiting: pass the baton to another idle worker.
+-- More waiting: the client passes the baton to another idle worker.
 if #popped >= 2 * max and redis.call('ZCARD', ready) > 0 then
-  wake(prefix, queue)
+  out[2] = 1
 end
 
 -- Relative to the server's clock, so the client's clock does not matter.

@@ -1,5 +1,9 @@
 -- Shared by every script. Key names mirror keys.rs: one hash tag per queue, so the
--- keys of one queue live in one Redis Cluster slot.
+-- keys of one queue live in one Redis Cluster slot. Every script works on one queue's
+-- keys only (KEYS[1] is one of them, for routing); work on other queues is done by the
+-- client, one script call per queue. Wake-up tokens for blocked workers live in another
+-- slot (one for all queues, so a worker can block on several queues in one command):
+-- the client pushes them after a script queued something.
 local function qkey(prefix, queue, kind)
   return prefix .. ':{q:' .. queue .. '}:' .. kind
 end
@@ -29,24 +33,8 @@ local function push_ready(prefix, queue, id)
   redis.call('ZADD', qkey(prefix, queue, 'ready'), score, id)
 end
 
--- Records a queue name once per script call (for listings across queues).
-local known_queues = {}
-local function remember(prefix, queue)
-  if not known_queues[queue] then
-    known_queues[queue] = true
-    redis.call('SADD', prefix .. ':queues', queue)
-  end
-end
-
-local function wake(prefix, queue)
-  local n = qkey(prefix, queue, 'notify')
-  redis.call('LPUSH', n, 1)
-  redis.call('LTRIM', n, 0, 15)
-end
-
 -- Stores and queues one message; returns 1 when it is ready now, 0 when delayed.
 local function enqueue(prefix, queue, eta, priority, payload, now)
-  remember(prefix, queue)
   local id = priority .. ':' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
   redis.call('HSET', qkey(prefix, queue, 'msg'), id, payload)
   if eta > now then
@@ -71,8 +59,9 @@ end
 
 -- Records a chord member's final state; returns true when this call completes the
 -- chord (last success, or first failure) and must publish the callback: exactly once.
-local function chord_member(prefix, ttl, group, index, success, result, name, err)
-  local ck = prefix .. ':chord:' .. group
+-- The chord is kept under the queue of its callback, which it publishes into.
+local function chord_member(prefix, ttl, queue, group, index, success, result, name, err)
+  local ck = qkey(prefix, queue, 'chord:' .. group)
   local rk = ck .. ':results'
   if redis.call('EXISTS', ck) == 0 then return nil end
   if success == '1' then
@@ -87,4 +76,10 @@ local function chord_member(prefix, ttl, group, index, success, result, name, er
   local count = tonumber(redis.call('HGET', ck, 'count'))
   local finished = redis.call('HLEN', rk) >= count or redis.call('HEXISTS', ck, 'failure') == 1
   return finished and redis.call('HSETNX', ck, 'fired', 1) == 1
+end
+
+-- Queues a fired chord's callback into the chord's queue.
+local function enqueue_callback(prefix, queue, group, now)
+  local ck = qkey(prefix, queue, 'chord:' .. group)
+  enqueue(prefix, queue, 0, redis.call('HGET', ck, 'priority'), redis.call('HGET', ck, 'callback'), now)
 end

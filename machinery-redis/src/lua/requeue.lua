@@ -1,4 +1,4 @@
--- ARGV: prefix, queue, max.
+-- KEYS[1]: the queue's ready set. ARGV: prefix, queue, max.
 -- Moves up to `max` dead letters of `queue` back into it (ready at once, priority 0),
 -- atomically: an entry is never both dead and queued, nor lost in between.
 -- Entries are '<reason length>:<reason><payload>'; an unreadable one is requeued whole.
@@ -17,5 +17,4 @@ for _, entry in ipairs(entries) do
   end
   enqueue(prefix, queue, 0, 0, payload, now)
 end
-wake(prefix, queue)
 return #entries

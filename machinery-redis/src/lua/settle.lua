@@ -1,4 +1,4 @@
--- ARGV: prefix, queue, id, token, action, arg.
+-- KEYS[1]: the queue's ready set. ARGV: prefix, queue, id, token, action, arg.
 -- action: 'ack' | 'release' (arg = delay ms) | 'dead' (arg = reason)
 --       | 'return' (a fetch whose caller went away: ready again, that delivery uncounted).
 -- Returns 0 when the lease is no longer held (nothing changed), else 1.
@@ -18,7 +18,6 @@ elseif action == 'release' or action == 'return' then
   else
     push_ready(prefix, queue, id)
   end
-  wake(prefix, queue)
 elseif action == 'dead' then
   local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
   forget(prefix, queue, id)

@@ -69,6 +69,37 @@ impl RedisServer {
         server
     }
 
+    /// Starts a Redis Cluster node that owns every slot: a one-node cluster. It refuses
+    /// what a cluster of many nodes refuses (a command or a `#!lua` script touching keys
+    /// of several slots), so tests against it check the key layout.
+    pub fn start_cluster() -> RedisServer {
+        let server = RedisServer::start(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]);
+        let mut con = server.client().get_connection().unwrap();
+        let () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut con)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
+            if info.contains("cluster_state:ok") {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster node did not come up: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts the server again after [`kill`](Self::kill): same port, directory and
     /// arguments (so an append-only file is read back).
     pub fn restart(&mut self) {
@@ -163,6 +194,13 @@ pub fn shared() -> &'static RedisServer {
     SERVER.get_or_init(|| RedisServer::start(&[]))
 }
 
+/// The cluster node shared by the tests of this binary (see
+/// [`RedisServer::start_cluster`]).
+pub fn shared_cluster() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start_cluster)
+}
+
 /// A fresh key prefix, so tests sharing one server do not see each other.
 pub fn fresh_prefix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -186,4 +224,11 @@ pub async fn server(config: Config) -> Server {
     Server::from_config(config_for(&shared().url(), config))
         .await
         .expect("connect to the test redis-server")
+}
+
+/// The conformance harness on the shared cluster node.
+pub async fn cluster_server(config: Config) -> Server {
+    Server::from_config(config_for(&shared_cluster().url(), config))
+        .await
+        .expect("connect to the test cluster node")
 }
