@@ -18,7 +18,7 @@
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5000` | milliseconds |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5000` | milliseconds |
-//! | `redis.fetch_batch` | `MACHINERY_REDIS_FETCH_BATCH` | `64` | at least 1 |
+//! | `redis.fetch_batch` | `MACHINERY_REDIS_FETCH_BATCH` | `64` | 1 to 1000 |
 //! | `redis.block_ms` | `MACHINERY_REDIS_BLOCK_MS` | `5000` | milliseconds, at least 1 |
 //!
 //! Numbers are whole numbers. Durations must also fit in signed 64-bit milliseconds,
@@ -128,7 +128,7 @@ pub struct RedisConfig {
     /// (`redis.response_timeout_ms`, `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS`); default 5000.
     pub response_timeout_ms: u64,
     /// Most messages taken by one blocking read (`redis.fetch_batch`,
-    /// `MACHINERY_REDIS_FETCH_BATCH`); default 64; at least 1.
+    /// `MACHINERY_REDIS_FETCH_BATCH`); default 64; 1 to 1000.
     pub fetch_batch: usize,
     /// Milliseconds one blocking read waits (`redis.block_ms`,
     /// `MACHINERY_REDIS_BLOCK_MS`); default 5000; at least 1.
@@ -655,7 +655,7 @@ impl Key {
             Key::RedisConnectTimeoutMs | Key::RedisResponseTimeoutMs => {
                 "expected a whole number of milliseconds"
             }
-            Key::RedisFetchBatch => "expected a whole number of messages, at least 1",
+            Key::RedisFetchBatch => "expected a whole number of messages, 1 to 1000",
             Key::RedisBlockMs => "expected a whole number of milliseconds, at least 1",
         }
     }
@@ -669,7 +669,7 @@ impl Key {
             Key::UnregisteredRequeues => (0, u64::from(u32::MAX)),
             Key::MaxMessageBytes => (1024, saturate(usize::MAX)),
             Key::RedisConnectTimeoutMs | Key::RedisResponseTimeoutMs => (0, MAX_MILLIS),
-            Key::RedisFetchBatch => (1, saturate(usize::MAX)),
+            Key::RedisFetchBatch => (1, 1000),
             Key::RedisBlockMs => (1, MAX_MILLIS),
             Key::Broker | Key::ResultBackend | Key::DefaultQueue | Key::RedisKeyPrefix => {
                 (0, u64::MAX)
@@ -1227,7 +1227,8 @@ mod tests {
             ("MACHINERY_UNREGISTERED_REQUEUES", "4294967296", "at most"),
             ("MACHINERY_RETRY_MAX_DELAY", "0", "at least 1"),
             ("MACHINERY_MAX_MESSAGE_BYTES", "1023", "at least 1024"),
-            ("MACHINERY_REDIS_FETCH_BATCH", "0", "at least 1"),
+            ("MACHINERY_REDIS_FETCH_BATCH", "0", "1 to 1000"),
+            ("MACHINERY_REDIS_FETCH_BATCH", "1001", "1 to 1000"),
             ("MACHINERY_REDIS_BLOCK_MS", "0", "at least 1"),
             ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "soon", "milliseconds"),
             (
@@ -1674,7 +1675,7 @@ mod tests {
             (
                 |c| c.redis.fetch_batch = 0,
                 "redis.fetch_batch",
-                "at least 1",
+                "1 to 1000",
             ),
             (|c| c.redis.block_ms = 0, "redis.block_ms", "at least 1"),
             (

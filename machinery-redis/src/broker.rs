@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 /// How late Redis may time out a blocked client (its `hz` is 10 by default).
 const BLOCK_GRANULARITY: Duration = Duration::from_millis(100);
 
+/// Most messages one fetch script call takes, whatever `redis.fetch_batch` says: a
+/// script's arguments to one command are bounded (Lua's stack).
+const MAX_FETCH: usize = 1_000;
+
 /// Dead letters moved back per script call.
 const REQUEUE_CHUNK: usize = 1_000;
 
@@ -421,6 +425,7 @@ impl RedisBroker {
             .arg(self.prefix())
             .arg(queue)
             .arg(self.engine.ttl_ms())
+            .arg(if self.engine.single_node { "1" } else { "0" })
             .arg(items.len());
         for (c, id, token) in items {
             invocation.arg(*id).arg(*token);
@@ -562,7 +567,7 @@ impl Broker for RedisBroker {
         max: usize,
         wait: Duration,
     ) -> CoreResult<Vec<Delivery>> {
-        let max = max.clamp(1, self.engine.config.redis.fetch_batch.max(1));
+        let max = max.clamp(1, self.engine.config.redis.fetch_batch.clamp(1, MAX_FETCH));
         if queues.is_empty() {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());

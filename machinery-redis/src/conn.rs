@@ -53,6 +53,10 @@ pub(crate) struct Engine {
     pub(crate) conn: ConnectionManager,
     pub(crate) keys: Keys,
     pub(crate) scripts: Scripts,
+    /// Not a cluster node (known from `INFO cluster`): there a subscriber count covers
+    /// every subscriber, so a final state is published only to channels somebody
+    /// listens on. On a cluster node, subscribers of other nodes are not counted.
+    pub(crate) single_node: bool,
     pub(crate) url: String,
     pub(crate) config: Config,
 }
@@ -120,6 +124,7 @@ impl Engine {
             conn,
             keys: Keys::new(&r.key_prefix),
             scripts: Scripts::new(false),
+            single_node: false,
             url: redacted,
             config: config.clone(),
         };
@@ -138,6 +143,12 @@ impl Engine {
             .query_async(&mut engine.conn)
             .await;
         engine.scripts = Scripts::new(probe.is_ok());
+        // Unknown (INFO refused by an ACL): assume a cluster, publish every final state.
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut engine.conn)
+            .await;
+        engine.single_node = info.is_ok_and(|i| i.contains("cluster_enabled:0"));
         Ok(engine)
     }
 

@@ -221,7 +221,7 @@ impl Ctx {
         if !memory {
             c.broker = self.args.redis_url.clone();
             c.redis.key_prefix = self.args.prefix.clone();
-            c.redis.fetch_batch = self.args.prefetch;
+            c.redis.fetch_batch = self.args.prefetch.clamp(1, 1000);
         }
         c.default_queue = "bench".into();
         c
@@ -594,7 +594,7 @@ async fn worker_role(args: &Args) -> Result<(), BoxError> {
     let mut config = Config::default();
     config.broker = args.redis_url.clone();
     config.redis.key_prefix = args.prefix.clone();
-    config.redis.fetch_batch = args.prefetch;
+    config.redis.fetch_batch = args.prefetch.clamp(1, 1000);
     config.default_queue = "bench".into();
     let server = Server::from_config(config).await?;
     Worker::auto()

@@ -1,6 +1,7 @@
 -- Finished deliveries of one queue, each settled atomically and fenced by its lease.
 -- KEYS[1]: the queue's ready set.
--- ARGV: prefix, queue, ttl_ms (0 = keep), n, then per delivery:
+-- ARGV: prefix, queue, ttl_ms (0 = keep), publish_only_to_subscribers 0/1, n, then per
+--       delivery:
 --       id, token,
 --       n_states, (uuid, terminal 0/1, state bytes) * n_states,
 --       n_publish, (eta, priority, payload) * n_publish,
@@ -9,17 +10,38 @@
 -- of a delivery that concerns other queues before calling this.
 -- Returns one flag per delivery: 0 when its lease was lost (nothing written), else 1.
 -- The client wakes the queue's blocked workers after a call that queued anything.
+--
+-- Lease checks, final-state notifications and the clean-up are one command each for
+-- the whole batch; only state writes and follow-up messages cost a command each.
 local prefix, queue, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local only_subscribed = ARGV[4] == '1'
+local n = tonumber(ARGV[5])
 local now = now_ms()
-local out = {}
-local i = 5
 
-local function settle()
+-- Where each delivery's arguments start, and its lease check, for all at once.
+local starts, ids = {}, {}
+local i = 6
+for k = 1, n do
+  starts[k] = i
+  ids[k] = ARGV[i]
+  i = i + 2
+  i = i + 1 + 3 * tonumber(ARGV[i])
+  i = i + 1 + 3 * tonumber(ARGV[i])
+  i = i + 6
+end
+local current = {}
+if n > 0 then
+  current = redis.call('HMGET', qkey(prefix, queue, 'lease'), unpack(ids))
+end
+
+local out, settled, channels, finals = {}, {}, {}, {}
+for k = 1, n do
+  i = starts[k]
   local id, token = ARGV[i], ARGV[i + 1]
   i = i + 2
-  local held = holds(prefix, queue, id, token)
-  local n = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, n do
+  local held = current[k] == token
+  local m = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, m do
     if held then
       local key = qkey(prefix, queue, 'state:' .. ARGV[i])
       if ttl > 0 then
@@ -28,29 +50,43 @@ local function settle()
         redis.call('SET', key, ARGV[i + 2])
       end
       if ARGV[i + 1] == '1' then
-        redis.call('PUBLISH', prefix .. ':done:' .. ARGV[i], ARGV[i + 2])
+        channels[#channels + 1] = prefix .. ':done:' .. ARGV[i]
+        finals[#finals + 1] = ARGV[i + 2]
       end
     end
     i = i + 3
   end
-  n = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, n do
+  m = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, m do
     if held then
       enqueue(prefix, queue, tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], now)
     end
     i = i + 3
   end
-  local group, index, success, result, name, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
-  if not held then return 0 end
-  if group ~= '' and chord_member(prefix, ttl, queue, group, index, success, result, name, err) then
-    enqueue_callback(prefix, queue, group, now)
+  if held then
+    local group = ARGV[i]
+    if group ~= '' and chord_member(prefix, ttl, queue, group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
+      enqueue_callback(prefix, queue, group, now)
+    end
+    settled[#settled + 1] = id
+    out[k] = 1
+  else
+    out[k] = 0
   end
-  forget(prefix, queue, id)
-  return 1
 end
 
-for k = 1, tonumber(ARGV[4]) do
-  out[k] = settle()
+-- Waiters subscribe before they read the state, and this script is atomic: a final
+-- state nobody is subscribed to yet is seen by the read.
+if #channels > 0 then
+  local wanted = nil
+  if only_subscribed then
+    wanted = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
+  end
+  for k = 1, #channels do
+    if not wanted or tonumber(wanted[2 * k]) > 0 then
+      redis.call('PUBLISH', channels[k], finals[k])
+    end
+  end
 end
+forget_all(prefix, queue, settled)
 return out

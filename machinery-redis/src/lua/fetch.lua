@@ -2,6 +2,7 @@
 -- Promotes due delayed messages and expired leases (bounded batches), then takes up to
 -- `max` ready messages, highest priority first, oldest first within a priority, giving
 -- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead.
+-- Every step is one command for the whole batch, not one per message.
 -- Returns {ms until the next delayed message or lease deadline is due (-1: none),
 --          1 when more messages are ready (the client wakes another worker) else 0,
 --          id, token, count, payload, ...}.
@@ -15,18 +16,14 @@ local leases = qkey(prefix, queue, 'lease')
 -- Bounded so one call never stalls Redis; the next call promotes the rest.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 5000)
 if #due > 0 then
-  redis.call('ZREM', delayed, unpack(due))
-  for _, id in ipairs(due) do
-    push_ready(prefix, queue, id)
-  end
+  bulk('ZREM', delayed, due, 1)
+  push_ready_all(prefix, queue, due)
 end
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
-  redis.call('ZREM', inflight, unpack(expired))
-  redis.call('HDEL', leases, unpack(expired))
-  for _, id in ipairs(expired) do
-    push_ready(prefix, queue, id)
-  end
+  bulk('ZREM', inflight, expired, 1)
+  bulk('HDEL', leases, expired, 1)
+  push_ready_all(prefix, queue, expired)
 end
 
 local out = {-1, 0}
@@ -34,29 +31,48 @@ local msgs = qkey(prefix, queue, 'msg')
 local counts = qkey(prefix, queue, 'count')
 local ready = qkey(prefix, queue, 'ready')
 local popped = redis.call('ZPOPMIN', ready, max)
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local payload = redis.call('HGET', msgs, id)
-  if not payload then
-    -- A member pushed by something else than this engine (or whose payload vanished):
-    -- deliver the member itself as the payload under a proper id, so the worker decodes
-    -- it and dead-letters what is not a message, instead of the queue choking on it.
-    payload = id
-    id = '0:' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
-    redis.call('HSET', msgs, id, payload)
+local n = #popped / 2
+if n > 0 then
+  local ids = {}
+  for k = 1, n do ids[k] = popped[2 * k - 1] end
+  local payloads = redis.call('HMGET', msgs, unpack(ids))
+  for k = 1, n do
+    if not payloads[k] then
+      -- A member pushed by something else than this engine (or whose payload vanished):
+      -- deliver the member itself as the payload under a proper id, so the worker
+      -- decodes it and dead-letters what is not a message, instead of the queue choking
+      -- on it.
+      payloads[k] = ids[k]
+      ids[k] = '0:' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
+      redis.call('HSET', msgs, ids[k], payloads[k])
+    end
   end
-  local count = redis.call('HINCRBY', counts, id, 1)
-  local token = tostring(redis.call('INCR', qkey(prefix, queue, 'lease_seq')))
-  redis.call('HSET', leases, id, token)
-  redis.call('ZADD', inflight, now + visibility, id)
-  out[#out + 1] = id
-  out[#out + 1] = token
-  out[#out + 1] = count
-  out[#out + 1] = payload
+  local seen = redis.call('HMGET', counts, unpack(ids))
+  local last = redis.call('INCRBY', qkey(prefix, queue, 'lease_seq'), n)
+  local new_counts, new_leases, deadlines = {}, {}, {}
+  local deadline = now + visibility
+  for k = 1, n do
+    local id = ids[k]
+    local count = (tonumber(seen[k]) or 0) + 1
+    local token = tostring(last - n + k)
+    new_counts[#new_counts + 1] = id
+    new_counts[#new_counts + 1] = count
+    new_leases[#new_leases + 1] = id
+    new_leases[#new_leases + 1] = token
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = token
+    out[#out + 1] = count
+    out[#out + 1] = payloads[k]
+  end
+  redis.call('HSET', counts, unpack(new_counts))
+  redis.call('HSET', leases, unpack(new_leases))
+  redis.call('ZADD', inflight, unpack(deadlines))
 end
 
 -- More waiting: the client passes the baton to another idle worker.
-if #popped >= 2 * max and redis.call('ZCARD', ready) > 0 then
+if n >= max and redis.call('ZCARD', ready) > 0 then
   out[2] = 1
 end
 

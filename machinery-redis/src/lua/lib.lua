@@ -20,17 +20,38 @@ local function ready_score(priority, seq)
   return (9 - priority) * 1e13 + seq
 end
 
-local function push_ready(prefix, queue, id)
+-- The ready-set score of a message id; an id that is not ours (pushed by something
+-- else) is first of the lowest priority, and fetch gives it a proper id.
+local function id_score(id)
   local priority, seq = string.match(id, '^(%d):(%d+)$')
-  local score
   if priority then
-    score = ready_score(tonumber(priority), tonumber(seq))
-  else
-    -- Not an id of ours (pushed by something else): first of the lowest priority;
-    -- fetch gives it a proper id.
-    score = ready_score(0, 0)
+    return ready_score(tonumber(priority), tonumber(seq))
   end
-  redis.call('ZADD', qkey(prefix, queue, 'ready'), score, id)
+  return ready_score(0, 0)
+end
+
+-- Runs `cmd key <args...>` in calls of at most 2,000 arguments (Lua's unpack has a
+-- stack limit); `step` keeps pairs together.
+local function bulk(cmd, key, args, step)
+  local chunk = 2000 - (2000 % step)
+  for i = 1, #args, chunk do
+    redis.call(cmd, key, unpack(args, i, math.min(i + chunk - 1, #args)))
+  end
+end
+
+-- Makes `ids` ready again, each at its old place: one ZADD for all.
+local function push_ready_all(prefix, queue, ids)
+  if #ids == 0 then return end
+  local pairs_ = {}
+  for _, id in ipairs(ids) do
+    pairs_[#pairs_ + 1] = id_score(id)
+    pairs_[#pairs_ + 1] = id
+  end
+  bulk('ZADD', qkey(prefix, queue, 'ready'), pairs_, 2)
+end
+
+local function push_ready(prefix, queue, id)
+  redis.call('ZADD', qkey(prefix, queue, 'ready'), id_score(id), id)
 end
 
 -- Stores and queues one message; returns 1 when it is ready now, 0 when delayed.
@@ -50,11 +71,17 @@ local function holds(prefix, queue, id, token)
   return redis.call('HGET', qkey(prefix, queue, 'lease'), id) == token
 end
 
+-- Drops everything kept for the settled messages `ids`.
+local function forget_all(prefix, queue, ids)
+  if #ids == 0 then return end
+  bulk('HDEL', qkey(prefix, queue, 'lease'), ids, 1)
+  bulk('ZREM', qkey(prefix, queue, 'inflight'), ids, 1)
+  bulk('HDEL', qkey(prefix, queue, 'msg'), ids, 1)
+  bulk('HDEL', qkey(prefix, queue, 'count'), ids, 1)
+end
+
 local function forget(prefix, queue, id)
-  redis.call('HDEL', qkey(prefix, queue, 'lease'), id)
-  redis.call('ZREM', qkey(prefix, queue, 'inflight'), id)
-  redis.call('HDEL', qkey(prefix, queue, 'msg'), id)
-  redis.call('HDEL', qkey(prefix, queue, 'count'), id)
+  forget_all(prefix, queue, {id})
 end
 
 -- Records a chord member's final state; returns true when this call completes the
