@@ -350,8 +350,9 @@ impl RedisBroker {
     }
 
     /// Blocks on the queues' wake-up lists for at most `block`, on a connection of its
-    /// own (a blocked connection would stall every command queued behind it).
-    async fn block(&self, queues: &[String], block: Duration) -> Result<()> {
+    /// own (a blocked connection would stall every command queued behind it). Returns
+    /// whether a wake-up token was taken (`false`: the read timed out).
+    async fn block(&self, queues: &[String], block: Duration) -> Result<bool> {
         let mut conn = self.blocking.take(&self.engine).await?;
         let keys: Vec<String> = queues.iter().map(|q| self.engine.keys.wake(q)).collect();
         // Cancelled while blocked (a worker stopping): the wake-up token this read may
@@ -370,9 +371,9 @@ impl RedisBroker {
         let r = tokio::time::timeout(limit, read).await;
         rewake.engine = None;
         match r {
-            Ok(Ok(_)) => {
+            Ok(Ok(token)) => {
                 self.blocking.put(conn);
-                Ok(())
+                Ok(token.is_some())
             }
             // The connection is dropped: the next read opens a fresh one.
             Ok(Err(e)) => Err(e.into()),
@@ -589,7 +590,8 @@ impl Broker for RedisBroker {
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            let block = (deadline - now).min(block_cap);
+            let remaining = deadline - now;
+            let block = remaining.min(block_cap);
             let until_due = taken.next_due.map(|due| due.max(Duration::from_millis(1)));
             match until_due {
                 // Redis times blocked clients out from its cron (10 times a second by
@@ -603,7 +605,17 @@ impl Broker for RedisBroker {
                         self.block(&order, due - BLOCK_GRANULARITY).await?;
                     }
                 }
-                _ => self.block(&order, block).await?,
+                _ => {
+                    let woken = self.block(&order, block).await?;
+                    // The read ran out the whole wait without a wake-up token: nothing
+                    // was published or released, and nothing the script reported comes
+                    // due before the deadline. The caller's next fetch runs the script
+                    // first thing, so running it here as well would only double an idle
+                    // worker's script calls.
+                    if !woken && block == remaining {
+                        return Ok(Vec::new());
+                    }
+                }
             }
         }
     }
