@@ -13,7 +13,8 @@
 --
 -- Lease checks, final-state notifications and the clean-up are one command each for
 -- the whole batch; only state writes and follow-up messages cost a command each.
-local prefix, queue, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, queue, ttl_ms = ARGV[1], ARGV[2], ARGV[3]
+local ttl = tonumber(ttl_ms)
 local only_subscribed = ARGV[4] == '1'
 local n = tonumber(ARGV[5])
 local now = now_ms()
@@ -45,7 +46,7 @@ for k = 1, n do
     if held then
       local key = qkey(prefix, queue, 'state:' .. ARGV[i])
       if ttl > 0 then
-        redis.call('SET', key, ARGV[i + 2], 'PX', ttl)
+        redis.call('SET', key, ARGV[i + 2], 'PX', ttl_ms)
       else
         redis.call('SET', key, ARGV[i + 2])
       end

@@ -50,10 +50,11 @@ if n > 0 then
   local seen = redis.call('HMGET', counts, unpack(ids))
   local last = redis.call('INCRBY', qkey(prefix, queue, 'lease_seq'), n)
   local new_counts, new_leases, deadlines = {}, {}, {}
-  local deadline = now + visibility
+  -- Numbers become strings once each: Redis formats every number argument anew.
+  local deadline = tostring(now + visibility)
   for k = 1, n do
     local id = ids[k]
-    local count = (tonumber(seen[k]) or 0) + 1
+    local count = tostring((tonumber(seen[k]) or 0) + 1)
     local token = tostring(last - n + k)
     new_counts[#new_counts + 1] = id
     new_counts[#new_counts + 1] = count
