@@ -60,7 +60,10 @@ pub struct PeriodicEntry {
     /// The scheduled instant of the last tick published.
     pub last_run: Option<SystemTime>,
     /// The UUID of the last tick's task: the signature's own, the last step of a chain,
-    /// a chord's callback, or a group's UUID.
+    /// a chord's callback, or a group's UUID. Its result is read with
+    /// [`Server::result`](crate::Server::result), or
+    /// [`Server::result_in`](crate::Server::result_in) when that task goes to another
+    /// queue than the default one.
     pub last_task: Option<Uuid>,
 }
 
