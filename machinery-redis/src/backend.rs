@@ -124,6 +124,14 @@ impl Waiters {
             Arc::downgrade(self),
             generation,
         ));
+        let r = &self.engine.config.redis;
+        tokio::spawn(keep_alive(
+            sink.clone(),
+            Arc::downgrade(self),
+            generation,
+            Duration::from_millis(r.response_timeout_ms.saturating_mul(2).max(100)),
+            Duration::from_millis(r.response_timeout_ms.max(1)),
+        ));
         let conn = PubSubConn {
             sink,
             generation,
@@ -131,6 +139,11 @@ impl Waiters {
         };
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// The generation of the current connection, if any.
+    async fn current(&self) -> Option<u64> {
+        self.conn.lock().await.as_ref().map(|c| c.generation)
     }
 
     /// Forgets the connection `generation` (when it is still the current one) and wakes
@@ -244,6 +257,42 @@ async fn read_messages(
     if let Some(waiters) = waiters.upgrade() {
         tracing::warn!(url = %waiters.engine.url, "the pub/sub connection for result waiters dropped; waiters read their states again");
         waiters.connection_lost(generation).await;
+    }
+}
+
+/// Pings pub/sub connection `generation` every `every` while somebody waits on it: a
+/// connection that died silently (a partition, a frozen server; no close, so the reader
+/// sees nothing) would otherwise leave waiters without a timeout waiting forever. No
+/// answer within `limit`: the connection is given up, and its waiters read their states
+/// again and subscribe on a new one (or fail, when Redis stays unreachable).
+async fn keep_alive(
+    mut sink: PubSubSink,
+    waiters: Weak<Waiters>,
+    generation: u64,
+    every: Duration,
+    limit: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(w) = waiters.upgrade() else { return };
+        if w.current().await != Some(generation) {
+            return;
+        }
+        if !w.lock().values().any(|c| c.refs > 0) {
+            continue;
+        }
+        drop(w);
+        let answered = matches!(
+            tokio::time::timeout(limit, sink.ping::<redis::Value>()).await,
+            Ok(Ok(_))
+        );
+        if !answered {
+            if let Some(w) = waiters.upgrade() {
+                tracing::warn!(url = %w.engine.url, "the pub/sub connection for result waiters stopped answering; waiters read their states again");
+                w.connection_lost(generation).await;
+            }
+            return;
+        }
     }
 }
 

@@ -99,7 +99,9 @@
 //! state, which is the source of truth (it also covers a task that finished before the
 //! wait began); the completion publishes the final state on that channel, so a waiter
 //! wakes within a millisecond, without polling. When the pub/sub connection drops, every
-//! waiter reads the state again and subscribes on a new one.
+//! waiter reads the state again and subscribes on a new one. While anybody waits, the
+//! connection is pinged every two response timeouts, so one that died silently (a
+//! partition, a frozen server) is noticed too instead of leaving waiters hanging.
 //!
 //! **Clocks**: lease deadlines and the "now" that ETAs are compared with are the Redis
 //! server's (`TIME` inside the scripts); ETAs themselves are the producers' wall clock,

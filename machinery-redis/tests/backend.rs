@@ -268,3 +268,55 @@ async fn cancelled_waits_give_their_channel_up() {
     b.store(&[state(uuid, State::Success)]).await.unwrap();
     assert_eq!(waited.await.unwrap().unwrap().state, State::Success);
 }
+
+/// A waiter without a timeout on a server that stops answering without closing its
+/// connections (a silent partition) gets an error instead of waiting forever, and one
+/// whose server comes back in time gets its result.
+#[tokio::test]
+async fn silent_partition_does_not_hang_waiters() {
+    let server = common::RedisServer::start(&[]);
+    let fast = || {
+        with(|c| {
+            c.redis.response_timeout_ms = 300;
+            c.redis.connect_timeout_ms = 300;
+        })
+    };
+    let (b, _) = backend_on(&server.url(), fast()).await;
+    let b = Arc::new(b);
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Started)]).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait("q", uuid, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.pause();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), waiter).await;
+    server.resume();
+    let err = outcome
+        .expect("the waiter gave up within 20 s")
+        .unwrap()
+        .unwrap_err();
+    assert!(!matches!(err, Error::Timeout(_)), "{err:?}");
+
+    // Back within the waiter's reconnection bound: the result arrives.
+    let (b, _) = backend_on(&server.url(), fast()).await;
+    let b = Arc::new(b);
+    let uuid = Uuid::new_v4();
+    b.store(&[state(uuid, State::Started)]).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait("q", uuid, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.pause();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.resume();
+    b.store(&[state(uuid, State::Success)]).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter got its result")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.state, State::Success);
+}

@@ -138,6 +138,26 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap()
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as in
+    /// a silent network partition.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the server now (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
