@@ -239,6 +239,17 @@ fn by_queue(messages: &[Outgoing]) -> Vec<(&str, Vec<&Outgoing>)> {
         .collect()
 }
 
+/// A message id's place in the ready set, as `lib.lua`'s `id_score` computes it:
+/// priority (higher first), then sequence.
+fn ready_score(id: &str) -> f64 {
+    let parsed = id.split_once(':').and_then(|(p, seq)| {
+        let p: u8 = p.parse().ok().filter(|p| *p <= 9)?;
+        let seq: u64 = seq.parse().ok()?;
+        Some((9.0 - f64::from(p)) * 1e13 + seq as f64)
+    });
+    parsed.unwrap_or(9e13)
+}
+
 /// Whether a completion writes to other queues than its delivery's: a state, a message
 /// or a chord kept elsewhere (another Redis Cluster slot).
 fn reaches_other_queues(c: &Completion) -> bool {
@@ -670,17 +681,35 @@ impl Broker for RedisBroker {
     }
 
     async fn pending(&self, queue: &str) -> CoreResult<Vec<Vec<u8>>> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
+        let now = self.server_ms().await?;
+        let mut conn = self.conn();
+        let (ready, due): (Vec<(String, f64)>, Vec<String>) = redis::pipe()
+            .cmd("ZRANGE")
             .arg(self.engine.keys.ready(queue))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn())
+            .arg("WITHSCORES")
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.engine.keys.queue(queue, "delayed"))
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut conn)
             .await
             .map_err(Error::from)?;
+        // Delayed messages already due are ready: the next fetch promotes them to their
+        // place by priority and age, where they are listed.
+        let mut ids = ready;
+        ids.extend(due.into_iter().map(|id| {
+            let score = ready_score(&id);
+            (id, score)
+        }));
+        ids.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let ids: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
         self.payloads(queue, &ids).await
     }
 
     async fn delayed(&self, queue: Option<&str>) -> CoreResult<Vec<Vec<u8>>> {
+        let now = self.server_ms().await?;
         let mut conn = self.conn();
         let queues: Vec<String> = match queue {
             Some(q) => vec![q.to_owned()],
@@ -692,10 +721,11 @@ impl Broker for RedisBroker {
         };
         let mut all: Vec<(f64, Vec<u8>)> = Vec::new();
         for q in &queues {
-            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            // Not yet due: what is due is ready (see `pending`).
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
                 .arg(self.engine.keys.queue(q, "delayed"))
-                .arg(0)
-                .arg(-1)
+                .arg(format!("({now}"))
+                .arg("+inf")
                 .arg("WITHSCORES")
                 .query_async(&mut conn)
                 .await
@@ -709,19 +739,25 @@ impl Broker for RedisBroker {
     }
 
     async fn depth(&self, queue: &str) -> CoreResult<QueueDepth> {
-        let (ready, delayed, in_flight): (usize, usize, usize) = redis::pipe()
+        let now = self.server_ms().await?;
+        let delayed_key = self.engine.keys.queue(queue, "delayed");
+        let (ready, delayed, due, in_flight): (usize, usize, usize, usize) = redis::pipe()
             .cmd("ZCARD")
             .arg(self.engine.keys.ready(queue))
             .cmd("ZCARD")
-            .arg(self.engine.keys.queue(queue, "delayed"))
+            .arg(&delayed_key)
+            .cmd("ZCOUNT")
+            .arg(&delayed_key)
+            .arg("-inf")
+            .arg(now)
             .cmd("ZCARD")
             .arg(self.engine.keys.queue(queue, "inflight"))
             .query_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
         Ok(QueueDepth {
-            ready,
-            delayed,
+            ready: ready + due,
+            delayed: delayed.saturating_sub(due),
             in_flight: Some(in_flight),
         })
     }
@@ -904,6 +940,15 @@ impl Broker for RedisBroker {
 }
 
 impl RedisBroker {
+    /// The server's clock in milliseconds: ETAs are compared with it, as in the scripts.
+    async fn server_ms(&self) -> CoreResult<u64> {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     async fn payloads(&self, queue: &str, ids: &[String]) -> CoreResult<Vec<Vec<u8>>> {
         if ids.is_empty() {
             return Ok(Vec::new());

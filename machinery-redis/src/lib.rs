@@ -89,6 +89,9 @@
 //!   delivered as a payload of its own (and dead-lettered when it is not a message), so
 //!   it never blocks the queue. Dead letters are listed, requeued (atomically, in
 //!   batches) and purged through the [`Broker`] API.
+//! - **Listings** (`pending`, `delayed`, `depth`) compare ETAs with the server's clock:
+//!   a delayed message whose ETA has passed is listed and counted as ready, in its place
+//!   by priority and age, even before a fetch promotes it.
 //!
 //! With another result backend the broker falls back to
 //! [`complete_step_by_step`](machinery_core::broker::complete_step_by_step): correct, but

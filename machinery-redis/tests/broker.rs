@@ -630,3 +630,45 @@ async fn work_survives_a_redis_restart_with_persistence() {
     assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["before"]);
     b.ack(&got[0]).await.unwrap();
 }
+
+/// A delayed message whose ETA has passed is ready, in listings and counts, before any
+/// fetch promotes it: listed by priority, then age, like the rest.
+#[tokio::test]
+async fn due_delayed_messages_count_as_ready() {
+    let (b, _, _) = engine(Config::default()).await;
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let soon = Outgoing {
+        eta: Some(now_ms + 300),
+        ..msg("q", 5, "soon")
+    };
+    let later = Outgoing {
+        eta: Some(now_ms + 600_000),
+        ..msg("q", 0, "later")
+    };
+    b.publish(vec![msg("q", 0, "low"), soon, later, msg("q", 9, "high")])
+        .await
+        .unwrap();
+    assert_eq!(texts(&b.pending("q").await.unwrap()), ["high", "low"]);
+    assert_eq!(
+        texts(&b.delayed(Some("q")).await.unwrap()),
+        ["soon", "later"]
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        texts(&b.pending("q").await.unwrap()),
+        ["high", "soon", "low"]
+    );
+    assert_eq!(texts(&b.delayed(None).await.unwrap()), ["later"]);
+    let depth = b.depth("q").await.unwrap();
+    assert_eq!((depth.ready, depth.delayed), (3, 1));
+    // A fetch promotes it to the same place.
+    let got = b.fetch(&q(), 3, Duration::ZERO).await.unwrap();
+    let got: Vec<String> = got.iter().map(text).collect();
+    assert_eq!(got, ["high", "soon", "low"]);
+}
