@@ -441,20 +441,23 @@ impl RedisBroker {
             .arg(items.len());
         for (c, id, token) in items {
             invocation.arg(*id).arg(*token);
-            let states: Vec<&TaskState> = std::iter::once(&c.state)
-                .chain(&c.also_store)
-                .filter(|s| s.queue == queue)
-                .collect();
-            invocation.arg(states.len());
-            for state in states {
+            // What of this delivery's work belongs to `queue` (the rest went ahead in
+            // `foreign_work`), counted first for the script's layout.
+            let states = || {
+                std::iter::once(&c.state)
+                    .chain(&c.also_store)
+                    .filter(|s| s.queue == queue)
+            };
+            invocation.arg(states().count());
+            for state in states() {
                 invocation
                     .arg(state.uuid.to_string())
                     .arg(if state.state.is_terminal() { "1" } else { "0" })
                     .arg(state.encode()?);
             }
-            let publish: Vec<&Outgoing> = c.publish.iter().filter(|m| m.queue == queue).collect();
-            invocation.arg(publish.len());
-            for m in publish {
+            let publish = || c.publish.iter().filter(|m| m.queue == queue);
+            invocation.arg(publish().count());
+            for m in publish() {
                 message_args(&mut invocation, m);
             }
             match c.group.as_ref().filter(|g| g.queue == queue) {
@@ -476,33 +479,36 @@ impl RedisBroker {
         Ok(invocation)
     }
 
-    /// Does the part of a completion that concerns other queues than the delivery's own
-    /// (their states, messages and chords live in other cluster slots), in one round
-    /// trip. Runs before the delivery's own fenced completion, so a crash in between
+    /// Does the part of completions that concerns other queues than each delivery's own
+    /// (their states, messages and chords live in other cluster slots), all in one round
+    /// trip. Runs before the deliveries' own fenced completion, so a crash in between
     /// repeats this work rather than losing it: at least once, like the task itself.
-    async fn foreign_work(&self, backend: &RedisBackend, c: &Completion) -> CoreResult<()> {
-        let own = c.delivery.queue.as_str();
-        let states: Vec<TaskState> = std::iter::once(&c.state)
-            .chain(&c.also_store)
-            .filter(|s| s.queue != own)
-            .cloned()
-            .collect();
+    async fn foreign_work(&self, backend: &RedisBackend, cs: &[&Completion]) -> CoreResult<()> {
+        if cs.is_empty() {
+            return Ok(());
+        }
+        let mut states = Vec::new();
+        let mut messages = Vec::new();
         let mut pipe = redis::pipe();
+        for c in cs {
+            let own = c.delivery.queue.as_str();
+            states.extend(
+                std::iter::once(&c.state)
+                    .chain(&c.also_store)
+                    .filter(|s| s.queue != own)
+                    .cloned(),
+            );
+            messages.extend(c.publish.iter().filter(|m| m.queue != own).cloned());
+            if let Some(g) = c.group.as_ref().filter(|g| g.queue != own)
+                && let Some(invocation) = backend.chord_done_invocation(g, &c.state, true)
+            {
+                pipe.invoke_script(&invocation).ignore();
+                add_wakes(&mut pipe, &[self.engine.keys.wake(&g.queue)]);
+            }
+        }
         backend.store_into(&mut pipe, &states)?;
-        let messages: Vec<Outgoing> = c
-            .publish
-            .iter()
-            .filter(|m| m.queue != own)
-            .cloned()
-            .collect();
         for (queue, list) in by_queue(&messages) {
             self.add_publish(&mut pipe, queue, &list);
-        }
-        if let Some(g) = c.group.as_ref().filter(|g| g.queue != own)
-            && let Some(invocation) = backend.chord_done_invocation(g, &c.state, true)
-        {
-            pipe.invoke_script(&invocation).ignore();
-            add_wakes(&mut pipe, &[self.engine.keys.wake(&g.queue)]);
         }
         let () = self.engine.query_scripted(&pipe).await?;
         Ok(())
@@ -857,13 +863,20 @@ impl Broker for RedisBroker {
                 .map(|&i| completions[i].delivery.clone())
                 .collect();
             let held = self.extend(&deliveries).await?;
+            let mut still_held = Vec::with_capacity(foreign.len());
             for (&i, held) in foreign.iter().zip(held) {
-                let c = &completions[i];
-                if !held {
-                    out[i] = Some(lost(c));
-                } else if let Err(e) = self.foreign_work(b, c).await {
-                    // Not acknowledged: delivered again after the visibility timeout.
-                    out[i] = Some(Err(e));
+                if held {
+                    still_held.push(i);
+                } else {
+                    out[i] = Some(lost(&completions[i]));
+                }
+            }
+            let held: Vec<&Completion> = still_held.iter().map(|&i| &completions[i]).collect();
+            if let Err(e) = self.foreign_work(b, &held).await {
+                // Not acknowledged: delivered again after the visibility timeout.
+                tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
+                for &i in &still_held {
+                    out[i] = Some(Err(CoreError::engine_msg("redis", e.to_string())));
                 }
             }
         }

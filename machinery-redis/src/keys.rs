@@ -57,7 +57,7 @@ impl Keys {
     }
 
     pub(crate) fn state(&self, queue: &str, uuid: Uuid) -> String {
-        self.queue(queue, &format!("state:{uuid}"))
+        format!("{}:{{q:{queue}}}:state:{uuid}", self.prefix)
     }
 
     pub(crate) fn done(&self, uuid: Uuid) -> String {
@@ -65,10 +65,10 @@ impl Keys {
     }
 
     pub(crate) fn chord(&self, queue: &str, group: Uuid) -> String {
-        self.queue(queue, &format!("chord:{group}"))
+        format!("{}:{{q:{queue}}}:chord:{group}", self.prefix)
     }
 
     pub(crate) fn chord_results(&self, queue: &str, group: Uuid) -> String {
-        self.queue(queue, &format!("chord:{group}:results"))
+        format!("{}:{{q:{queue}}}:chord:{group}:results", self.prefix)
     }
 }

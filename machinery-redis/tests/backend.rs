@@ -269,19 +269,20 @@ async fn cancelled_waits_give_their_channel_up() {
     assert_eq!(waited.await.unwrap().unwrap().state, State::Success);
 }
 
-/// A waiter without a timeout on a server that stops answering without closing its
-/// connections (a silent partition) gets an error instead of waiting forever, and one
-/// whose server comes back in time gets its result.
-#[tokio::test]
-async fn silent_partition_does_not_hang_waiters() {
-    let server = common::RedisServer::start(&[]);
-    let fast = || {
-        with(|c| {
-            c.redis.response_timeout_ms = 300;
-            c.redis.connect_timeout_ms = 300;
-        })
-    };
-    let (b, _) = backend_on(&server.url(), fast()).await;
+/// A backend with short timeouts on `server`, a task STARTED there, and a waiter
+/// without a timeout on it, subscribed by the time this returns.
+async fn waiting_on(
+    server: &common::RedisServer,
+) -> (
+    Arc<RedisBackend>,
+    Uuid,
+    tokio::task::JoinHandle<machinery_core::Result<TaskState>>,
+) {
+    let config = with(|c| {
+        c.redis.response_timeout_ms = 300;
+        c.redis.connect_timeout_ms = 300;
+    });
+    let (b, _) = backend_on(&server.url(), config).await;
     let b = Arc::new(b);
     let uuid = Uuid::new_v4();
     b.store(&[state(uuid, State::Started)]).await.unwrap();
@@ -290,6 +291,16 @@ async fn silent_partition_does_not_hang_waiters() {
         async move { b.wait("q", uuid, None).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (b, uuid, waiter)
+}
+
+/// A waiter without a timeout on a server that stops answering without closing its
+/// connections (a silent partition) gets an error instead of waiting forever, and one
+/// whose server comes back in time gets its result.
+#[tokio::test]
+async fn silent_partition_does_not_hang_waiters() {
+    let server = common::RedisServer::start(&[]);
+    let (_b, _, waiter) = waiting_on(&server).await;
     server.pause();
     let outcome = tokio::time::timeout(Duration::from_secs(20), waiter).await;
     server.resume();
@@ -300,15 +311,7 @@ async fn silent_partition_does_not_hang_waiters() {
     assert!(!matches!(err, Error::Timeout(_)), "{err:?}");
 
     // Back within the waiter's reconnection bound: the result arrives.
-    let (b, _) = backend_on(&server.url(), fast()).await;
-    let b = Arc::new(b);
-    let uuid = Uuid::new_v4();
-    b.store(&[state(uuid, State::Started)]).await.unwrap();
-    let waiter = tokio::spawn({
-        let b = b.clone();
-        async move { b.wait("q", uuid, None).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (b, uuid, waiter) = waiting_on(&server).await;
     server.pause();
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.resume();
