@@ -68,6 +68,9 @@ struct Args {
     /// Print one JSON object per scenario.
     #[arg(long)]
     json: bool,
+    /// Print Redis's time per command and per task on stderr (from INFO commandstats).
+    #[arg(long)]
+    breakdown: bool,
     #[arg(long, value_enum, default_value = "bench", hide = true)]
     role: Role,
 }
@@ -140,18 +143,37 @@ impl Redis {
         })
     }
 
-    /// Total commands Redis has executed (from INFO commandstats).
-    async fn commands(&mut self) -> Result<u64, BoxError> {
+    /// What Redis has done so far: commands per command name (from INFO commandstats)
+    /// and its CPU time (from INFO cpu). Server-wide: other clients count too.
+    async fn counters(&mut self) -> Result<Counters, BoxError> {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
+            .arg("cpu")
             .query_async(&mut self.conn)
             .await?;
-        Ok(info
-            .lines()
-            .filter_map(|l| l.split("calls=").nth(1))
-            .filter_map(|rest| rest.split(',').next())
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum())
+        let mut c = Counters::default();
+        for line in info.lines() {
+            if let Some(rest) = line.strip_prefix("cmdstat_") {
+                let Some((name, fields)) = rest.split_once(':') else {
+                    continue;
+                };
+                let field = |key: &str| {
+                    fields
+                        .split(',')
+                        .find_map(|f| f.strip_prefix(key))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                c.by_command
+                    .insert(name.to_owned(), (field("calls="), field("usec=")));
+            } else if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or_else(|| line.strip_prefix("used_cpu_user:"))
+            {
+                c.cpu_seconds += v.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        Ok(c)
     }
 
     /// Deletes every key under the benchmark's prefix.
@@ -234,11 +256,54 @@ impl Ctx {
         Ok(Server::from_config(self.config(memory)).await?)
     }
 
-    async fn commands(&mut self, memory: bool) -> Option<u64> {
+    async fn commands(&mut self, memory: bool) -> Option<Counters> {
         if memory {
             return None;
         }
-        self.redis.as_mut()?.commands().await.ok()
+        self.redis.as_mut()?.counters().await.ok()
+    }
+
+    /// Redis's cost per task between two readings, as JSON fields; with `--breakdown`,
+    /// also a table per command on stderr.
+    fn cost(&self, before: Option<Counters>, after: Option<Counters>, n: u64) -> Value {
+        let (Some(b), Some(a)) = (before, after) else {
+            return json!({ "redis_commands_per_task": null });
+        };
+        if n == 0 {
+            return json!({ "redis_commands_per_task": null });
+        }
+        let per = |x: f64| (x / n as f64 * 100.0).round() / 100.0;
+        let calls = a.calls().saturating_sub(b.calls());
+        let cpu_us = (a.cpu_seconds - b.cpu_seconds) * 1e6;
+        if self.args.breakdown {
+            let mut rows: Vec<(String, u64, u64)> = a
+                .by_command
+                .iter()
+                .map(|(name, &(c, u))| {
+                    let (c0, u0) = b.by_command.get(name).copied().unwrap_or((0, 0));
+                    (name.clone(), c.saturating_sub(c0), u.saturating_sub(u0))
+                })
+                .filter(|r| r.1 > 0)
+                .collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+            eprintln!(
+                "{:<24} {:>12} {:>14} {:>12}",
+                "command", "calls/task", "usec/task", "usec/call"
+            );
+            for (name, c, u) in rows {
+                eprintln!(
+                    "{name:<24} {:>12.3} {:>14.3} {:>12.2}",
+                    c as f64 / n as f64,
+                    u as f64 / n as f64,
+                    u as f64 / c as f64
+                );
+            }
+            eprintln!("{:<24} {:>12} {:>14.3}", "redis cpu", "", cpu_us / n as f64);
+        }
+        json!({
+            "redis_commands_per_task": per(calls as f64),
+            "redis_cpu_us_per_task": per(cpu_us),
+        })
     }
 
     fn worker(&self, server: &Server) -> Worker {
@@ -249,13 +314,27 @@ impl Ctx {
     }
 }
 
-fn per_task(before: Option<u64>, after: Option<u64>, n: u64) -> Value {
-    match (before, after) {
-        (Some(b), Some(a)) if n > 0 => {
-            json!(((a.saturating_sub(b)) as f64 / n as f64 * 100.0).round() / 100.0)
-        }
-        _ => Value::Null,
+/// A reading of Redis's counters.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Calls and microseconds per command name.
+    by_command: std::collections::BTreeMap<String, (u64, u64)>,
+    /// CPU seconds Redis has used (user + system).
+    cpu_seconds: f64,
+}
+
+impl Counters {
+    fn calls(&self) -> u64 {
+        self.by_command.values().map(|&(c, _)| c).sum()
     }
+}
+
+/// Adds the fields of `extra` (an object) to `base` (an object).
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
 }
 
 /// Runs `n` tasks through a worker on `server`; returns seconds from the worker's start
@@ -327,10 +406,12 @@ async fn enqueue(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     }
     let secs = start.elapsed().as_secs_f64();
     let after = ctx.commands(false).await;
-    let batch_result = json!({
-        "scenario": "enqueue_batch", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
-        "redis_commands_per_task": per_task(before, after, n),
-    });
+    let batch_result = merged(
+        json!({
+            "scenario": "enqueue_batch", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        }),
+        ctx.cost(before, after, n),
+    );
 
     let n1 = ctx.args.tasks.map_or(20_000, |t| (t / 10).max(1));
     let server = ctx.server(false).await?;
@@ -351,11 +432,13 @@ async fn enqueue(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
         None => None,
     };
     let rate = n1 as f64 / secs;
-    let single = json!({
-        "scenario": "enqueue_single", "tasks": n1, "seconds": secs, "tasks_per_sec": rate,
-        "raw_lpush_per_sec": raw, "ratio_to_raw_lpush": raw.map(|r| rate / r),
-        "redis_commands_per_task": per_task(before, after, n1),
-    });
+    let single = merged(
+        json!({
+            "scenario": "enqueue_single", "tasks": n1, "seconds": secs, "tasks_per_sec": rate,
+            "raw_lpush_per_sec": raw, "ratio_to_raw_lpush": raw.map(|r| rate / r),
+        }),
+        ctx.cost(before, after, n1),
+    );
     Ok(vec![batch_result, single])
 }
 
@@ -371,14 +454,16 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
         (secs, own_peak_rss_mb())
     };
     let after = ctx.commands(memory).await;
-    Ok(vec![json!({
-        "scenario": if memory { "e2e_memory" } else { "e2e" },
-        "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
-        "workers": if memory { 0 } else { ctx.args.workers },
-        "concurrency": ctx.args.concurrency, "prefetch": ctx.args.prefetch,
-        "worker_peak_rss_mb": rss,
-        "redis_commands_per_task": per_task(before, after, n),
-    })])
+    Ok(vec![merged(
+        json!({
+            "scenario": if memory { "e2e_memory" } else { "e2e" },
+            "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+            "workers": if memory { 0 } else { ctx.args.workers },
+            "concurrency": ctx.args.concurrency, "prefetch": ctx.args.prefetch,
+            "worker_peak_rss_mb": rss,
+        }),
+        ctx.cost(before, after, n),
+    )])
 }
 
 /// Drains with `--workers` child processes; seconds until the queue is empty and
@@ -462,12 +547,14 @@ async fn latency(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
     let after = ctx.commands(memory).await;
     worker.shutdown().await?;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Ok(vec![json!({
-        "scenario": if memory { "latency_memory" } else { "latency" },
-        "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
-        "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
-        "redis_commands_per_task": per_task(before, after, n),
-    })])
+    Ok(vec![merged(
+        json!({
+            "scenario": if memory { "latency_memory" } else { "latency" },
+            "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+            "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
+        }),
+        ctx.cost(before, after, n),
+    )])
 }
 
 async fn chord(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
@@ -488,10 +575,12 @@ async fn chord(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     if total != expected {
         return Err(format!("chord sum {total} != {expected}").into());
     }
-    Ok(vec![json!({
-        "scenario": "chord", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
-        "redis_commands_per_task": per_task(before, after, n),
-    })])
+    Ok(vec![merged(
+        json!({
+            "scenario": "chord", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+        }),
+        ctx.cost(before, after, n),
+    )])
 }
 
 async fn delayed_scenario(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
@@ -542,7 +631,9 @@ async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     worker.shutdown().await?;
     // Each INFO call counts itself once.
     let per_sec = match (before, after) {
-        (Some(b), Some(a)) => json!((a.saturating_sub(b).saturating_sub(1)) as f64 / window),
+        (Some(b), Some(a)) => {
+            json!((a.calls().saturating_sub(b.calls()).saturating_sub(1)) as f64 / window)
+        }
         _ => Value::Null,
     };
     Ok(vec![json!({
