@@ -15,6 +15,7 @@
 //! | `unregistered_requeues` | `MACHINERY_UNREGISTERED_REQUEUES` | `3` | `0` = dead-letter at once |
 //! | `retry_max_delay` | `MACHINERY_RETRY_MAX_DELAY` | `600` | seconds, at least 1 |
 //! | `max_message_bytes` | `MACHINERY_MAX_MESSAGE_BYTES` | `8388608` (8 MiB) | at least 1024 |
+//! | `started_after_ms` | `MACHINERY_STARTED_AFTER_MS` | `10` | milliseconds, `0` = every task |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5000` | milliseconds |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5000` | milliseconds |
@@ -110,6 +111,12 @@ pub struct Config {
     /// Largest encoded message the broker accepts (`max_message_bytes`,
     /// `MACHINERY_MAX_MESSAGE_BYTES`); default 8 MiB; at least 1024.
     pub max_message_bytes: usize,
+    /// A task still running this many milliseconds after it started is recorded as
+    /// STARTED (`started_after_ms`, `MACHINERY_STARTED_AFTER_MS`); default 10. A task
+    /// that finishes sooner goes from PENDING straight to its final state, which spares
+    /// the result backend one write per task (its STARTED could only have been seen for
+    /// a few milliseconds). `0` records STARTED for every task before it runs.
+    pub started_after_ms: u64,
     /// Settings only the Redis engine reads (the `redis:` mapping in YAML).
     pub redis: RedisConfig,
 }
@@ -147,6 +154,7 @@ impl Default for Config {
             unregistered_requeues: 3,
             retry_max_delay: 600,
             max_message_bytes: 8 * 1024 * 1024,
+            started_after_ms: 10,
             redis: RedisConfig::default(),
         }
     }
@@ -177,6 +185,7 @@ impl fmt::Debug for Config {
             unregistered_requeues,
             retry_max_delay,
             max_message_bytes,
+            started_after_ms,
             redis,
         } = self;
         f.debug_struct("Config")
@@ -189,6 +198,7 @@ impl fmt::Debug for Config {
             .field("unregistered_requeues", unregistered_requeues)
             .field("retry_max_delay", retry_max_delay)
             .field("max_message_bytes", max_message_bytes)
+            .field("started_after_ms", started_after_ms)
             .field("redis", redis)
             .finish()
     }
@@ -319,6 +329,12 @@ impl Config {
         }
     }
 
+    /// How long a task runs before it is recorded as STARTED
+    /// ([`Config::started_after_ms`]); zero records every task.
+    pub fn started_after(&self) -> Duration {
+        Duration::from_millis(self.started_after_ms)
+    }
+
     /// Checks every value against the rules in the [module documentation](self).
     /// Every constructor calls it; call it again after changing fields by hand.
     ///
@@ -337,6 +353,7 @@ impl Config {
             unregistered_requeues,
             retry_max_delay,
             max_message_bytes,
+            started_after_ms,
             redis:
                 RedisConfig {
                     key_prefix,
@@ -359,6 +376,7 @@ impl Config {
             (Key::UnregisteredRequeues, u64::from(*unregistered_requeues)),
             (Key::RetryMaxDelay, *retry_max_delay),
             (Key::MaxMessageBytes, saturate(*max_message_bytes)),
+            (Key::StartedAfterMs, *started_after_ms),
             (Key::RedisConnectTimeoutMs, *connect_timeout_ms),
             (Key::RedisResponseTimeoutMs, *response_timeout_ms),
             (Key::RedisFetchBatch, saturate(*fetch_batch)),
@@ -454,6 +472,7 @@ impl Config {
             Key::UnregisteredRequeues => self.unregistered_requeues = number(key, spelled, input)?,
             Key::RetryMaxDelay => self.retry_max_delay = number(key, spelled, input)?,
             Key::MaxMessageBytes => self.max_message_bytes = number(key, spelled, input)?,
+            Key::StartedAfterMs => self.started_after_ms = number(key, spelled, input)?,
             Key::RedisConnectTimeoutMs => {
                 self.redis.connect_timeout_ms = number(key, spelled, input)?;
             }
@@ -564,6 +583,7 @@ enum Key {
     UnregisteredRequeues,
     RetryMaxDelay,
     MaxMessageBytes,
+    StartedAfterMs,
     RedisKeyPrefix,
     RedisConnectTimeoutMs,
     RedisResponseTimeoutMs,
@@ -572,7 +592,7 @@ enum Key {
 }
 
 impl Key {
-    const ALL: [Key; 14] = [
+    const ALL: [Key; 15] = [
         Key::Broker,
         Key::ResultBackend,
         Key::DefaultQueue,
@@ -582,6 +602,7 @@ impl Key {
         Key::UnregisteredRequeues,
         Key::RetryMaxDelay,
         Key::MaxMessageBytes,
+        Key::StartedAfterMs,
         Key::RedisKeyPrefix,
         Key::RedisConnectTimeoutMs,
         Key::RedisResponseTimeoutMs,
@@ -601,6 +622,7 @@ impl Key {
             Key::UnregisteredRequeues => "unregistered_requeues",
             Key::RetryMaxDelay => "retry_max_delay",
             Key::MaxMessageBytes => "max_message_bytes",
+            Key::StartedAfterMs => "started_after_ms",
             Key::RedisKeyPrefix => "redis.key_prefix",
             Key::RedisConnectTimeoutMs => "redis.connect_timeout_ms",
             Key::RedisResponseTimeoutMs => "redis.response_timeout_ms",
@@ -626,6 +648,7 @@ impl Key {
             Key::UnregisteredRequeues => "MACHINERY_UNREGISTERED_REQUEUES",
             Key::RetryMaxDelay => "MACHINERY_RETRY_MAX_DELAY",
             Key::MaxMessageBytes => "MACHINERY_MAX_MESSAGE_BYTES",
+            Key::StartedAfterMs => "MACHINERY_STARTED_AFTER_MS",
             Key::RedisKeyPrefix => "MACHINERY_REDIS_KEY_PREFIX",
             Key::RedisConnectTimeoutMs => "MACHINERY_REDIS_CONNECT_TIMEOUT_MS",
             Key::RedisResponseTimeoutMs => "MACHINERY_REDIS_RESPONSE_TIMEOUT_MS",
@@ -652,6 +675,7 @@ impl Key {
                 "expected a whole number of requeues, 0 = dead-letter at once"
             }
             Key::MaxMessageBytes => "expected a whole number of bytes, at least 1024",
+            Key::StartedAfterMs => "expected a whole number of milliseconds, 0 = every task",
             Key::RedisConnectTimeoutMs | Key::RedisResponseTimeoutMs => {
                 "expected a whole number of milliseconds"
             }
@@ -668,6 +692,7 @@ impl Key {
             Key::MaxDeliveries => (1, u64::from(u32::MAX)),
             Key::UnregisteredRequeues => (0, u64::from(u32::MAX)),
             Key::MaxMessageBytes => (1024, saturate(usize::MAX)),
+            Key::StartedAfterMs => (0, MAX_MILLIS),
             Key::RedisConnectTimeoutMs | Key::RedisResponseTimeoutMs => (0, MAX_MILLIS),
             Key::RedisFetchBatch => (1, 1000),
             Key::RedisBlockMs => (1, MAX_MILLIS),
@@ -1070,6 +1095,8 @@ mod tests {
         assert_eq!(c.max_deliveries, 10);
         assert_eq!(c.unregistered_requeues, 3);
         assert_eq!(c.retry_max_delay, 600);
+        assert_eq!(c.started_after_ms, 10);
+        assert_eq!(c.started_after(), Duration::from_millis(10));
         assert_eq!(c.max_message_bytes, 8 * 1024 * 1024);
         assert_eq!(c.redis.key_prefix, "machinery");
         assert_eq!(c.redis.connect_timeout_ms, 5000);
@@ -1115,6 +1142,7 @@ mod tests {
             ("MACHINERY_UNREGISTERED_REQUEUES", "0"),
             ("MACHINERY_RETRY_MAX_DELAY", "120"),
             ("MACHINERY_MAX_MESSAGE_BYTES", "1024"),
+            ("MACHINERY_STARTED_AFTER_MS", "0"),
             ("MACHINERY_REDIS_KEY_PREFIX", "app:v2"),
             ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "250"),
             ("MACHINERY_REDIS_RESPONSE_TIMEOUT_MS", "0"),
@@ -1133,6 +1161,8 @@ mod tests {
         assert_eq!(c.unregistered_requeues, 0);
         assert_eq!(c.retry_max_delay, 120);
         assert_eq!(c.max_message_bytes, 1024);
+        assert_eq!(c.started_after_ms, 0);
+        assert_eq!(c.started_after(), Duration::ZERO);
         assert_eq!(c.redis.key_prefix, "app:v2");
         assert_eq!(c.redis.connect_timeout_ms, 250);
         assert_eq!(c.redis.response_timeout_ms, 0);
@@ -1231,6 +1261,7 @@ mod tests {
             ("MACHINERY_REDIS_FETCH_BATCH", "1001", "1 to 1000"),
             ("MACHINERY_REDIS_BLOCK_MS", "0", "at least 1"),
             ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "soon", "milliseconds"),
+            ("MACHINERY_STARTED_AFTER_MS", "10ms", "0 = every task"),
             (
                 "MACHINERY_RESULTS_EXPIRE_IN",
                 "99999999999999999999999",
@@ -1391,6 +1422,7 @@ mod tests {
              unregistered_requeues: 0\n\
              retry_max_delay: 120\n\
              max_message_bytes: 2048\n\
+             started_after_ms: 250\n\
              redis:\n\
              \x20 key_prefix: app\n\
              \x20 connect_timeout_ms: 100\n\
@@ -1411,6 +1443,7 @@ mod tests {
         assert_eq!(c.unregistered_requeues, 0);
         assert_eq!(c.retry_max_delay, 120);
         assert_eq!(c.max_message_bytes, 2048);
+        assert_eq!(c.started_after_ms, 250);
         assert_eq!(
             c.redis,
             RedisConfig {
@@ -1643,7 +1676,7 @@ mod tests {
     #[test]
     fn validate_names_yaml_keys() {
         type Case = (fn(&mut Config), &'static str, &'static str);
-        let cases: [Case; 12] = [
+        let cases: [Case; 13] = [
             (|c| c.broker = "nope".into(), "broker", "scheme"),
             (
                 |c| c.result_backend = Some("ftp://x".into()),
@@ -1686,6 +1719,11 @@ mod tests {
             (
                 |c| c.redis.connect_timeout_ms = u64::MAX,
                 "redis.connect_timeout_ms",
+                "at most",
+            ),
+            (
+                |c| c.started_after_ms = u64::MAX,
+                "started_after_ms",
                 "at most",
             ),
         ];

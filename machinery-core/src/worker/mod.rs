@@ -3,6 +3,7 @@
 mod hooks;
 mod process;
 mod run;
+mod started;
 
 use std::any::Any;
 use std::fmt;

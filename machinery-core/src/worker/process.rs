@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::broker::{Completion, Delivery, Outgoing};
 use crate::codec;
@@ -19,13 +19,14 @@ use crate::task_error::TaskError;
 
 use super::panic_message;
 use super::run::Shared;
+use super::started::StartGate;
 
 pub(crate) async fn process(
     shared: Arc<Shared>,
     delivery: Delivery,
     raw: Result<RawSignature>,
     permit: Option<OwnedSemaphorePermit>,
-    mut started_written: watch::Receiver<bool>,
+    mut started: StartGate,
 ) {
     let raw = match raw {
         Ok(raw) => raw,
@@ -42,7 +43,7 @@ pub(crate) async fn process(
             delivery.delivery_count, config.max_deliveries
         );
         tracing::error!(task.id = %raw.uuid, task.name = %raw.name, reason, "moving task to the dead-letter queue");
-        let _ = started_written.wait_for(|done| *done).await;
+        started.finished().await;
         fail_and_dead_letter(&shared, &delivery, &raw, &reason).await;
         return;
     }
@@ -103,8 +104,7 @@ pub(crate) async fn process(
         publish,
         group,
     };
-    // An error means the writer is gone (aborted): nothing left to wait for.
-    let _ = started_written.wait_for(|done| *done).await;
+    started.finished().await;
     if shared.completions.send(completion).await.is_err() {
         tracing::error!(task.id = %raw.uuid, "worker is stopping; the completion is lost and the task will run again");
     }

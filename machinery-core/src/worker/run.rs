@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +16,7 @@ use crate::result::State;
 use crate::server::Server;
 use crate::signature::RawSignature;
 
+use super::started::{self, StartGate};
 use super::{Hooks, Worker, process};
 
 /// The longest one fetch call blocks (a stop request cancels it at once anyway).
@@ -291,8 +292,8 @@ async fn fetch_loop(
         if batch.is_empty() {
             continue;
         }
-        // Every message fetched runs at once (fetches never exceed free slots), so the
-        // batch goes straight to STARTED, in one write for the whole batch.
+        // Every message fetched runs at once (fetches never exceed free slots); those
+        // still running a moment later are recorded as STARTED, in one write.
         let mut started = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -300,26 +301,25 @@ async fn fetch_loop(
             // Decoded once here; the engine keeps its own copy for redelivery and dead
             // letters, so the payload is not carried (and cloned) any further.
             let raw = RawSignature::decode(&std::mem::take(&mut delivery.payload));
-            if let Ok(raw) = &raw
-                && shared.registry.get(&raw.name).is_some()
-            {
+            let gated = matches!(&raw, Ok(raw) if shared.registry.get(&raw.name).is_some());
+            if let (true, Ok(raw)) = (gated, &raw) {
                 started.push(raw.task_state(State::Started, &delivery.queue));
             }
-            decoded.push((delivery, raw));
+            decoded.push((delivery, raw, gated));
         }
-        // Tasks start while STARTED is being written; each waits for that write before
-        // its own state is settled, so a late STARTED never overwrites a result.
-        let (written, started_written) = watch::channel(started.is_empty());
-        if !started.is_empty() {
-            let backend = shared.server.backend().clone();
-            tracker.spawn(async move {
-                if let Err(e) = backend.store(&started).await {
-                    tracing::warn!(error = %e, "could not record STARTED states");
-                }
-                written.send_replace(true);
-            });
-        }
-        for (delivery, raw) in decoded {
+        let mut gates = started::schedule(
+            &tracker,
+            shared.server.backend().clone(),
+            started,
+            shared.server.config().started_after(),
+        )
+        .into_iter();
+        for (delivery, raw, gated) in decoded {
+            let gate = if gated {
+                gates.next().unwrap_or_else(StartGate::none)
+            } else {
+                StartGate::none()
+            };
             let permit = permits.as_mut().and_then(|p| p.split(1));
             let key = slot_key(&delivery);
             shared.slots().insert(
@@ -334,7 +334,7 @@ async fn fetch_loop(
                 delivery,
                 raw,
                 permit,
-                started_written.clone(),
+                gate,
             ));
             if let Some(slot) = shared.slots().get_mut(&key) {
                 slot.abort = Some(handle.abort_handle());
