@@ -1,8 +1,9 @@
 //! The Redis broker.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,11 +40,16 @@ const PUBLISH_CHUNK: usize = 1_000;
 #[derive(Debug)]
 pub struct RedisBroker {
     pub(crate) engine: Arc<Engine>,
-    blocking: BlockingPool,
+    blocking: Arc<BlockingPool>,
     visibility: Duration,
     /// Which consumed queue a fetch looks at first, so one busy queue cannot starve the
     /// others of a worker consuming several.
     rotation: AtomicUsize,
+    /// Queue sets (sorted) whose last fetch took every ready message, with when their
+    /// next delayed message or lease deadline comes due: the next fetch of such a set
+    /// blocks for a wake-up token at once instead of first running a script that would
+    /// find nothing (anything queued since pushed a token, so the read returns at once).
+    drained: Mutex<HashMap<String, Option<tokio::time::Instant>>>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -98,16 +104,33 @@ async fn fetch_queue(
     max: usize,
     visibility_ms: u64,
 ) -> Result<(Vec<Delivery>, Option<Duration>)> {
-    let reply: Vec<Value> = engine
-        .scripts
-        .fetch
-        .key(engine.keys.ready(queue))
+    let reply: Vec<Value> = fetch_invocation(engine, queue, max, visibility_ms)
+        .invoke_async(&mut engine.conn.clone())
+        .await?;
+    fetched(engine, queue, &reply)
+}
+
+fn fetch_invocation<'a>(
+    engine: &'a Engine,
+    queue: &str,
+    max: usize,
+    visibility_ms: u64,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = engine.scripts.fetch.key(engine.keys.ready(queue));
+    invocation
         .arg(engine.keys.prefix())
         .arg(queue)
         .arg(max)
-        .arg(visibility_ms)
-        .invoke_async(&mut engine.conn.clone())
-        .await?;
+        .arg(visibility_ms);
+    invocation
+}
+
+/// Reads a fetch script's reply.
+fn fetched(
+    engine: &Engine,
+    queue: &str,
+    reply: &[Value],
+) -> Result<(Vec<Delivery>, Option<Duration>)> {
     let next_due = reply
         .first()
         .and_then(int)
@@ -286,10 +309,15 @@ impl RedisBroker {
         let visibility = Duration::from_secs(engine.config.visibility_timeout);
         RedisBroker {
             engine,
-            blocking: BlockingPool::default(),
+            blocking: Arc::default(),
             visibility,
             rotation: AtomicUsize::new(0),
+            drained: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn drained(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<tokio::time::Instant>>> {
+        self.drained.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn conn(&self) -> redis::aio::ConnectionManager {
@@ -362,22 +390,45 @@ impl RedisBroker {
 
     /// Blocks on the queues' wake-up lists for at most `block`, on a connection of its
     /// own (a blocked connection would stall every command queued behind it). Returns
-    /// whether a wake-up token was taken (`false`: the read timed out).
-    async fn block(&self, queues: &[String], block: Duration) -> Result<bool> {
-        let mut conn = self.blocking.take(&self.engine).await?;
+    /// whether a wake-up token was taken (`false`: the read timed out) and, for one
+    /// queue, what the fetch script pipelined behind the read took: Redis runs it as
+    /// soon as the read returns, which saves the round trip between wake-up and fetch.
+    async fn block(
+        &self,
+        queues: &[String],
+        block: Duration,
+        max: usize,
+    ) -> Result<(bool, Option<Taken>)> {
+        let conn = self.blocking.take(&self.engine).await?;
         let keys: Vec<String> = queues.iter().map(|q| self.engine.keys.wake(q)).collect();
+        let secs = block.as_secs_f64().max(0.001);
+        // No reply timeout on this connection; a read that outlives its block time by the
+        // response timeout means the connection is dead (a silent network partition).
+        let limit = block + Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+        let mut blpop = redis::cmd("BLPOP");
+        blpop.arg(&keys).arg(secs);
+        match queues {
+            [queue] => self.block_then_fetch(conn, blpop, queue, max, limit).await,
+            _ => self
+                .block_only(conn, blpop, keys, limit)
+                .await
+                .map(|woken| (woken, None)),
+        }
+    }
+
+    async fn block_only(
+        &self,
+        mut conn: redis::aio::MultiplexedConnection,
+        blpop: redis::Cmd,
+        keys: Vec<String>,
+        limit: Duration,
+    ) -> Result<bool> {
         // Cancelled while blocked (a worker stopping): the wake-up token this read may
         // still consume is pushed back for the other workers.
         let mut rewake = Rewake {
             engine: Some(self.engine.clone()),
             keys,
         };
-        let secs = block.as_secs_f64().max(0.001);
-        // No reply timeout on this connection; a read that outlives its block time by the
-        // response timeout means the connection is dead (a silent network partition).
-        let limit = block + Duration::from_millis(self.engine.config.redis.response_timeout_ms);
-        let mut blpop = redis::cmd("BLPOP");
-        blpop.arg(&rewake.keys).arg(secs);
         let read = blpop.query_async::<Option<(Vec<u8>, Vec<u8>)>>(&mut conn);
         let r = tokio::time::timeout(limit, read).await;
         rewake.engine = None;
@@ -392,6 +443,66 @@ impl RedisBroker {
                 "no reply to a blocking read within {limit:?}; reconnecting"
             ))),
         }
+    }
+
+    /// The blocking read with the fetch script of `queue` behind it, run by a task of
+    /// its own: when the caller is gone (its fetch was cancelled) what the script took
+    /// is handed back rather than left leased.
+    async fn block_then_fetch(
+        &self,
+        mut conn: redis::aio::MultiplexedConnection,
+        blpop: redis::Cmd,
+        queue: &str,
+        max: usize,
+        limit: Duration,
+    ) -> Result<(bool, Option<Taken>)> {
+        let engine = self.engine.clone();
+        let pool = self.blocking.clone();
+        let mut pipe = redis::pipe();
+        pipe.add_command(blpop);
+        pipe.invoke_script(&fetch_invocation(
+            &engine,
+            queue,
+            max,
+            millis(self.visibility),
+        ));
+        let queue = queue.to_owned();
+        let (tx, rx) = oneshot::channel::<Result<(bool, Option<Taken>)>>();
+        tokio::spawn(async move {
+            let read = pipe.query_async::<(Option<(Vec<u8>, Vec<u8>)>, Vec<Value>)>(&mut conn);
+            let reply = match tokio::time::timeout(limit, read).await {
+                Ok(Ok((token, reply))) => {
+                    pool.put(conn);
+                    fetched(&engine, &queue, &reply).map(|(deliveries, next_due)| {
+                        (
+                            token.is_some(),
+                            Some(Taken {
+                                deliveries,
+                                next_due,
+                            }),
+                        )
+                    })
+                }
+                // A restarted Redis forgot the script: the caller's next fetch goes the
+                // ordinary way, which loads it again.
+                Ok(Err(e))
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    pool.put(conn);
+                    Ok((true, None))
+                }
+                // The connection is dropped: the next read opens a fresh one.
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(Error::Protocol(format!(
+                    "no reply to a blocking read within {limit:?}; reconnecting"
+                ))),
+            };
+            if let Err(Ok((_, Some(orphans)))) = tx.send(reply) {
+                give_back(&engine, orphans.deliveries).await;
+            }
+        });
+        rx.await
+            .map_err(|_| Error::Protocol("the blocking fetch ended without a reply".into()))?
     }
 
     async fn settle(&self, d: &Delivery, action: &str, arg: &str) -> CoreResult<()> {
@@ -598,13 +709,41 @@ impl Broker for RedisBroker {
             .chain(&queues[..first])
             .cloned()
             .collect();
+        // One queue: its fetch script is pipelined behind each blocking read, and a
+        // fetch that found the queue drained lets the next one block first.
+        let single = match order.as_slice() {
+            [queue] => Some(queue.clone()),
+            _ => None,
+        };
+        let mut next = match &single {
+            Some(queue) if !wait.is_zero() => self.drained().remove(queue).map(|due_at| Taken {
+                deliveries: Vec::new(),
+                next_due: due_at
+                    .map(|at| at.saturating_duration_since(tokio::time::Instant::now())),
+            }),
+            _ => None,
+        };
+        let drained = |taken: &Taken| {
+            if let Some(queue) = &single {
+                let due_at = taken.next_due.map(|d| tokio::time::Instant::now() + d);
+                self.drained().insert(queue.clone(), due_at);
+            }
+        };
         loop {
-            let taken = self.take(order.clone(), max).await?;
+            let taken = match next.take() {
+                Some(t) => t,
+                None => self.take(order.clone(), max).await?,
+            };
             if !taken.deliveries.is_empty() {
+                // Fewer than asked: the queue gave all it had ready.
+                if taken.deliveries.len() < max {
+                    drained(&taken);
+                }
                 return Ok(taken.deliveries);
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                drained(&taken);
                 return Ok(Vec::new());
             }
             let remaining = deadline - now;
@@ -619,19 +758,28 @@ impl Broker for RedisBroker {
                     if due <= BLOCK_GRANULARITY {
                         tokio::time::sleep(due).await;
                     } else {
-                        self.block(&order, due - BLOCK_GRANULARITY).await?;
+                        let (_, taken) = self.block(&order, due - BLOCK_GRANULARITY, max).await?;
+                        next = taken;
                     }
                 }
                 _ => {
-                    let woken = self.block(&order, block).await?;
+                    let (woken, taken) = self.block(&order, block, max).await?;
                     // The read ran out the whole wait without a wake-up token: nothing
                     // was published or released, and nothing the script reported comes
-                    // due before the deadline. The caller's next fetch runs the script
-                    // first thing, so running it here as well would only double an idle
-                    // worker's script calls.
+                    // due before the deadline. Running the script again here would only
+                    // double an idle worker's script calls: the caller's next fetch runs
+                    // it first thing, or, for one queue, the one pipelined behind this
+                    // read already ran.
                     if !woken && block == remaining {
-                        return Ok(Vec::new());
+                        let Some(taken) = taken else {
+                            return Ok(Vec::new());
+                        };
+                        if taken.deliveries.len() < max {
+                            drained(&taken);
+                        }
+                        return Ok(taken.deliveries);
                     }
+                    next = taken;
                 }
             }
         }

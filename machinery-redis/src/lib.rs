@@ -58,9 +58,13 @@
 //!   is ready, the worker blocks in one `BLPOP` on the queues' wake-up lists (they share
 //!   one slot for that) for at most
 //!   `redis.block_ms`, or until the next delayed message or lease deadline, then runs the
-//!   script again: an idle worker sends one blocking read per `block_ms` and one script
-//!   call after it, and a new task reaches it within a millisecond or two. A fetch
-//!   cancelled midway (a worker stopping) hands what it took straight back, uncounted.
+//!   script again. A worker of one queue sends the script in the same pipeline as the
+//!   `BLPOP`: Redis runs it the moment the read returns, so a new task costs no round
+//!   trip between wake-up and fetch; and after a fetch that took fewer messages than it
+//!   asked for (the queue is drained), its next fetch blocks first (anything queued
+//!   since pushed a wake-up token, so the read returns at once). An idle worker sends
+//!   one blocking read per `block_ms` and one script call with it. A fetch cancelled
+//!   midway (a worker stopping) hands what it took straight back, uncounted.
 //! - **heartbeats** (`extend`, one script call for every delivery a worker holds, every
 //!   `visibility_timeout / 3`) push lease deadlines ahead, so a slow task is not
 //!   delivered twice while its worker lives. A worker that dies (SIGKILL, OOM, lost
