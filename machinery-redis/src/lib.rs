@@ -37,7 +37,7 @@
 //!
 //! **Priorities**: ten levels, 0–9, higher first, oldest first within a level (a value
 //! above 9 counts as 9). A message's id is `<priority>:<sequence>` and its score in the
-//! ready set is `(9 − priority) · 10¹³ + sequence`, so one `ZPOPMIN` takes the next
+//! ready set is `(9 − priority) · 10¹³ + sequence`, so its lowest ranks are the next
 //! messages in order, and a message that comes back (expired lease, release) takes its
 //! old place again rather than going to the back. (Ready *lists*, one per level, were
 //! the alternative: they cost a pop per level, and a message coming back loses its
@@ -128,7 +128,7 @@
 //! | `<p>:{q:<queue>}:inflight` | zset | ids delivered and not settled (score: lease deadline, ms) |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
 //! | `<p>:{q:<queue>}:count` | hash | id → delivery count |
-//! | `<p>:{q:<queue>}:lease` | hash | id → current lease token |
+//! | `<p>:{q:<queue>}:lease` | hash | id → current lease token (one per fetch call) |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |

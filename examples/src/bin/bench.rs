@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use machinery_core::prelude::*;
-use machinery_core::{Config, Error, RawSignature};
+use machinery_core::{Completion, Config, Error, RawSignature, State, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -32,6 +32,8 @@ enum Scenario {
     Chord,
     Delayed,
     Idle,
+    /// Not part of `all`: see `engine_cost`.
+    Engine,
     E2eMemory,
     LatencyMemory,
 }
@@ -642,6 +644,60 @@ async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     })])
 }
 
+/// The engine alone, in fixed batches (fetch 256, complete 256, no worker): what Redis
+/// spends per task with no scheduling in the figure, so two versions of the scripts
+/// compare run to run (also instruction by instruction, with Redis under callgrind).
+async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    const BATCH: usize = 256;
+    let n = ctx.args.tasks.unwrap_or(200_000);
+    let mut config = ctx.config(false);
+    config.redis.fetch_batch = BATCH;
+    if let Some(r) = ctx.redis.as_mut() {
+        r.flush().await?;
+    }
+    let server = Server::from_config(config).await?;
+    enqueue_noops(&server, n).await?;
+    let queue = server.config().default_queue.clone();
+    let queues = vec![queue.clone()];
+    let (broker, backend) = (server.broker().clone(), server.backend().clone());
+    let before = ctx.commands(false).await;
+    let start = Instant::now();
+    let mut done = 0u64;
+    while done < n {
+        let batch = broker.fetch(&queues, BATCH, Duration::from_secs(5)).await?;
+        if batch.is_empty() {
+            return Err(format!("the queue ran dry after {done} of {n} tasks").into());
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let raw = RawSignature::decode(&delivery.payload)?;
+            let mut state = TaskState::new(raw.uuid, raw.name, queue.as_str(), State::Success);
+            // MessagePack for 0: what `noop` returns first.
+            state.result = Some(vec![0]);
+            completions.push(Completion {
+                delivery,
+                state,
+                also_store: Vec::new(),
+                publish: Vec::new(),
+                group: None,
+            });
+        }
+        for r in broker.complete(&completions, backend.as_ref()).await? {
+            r?;
+        }
+        done += completions.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = ctx.commands(false).await;
+    Ok(vec![merged(
+        json!({
+            "scenario": "engine", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
+            "batch": BATCH,
+        }),
+        ctx.cost(before, after, n),
+    )])
+}
+
 async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<Vec<Value>, BoxError> {
     let out = match s {
         // `main` expands `all` into the other scenarios.
@@ -652,6 +708,7 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<Vec<Value>, BoxError
         Scenario::Chord => chord(ctx).await?,
         Scenario::Delayed => delayed_scenario(ctx).await?,
         Scenario::Idle => idle(ctx).await?,
+        Scenario::Engine => engine_cost(ctx).await?,
         Scenario::E2eMemory => e2e(ctx, true).await?,
         Scenario::LatencyMemory => latency(ctx, true).await?,
     };

@@ -2,7 +2,9 @@
 -- Promotes due delayed messages and expired leases (bounded batches), then takes up to
 -- `max` ready messages, highest priority first, oldest first within a priority, giving
 -- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead.
--- Every step is one command for the whole batch, not one per message.
+-- Every step is one command for the whole batch, not one per message. The lease token
+-- is one per call, shared by the batch: a message is at most once in a batch, so
+-- (message, token) still names one delivery, and the token is formatted once.
 -- Returns {ms until the next delayed message or lease deadline is due (-1: none),
 --          1 when more messages are ready (the client wakes another worker) else 0,
 --          id, token, count, payload, ...}.
@@ -30,11 +32,11 @@ local out = {-1, 0}
 local msgs = qkey(prefix, queue, 'msg')
 local counts = qkey(prefix, queue, 'count')
 local ready = qkey(prefix, queue, 'ready')
-local popped = redis.call('ZPOPMIN', ready, max)
-local n = #popped / 2
+-- Without scores: Redis would format each one as a float for the reply.
+local ids = redis.call('ZRANGE', ready, 0, max - 1)
+local n = #ids
 if n > 0 then
-  local ids = {}
-  for k = 1, n do ids[k] = popped[2 * k - 1] end
+  redis.call('ZREMRANGEBYRANK', ready, 0, n - 1)
   local payloads = redis.call('HMGET', msgs, unpack(ids))
   for k = 1, n do
     if not payloads[k] then
@@ -48,14 +50,15 @@ if n > 0 then
     end
   end
   local seen = redis.call('HMGET', counts, unpack(ids))
-  local last = redis.call('INCRBY', qkey(prefix, queue, 'lease_seq'), n)
+  local token = tostring(redis.call('INCR', qkey(prefix, queue, 'lease_seq')))
   local new_counts, new_leases, deadlines = {}, {}, {}
-  -- Numbers become strings once each: Redis formats every number argument anew.
+  -- Numbers become strings once each (Lua formats them with sprintf): the deadline and
+  -- the token once per call, a count only for a message delivered before.
   local deadline = tostring(now + visibility)
   for k = 1, n do
     local id = ids[k]
-    local count = tostring((tonumber(seen[k]) or 0) + 1)
-    local token = tostring(last - n + k)
+    local count = '1'
+    if seen[k] then count = tostring(tonumber(seen[k]) + 1) end
     new_counts[#new_counts + 1] = id
     new_counts[#new_counts + 1] = count
     new_leases[#new_leases + 1] = id

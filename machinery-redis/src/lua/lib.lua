@@ -14,7 +14,7 @@ local function now_ms()
 end
 
 -- Message ids are '<priority>:<sequence>'. The ready set is ordered by priority
--- (higher first), then by sequence (older first): ZPOPMIN takes the next message, and a
+-- (higher first), then by sequence (older first): the lowest ranks are the next messages, and a
 -- message that comes back (expired lease, release) gets its old place again.
 local function ready_score(priority, seq)
   return (9 - priority) * 1e13 + seq
