@@ -8,10 +8,9 @@
 //! |---|---|---|
 //! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
 //! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
-//! | `<p>:{q:<queue>}:inflight` | zset | ids delivered, not settled (score: lease deadline, ms) |
+//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms) |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
-//! | `<p>:{q:<queue>}:count` | hash | id → delivery count |
-//! | `<p>:{q:<queue>}:lease` | hash | id → current lease token |
+//! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); none for most messages |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and token counters |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |

@@ -20,11 +20,11 @@ local n = tonumber(ARGV[5])
 local now = now_ms()
 
 -- Where each delivery's arguments start, and its lease check, for all at once.
-local starts, ids = {}, {}
+local starts, members = {}, {}
 local i = 6
 for k = 1, n do
   starts[k] = i
-  ids[k] = ARGV[i]
+  members[k] = lease_member(ARGV[i], ARGV[i + 1])
   i = i + 2
   i = i + 1 + 3 * tonumber(ARGV[i])
   i = i + 1 + 3 * tonumber(ARGV[i])
@@ -32,15 +32,15 @@ for k = 1, n do
 end
 local current = {}
 if n > 0 then
-  current = redis.call('HMGET', qkey(prefix, queue, 'lease'), unpack(ids))
+  current = redis.call('ZMSCORE', qkey(prefix, queue, 'inflight'), unpack(members))
 end
 
-local out, settled, channels, finals = {}, {}, {}, {}
+local out, settled, settled_members, channels, finals = {}, {}, {}, {}, {}
 for k = 1, n do
   i = starts[k]
-  local id, token = ARGV[i], ARGV[i + 1]
+  local id = ARGV[i]
   i = i + 2
-  local held = current[k] == token
+  local held = current[k] ~= false
   local m = tonumber(ARGV[i]); i = i + 1
   for _ = 1, m do
     if held then
@@ -70,6 +70,7 @@ for k = 1, n do
       enqueue_callback(prefix, queue, group, now)
     end
     settled[#settled + 1] = id
+    settled_members[#settled_members + 1] = members[k]
     out[k] = 1
   else
     out[k] = 0
@@ -89,5 +90,5 @@ if #channels > 0 then
     end
   end
 end
-forget_all(prefix, queue, settled)
+forget_all(prefix, queue, settled, settled_members)
 return out

@@ -7,7 +7,7 @@ local out = {}
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if holds(prefix, queue, id, token) then
-    redis.call('ZADD', inflight, 'XX', deadline, id)
+    redis.call('ZADD', inflight, 'XX', deadline, lease_member(id, token))
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

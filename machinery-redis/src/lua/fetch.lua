@@ -1,7 +1,9 @@
 -- KEYS[1]: the queue's ready set. ARGV: prefix, queue, max, visibility_ms.
 -- Promotes due delayed messages and expired leases (bounded batches), then takes up to
 -- `max` ready messages, highest priority first, oldest first within a priority, giving
--- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead.
+-- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead
+-- (its receipt '<id>/<token>' in the in-flight set; the count hash keeps, per message,
+-- the deliveries that ended unsettled: a lease that expired, a release).
 -- Every step is one command for the whole batch, not one per message. The lease token
 -- is one per call, shared by the batch: a message is at most once in a batch, so
 -- (message, token) still names one delivery, and the token is formatted once.
@@ -13,7 +15,7 @@ local max, visibility = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local delayed = qkey(prefix, queue, 'delayed')
 local inflight = qkey(prefix, queue, 'inflight')
-local leases = qkey(prefix, queue, 'lease')
+local counts = qkey(prefix, queue, 'count')
 
 -- Bounded so one call never stalls Redis; the next call promotes the rest.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 5000)
@@ -24,13 +26,16 @@ end
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
   bulk('ZREM', inflight, expired, 1)
-  bulk('HDEL', leases, expired, 1)
-  push_ready_all(prefix, queue, expired)
+  local ids = {}
+  for k, member in ipairs(expired) do
+    ids[k] = member_id(member)
+    redis.call('HINCRBY', counts, ids[k], 1)
+  end
+  push_ready_all(prefix, queue, ids)
 end
 
 local out = {-1, 0}
 local msgs = qkey(prefix, queue, 'msg')
-local counts = qkey(prefix, queue, 'count')
 local ready = qkey(prefix, queue, 'ready')
 -- Without scores: Redis would format each one as a float for the reply.
 local ids = redis.call('ZRANGE', ready, 0, max - 1)
@@ -49,9 +54,12 @@ if n > 0 then
       redis.call('HSET', msgs, ids[k], payloads[k])
     end
   end
-  local seen = redis.call('HMGET', counts, unpack(ids))
+  local seen = {}
+  if redis.call('EXISTS', counts) == 1 then
+    seen = redis.call('HMGET', counts, unpack(ids))
+  end
   local token = tostring(redis.call('INCR', qkey(prefix, queue, 'lease_seq')))
-  local new_counts, new_leases, deadlines = {}, {}, {}
+  local deadlines = {}
   -- Numbers become strings once each (Lua formats them with sprintf): the deadline and
   -- the token once per call, a count only for a message delivered before.
   local deadline = tostring(now + visibility)
@@ -59,19 +67,13 @@ if n > 0 then
     local id = ids[k]
     local count = '1'
     if seen[k] then count = tostring(tonumber(seen[k]) + 1) end
-    new_counts[#new_counts + 1] = id
-    new_counts[#new_counts + 1] = count
-    new_leases[#new_leases + 1] = id
-    new_leases[#new_leases + 1] = token
     deadlines[#deadlines + 1] = deadline
-    deadlines[#deadlines + 1] = id
+    deadlines[#deadlines + 1] = lease_member(id, token)
     out[#out + 1] = id
     out[#out + 1] = token
     out[#out + 1] = count
     out[#out + 1] = payloads[k]
   end
-  redis.call('HSET', counts, unpack(new_counts))
-  redis.call('HSET', leases, unpack(new_leases))
   redis.call('ZADD', inflight, unpack(deadlines))
 end
 

@@ -66,22 +66,37 @@ local function enqueue(prefix, queue, eta, priority, payload, now)
   return 1
 end
 
--- The lease check of every settling step: the delivery's token must still be current.
+-- A delivery is held while '<id>/<token>' (its receipt) is a member of the queue's
+-- in-flight set, scored by its lease deadline: the lease check is one lookup in a set
+-- Redis indexes by member, whatever its size (a hash of leases is a listpack, searched
+-- end to end, up to `hash-max-listpack-entries`, and a batch in flight is that big).
+local function lease_member(id, token)
+  return id .. '/' .. token
+end
+
+local function member_id(member)
+  return string.match(member, '^(.*)/[^/]*$') or member
+end
+
+-- The lease check of every settling step: the delivery must still be in flight.
 local function holds(prefix, queue, id, token)
-  return redis.call('HGET', qkey(prefix, queue, 'lease'), id) == token
+  return redis.call('ZSCORE', qkey(prefix, queue, 'inflight'), lease_member(id, token)) ~= false
 end
 
--- Drops everything kept for the settled messages `ids`.
-local function forget_all(prefix, queue, ids)
+-- Drops everything kept for the settled messages `ids`, in flight as `members`.
+local function forget_all(prefix, queue, ids, members)
   if #ids == 0 then return end
-  bulk('HDEL', qkey(prefix, queue, 'lease'), ids, 1)
-  bulk('ZREM', qkey(prefix, queue, 'inflight'), ids, 1)
+  bulk('ZREM', qkey(prefix, queue, 'inflight'), members, 1)
   bulk('HDEL', qkey(prefix, queue, 'msg'), ids, 1)
-  bulk('HDEL', qkey(prefix, queue, 'count'), ids, 1)
+  -- Only a message delivered before has a count; usually no message has one.
+  local counts = qkey(prefix, queue, 'count')
+  if redis.call('EXISTS', counts) == 1 then
+    bulk('HDEL', counts, ids, 1)
+  end
 end
 
-local function forget(prefix, queue, id)
-  forget_all(prefix, queue, {id})
+local function forget(prefix, queue, id, token)
+  forget_all(prefix, queue, {id}, {lease_member(id, token)})
 end
 
 -- Records a chord member's final state; returns true when this call completes the

@@ -5,12 +5,12 @@
 local prefix, queue, id, token, action, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not holds(prefix, queue, id, token) then return 0 end
 if action == 'ack' then
-  forget(prefix, queue, id)
+  forget(prefix, queue, id, token)
 elseif action == 'release' or action == 'return' then
-  redis.call('HDEL', qkey(prefix, queue, 'lease'), id)
-  redis.call('ZREM', qkey(prefix, queue, 'inflight'), id)
-  if action == 'return' then
-    redis.call('HINCRBY', qkey(prefix, queue, 'count'), id, -1)
+  redis.call('ZREM', qkey(prefix, queue, 'inflight'), lease_member(id, token))
+  if action == 'release' then
+    -- The count hash holds deliveries that ended unsettled; fetch adds the new one.
+    redis.call('HINCRBY', qkey(prefix, queue, 'count'), id, 1)
   end
   local delay = tonumber(arg) or 0
   if delay > 0 then
@@ -20,7 +20,7 @@ elseif action == 'release' or action == 'return' then
   end
 elseif action == 'dead' then
   local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
-  forget(prefix, queue, id)
+  forget(prefix, queue, id, token)
   -- '<reason length>:<reason><payload>', read back by DeadLetter parsing in broker.rs.
   redis.call('RPUSH', qkey(prefix, queue, 'dead'), #arg .. ':' .. arg .. payload)
 else
