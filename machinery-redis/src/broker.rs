@@ -904,8 +904,11 @@ impl Broker for RedisBroker {
             .arg(&delayed_key)
             .arg("-inf")
             .arg(now)
-            .cmd("ZCARD")
+            // Not the member '~' (score +inf) that keeps the set alive (fetch.lua).
+            .cmd("ZCOUNT")
             .arg(self.engine.keys.queue(queue, "inflight"))
+            .arg("-inf")
+            .arg("(+inf")
             .query_async(&mut self.conn())
             .await
             .map_err(Error::from)?;

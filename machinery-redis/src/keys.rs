@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
 //! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
-//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms) |
+//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms), and `~` (score +inf) that keeps the set, and its skip-list encoding, when nothing is in flight |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
 //! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); none for most messages |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and token counters |

@@ -125,7 +125,7 @@
 //! |---|---|---|
 //! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
 //! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
-//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms); a delivery is held while its member is there |
+//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms); a delivery is held while its member is there; `~` (score +inf) keeps the set, and its skip-list encoding, when nothing is in flight |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
 //! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); most messages have none |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
