@@ -26,6 +26,8 @@ use machinery_redis as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     All,
+    /// What this machine and this Redis do without the framework: the yardstick.
+    Reference,
     Enqueue,
     E2e,
     Latency,
@@ -644,6 +646,56 @@ async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     })])
 }
 
+/// Raw Redis through the same client library: `PING` round trips one at a time (the
+/// floor of any send-to-result latency) and `LPUSH` from 50 connections at once (the
+/// issue's raw rate), so figures of runs on machines of different speed compare.
+async fn reference(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    const CLIENTS: u64 = 50;
+    let n = ctx.args.tasks.unwrap_or(200_000);
+    let client = redis::Client::open(ctx.args.redis_url.as_str())?;
+    let key = format!("{}:reference", ctx.args.prefix);
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for i in 0..5_100u32 {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        // The first hundred warm the connection up.
+        if i >= 100 {
+            hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        }
+    }
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(client.get_multiplexed_async_connection().await?);
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in clients {
+        let key = key.clone();
+        tasks.spawn(async move {
+            for i in 0..n / CLIENTS {
+                let _: () = redis::cmd("LPUSH")
+                    .arg(&key)
+                    .arg(i)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            Ok::<(), redis::RedisError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(vec![json!({
+        "scenario": "reference",
+        "ping_p50_ms": ms(0.5), "ping_p99_ms": ms(0.99),
+        "lpush_50_clients_per_sec": (n / CLIENTS * CLIENTS) as f64 / secs,
+    })])
+}
+
 /// The engine alone, in fixed batches (fetch 256, complete 256, no worker): what Redis
 /// spends per task with no scheduling in the figure, so two versions of the scripts
 /// compare run to run (also instruction by instruction, with Redis under callgrind).
@@ -702,6 +754,7 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<Vec<Value>, BoxError
     let out = match s {
         // `main` expands `all` into the other scenarios.
         Scenario::All => Vec::new(),
+        Scenario::Reference => reference(ctx).await?,
         Scenario::Enqueue => enqueue(ctx).await?,
         Scenario::E2e => e2e(ctx, false).await?,
         Scenario::Latency => latency(ctx, false).await?,
@@ -778,6 +831,7 @@ async fn main() -> Result<(), BoxError> {
     let mut ctx = Ctx { args, redis };
     let scenarios = if scenario == Scenario::All {
         vec![
+            Scenario::Reference,
             Scenario::Enqueue,
             Scenario::E2e,
             Scenario::Latency,
