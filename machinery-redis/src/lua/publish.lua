@@ -7,20 +7,30 @@ local now = now_ms()
 local n = (#ARGV - 2) / 3
 local last = redis.call('INCRBY', qkey(prefix, queue, 'seq'), n)
 local first = last - n + 1
+-- Lua formats a number with sprintf and parses one with strtod: per message, the
+-- sequence is formatted once and the ready score is put together from strings (the
+-- digit 9 - priority, then the sequence in 13 digits: `ready_score`, spelled out).
+local lead = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5',
+              ['5'] = '4', ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
 local msgs, ready, delayed = {}, {}, {}
 for k = 0, n - 1 do
   local i = 3 + 3 * k
-  local seq = first + k
-  local priority = tonumber(ARGV[i + 1])
+  local seq = tostring(first + k)
+  local priority = ARGV[i + 1]
   local id = priority .. ':' .. seq
   msgs[#msgs + 1] = id
   msgs[#msgs + 1] = ARGV[i + 2]
-  local eta = tonumber(ARGV[i])
-  if eta > now then
+  local eta = ARGV[i]
+  if eta ~= '0' and tonumber(eta) > now then
     delayed[#delayed + 1] = eta
     delayed[#delayed + 1] = id
   else
-    ready[#ready + 1] = ready_score(priority, seq)
+    local digit = lead[priority]
+    if digit and #seq <= 13 then
+      ready[#ready + 1] = digit .. string.rep('0', 13 - #seq) .. seq
+    else
+      ready[#ready + 1] = ready_score(tonumber(priority) or 0, first + k)
+    end
     ready[#ready + 1] = id
   end
 end
