@@ -583,7 +583,7 @@ impl RedisBroker {
                         .arg(c.state.error.as_deref().unwrap_or_default());
                 }
                 None => {
-                    invocation.arg("").arg(0).arg("0").arg("").arg("").arg("");
+                    invocation.arg("");
                 }
             }
         }

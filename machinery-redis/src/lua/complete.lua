@@ -5,7 +5,7 @@
 --       id, token,
 --       n_states, (uuid, terminal 0/1, state bytes) * n_states,
 --       n_publish, (eta, priority, payload) * n_publish,
---       chord group ('' = none), index, success 0/1, result, name, error.
+--       chord group, index, success 0/1, result, name, error  (or only '': no chord).
 -- Every state, message and chord here belongs to this queue; the client does the work
 -- of a delivery that concerns other queues before calling this.
 -- Returns one flag per delivery: 0 when its lease was lost (nothing written), else 1.
@@ -18,6 +18,13 @@ local ttl = tonumber(ttl_ms)
 local only_subscribed = ARGV[4] == '1'
 local n = tonumber(ARGV[5])
 local now = now_ms()
+-- Small counts without strtod (tonumber), key and channel heads concatenated once.
+local small = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3}
+local function count(s)
+  return small[s] or tonumber(s)
+end
+local state_key = qkey(prefix, queue, 'state:')
+local done_channel = prefix .. ':done:'
 
 -- Where each delivery's arguments start, and its lease check, for all at once.
 local starts, members = {}, {}
@@ -26,9 +33,9 @@ for k = 1, n do
   starts[k] = i
   members[k] = lease_member(ARGV[i], ARGV[i + 1])
   i = i + 2
-  i = i + 1 + 3 * tonumber(ARGV[i])
-  i = i + 1 + 3 * tonumber(ARGV[i])
-  i = i + 6
+  i = i + 1 + 3 * count(ARGV[i])
+  i = i + 1 + 3 * count(ARGV[i])
+  if ARGV[i] == '' then i = i + 1 else i = i + 6 end
 end
 local current = {}
 if n > 0 then
@@ -41,23 +48,23 @@ for k = 1, n do
   local id = ARGV[i]
   i = i + 2
   local held = current[k] ~= false
-  local m = tonumber(ARGV[i]); i = i + 1
+  local m = count(ARGV[i]); i = i + 1
   for _ = 1, m do
     if held then
-      local key = qkey(prefix, queue, 'state:' .. ARGV[i])
+      local key = state_key .. ARGV[i]
       if ttl > 0 then
         redis.call('SET', key, ARGV[i + 2], 'PX', ttl_ms)
       else
         redis.call('SET', key, ARGV[i + 2])
       end
       if ARGV[i + 1] == '1' then
-        channels[#channels + 1] = prefix .. ':done:' .. ARGV[i]
+        channels[#channels + 1] = done_channel .. ARGV[i]
         finals[#finals + 1] = ARGV[i + 2]
       end
     end
     i = i + 3
   end
-  m = tonumber(ARGV[i]); i = i + 1
+  m = count(ARGV[i]); i = i + 1
   for _ = 1, m do
     if held then
       enqueue(prefix, queue, tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], now)
