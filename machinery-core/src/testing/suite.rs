@@ -649,6 +649,28 @@ pub async fn unlimited_concurrency<H: Harness>(h: &H) {
     w.shutdown().await.unwrap();
 }
 
+/// Unlimited concurrency still does not take a deep queue whole: a worker holds at
+/// most 64 fetches' worth (`prefetch` × 64), the rest waits in the queue.
+pub async fn unlimited_concurrency_holds_a_bounded_backlog<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("backlog");
+    let mut rs = Vec::new();
+    for _ in 0..150 {
+        rs.push(occupy::s(k.clone(), 300).send_with(&server).await.unwrap());
+    }
+    let w = Worker::auto()
+        .server(&server)
+        .concurrency(0)
+        .prefetch(1)
+        .spawn()
+        .unwrap();
+    for r in &rs {
+        r.get_timeout(WAIT).await.unwrap();
+    }
+    assert_eq!(tasks::peak(&k), 64, "prefetch 1 x 64 at once, no more");
+    w.shutdown().await.unwrap();
+}
+
 pub async fn message_too_large<H: Harness>(h: &H) {
     let mut config = fast_config();
     config.max_message_bytes = 2048;

@@ -135,7 +135,10 @@ impl Worker {
         self
     }
 
-    /// How many tasks run at once; 0 (the default) is unlimited.
+    /// How many tasks run at once; 0 (the default) sets no fixed limit: every task
+    /// fetched runs at once, and the worker holds at most 64 fetches' worth
+    /// ([`prefetch`](Worker::prefetch) × 64) so that a deep queue is not taken whole
+    /// into memory.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,11 @@ use super::{Hooks, Worker, process};
 const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// The most completions settled in one engine call.
 const COMPLETION_BATCH: usize = 256;
+/// With unlimited concurrency, how many fetches' worth of deliveries a worker holds at
+/// most: everything fetched runs at once, but a deep queue is not taken whole (the
+/// memory engine hands out 200,000 queued tasks in milliseconds; every one spawned
+/// took 780 MB).
+const UNLIMITED_FETCHES: usize = 64;
 
 /// Receipts are unique within a queue.
 type SlotKey = (String, String);
@@ -113,8 +118,11 @@ impl Runner {
             completions: tx,
         });
         let tracker = TaskTracker::new();
-        let semaphore =
-            (worker.concurrency > 0).then(|| Arc::new(Semaphore::new(worker.concurrency)));
+        let slots = match worker.concurrency {
+            0 => worker.prefetch.saturating_mul(UNLIMITED_FETCHES),
+            n => n,
+        };
+        let semaphore = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
         let fetcher = tokio::spawn(fetch_loop(
             shared.clone(),
             stop.clone(),
@@ -242,34 +250,28 @@ async fn fetch_loop(
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
-    semaphore: Option<Arc<Semaphore>>,
+    semaphore: Arc<Semaphore>,
     queues: Vec<String>,
     prefetch: usize,
 ) {
     let broker = shared.server.broker().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut permits: Option<OwnedSemaphorePermit> = None;
-        let max = match &semaphore {
-            Some(sem) => {
-                let first = tokio::select! {
-                    p = sem.clone().acquire_owned() => p,
-                    () = stop.cancelled() => return,
-                };
-                let Ok(mut first) = first else { return };
-                let extra = sem.available_permits().min(prefetch.saturating_sub(1));
-                let extra = u32::try_from(extra).unwrap_or(u32::MAX);
-                if extra > 0
-                    && let Ok(more) = sem.clone().try_acquire_many_owned(extra)
-                {
-                    first.merge(more);
-                }
-                let n = first.num_permits();
-                permits = Some(first);
-                n
-            }
-            None => prefetch,
+        let first = tokio::select! {
+            p = semaphore.clone().acquire_owned() => p,
+            () = stop.cancelled() => return,
         };
+        let Ok(mut permits) = first else { return };
+        let extra = semaphore
+            .available_permits()
+            .min(prefetch.saturating_sub(1));
+        let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+        if extra > 0
+            && let Ok(more) = semaphore.clone().try_acquire_many_owned(extra)
+        {
+            permits.merge(more);
+        }
+        let max = permits.num_permits();
         let fetched = tokio::select! {
             r = broker.fetch(&queues, max, FETCH_WAIT) => r,
             () = stop.cancelled() => return,
@@ -320,7 +322,7 @@ async fn fetch_loop(
             } else {
                 StartGate::none()
             };
-            let permit = permits.as_mut().and_then(|p| p.split(1));
+            let permit = permits.split(1);
             let key = slot_key(&delivery);
             shared.slots().insert(
                 key.clone(),
