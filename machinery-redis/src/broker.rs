@@ -45,10 +45,11 @@ pub struct RedisBroker {
     /// Which consumed queue a fetch looks at first, so one busy queue cannot starve the
     /// others of a worker consuming several.
     rotation: AtomicUsize,
-    /// Queue sets (sorted) whose last fetch took every ready message, with when their
-    /// next delayed message or lease deadline comes due: the next fetch of such a set
-    /// blocks for a wake-up token at once instead of first running a script that would
-    /// find nothing (anything queued since pushed a token, so the read returns at once).
+    /// Queues whose last fetch (by a worker consuming that queue alone) took every ready
+    /// message, with when their next delayed message or lease deadline comes due: the
+    /// next such fetch blocks for a wake-up token at once instead of first running a
+    /// script that would find nothing (anything queued since pushed a token, so the read
+    /// returns at once, and the script pipelined behind it runs then).
     drained: Mutex<HashMap<String, Option<tokio::time::Instant>>>,
 }
 
