@@ -129,10 +129,6 @@ fn own_peak_rss_mb() -> Option<f64> {
     kib_field(std::process::id(), "VmHWM:")
 }
 
-fn own_rss_mb() -> Option<f64> {
-    kib_field(std::process::id(), "VmRSS:")
-}
-
 struct Redis {
     conn: redis::aio::MultiplexedConnection,
     prefix: String,
@@ -477,25 +473,10 @@ async fn drain_in_children(
     server: &Server,
     n: u64,
 ) -> Result<(f64, Option<f64>), BoxError> {
-    let exe = std::env::current_exe()?;
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::new();
     for _ in 0..ctx.args.workers {
-        children.push(
-            Command::new(&exe)
-                .args([
-                    "--role",
-                    "worker",
-                    "--redis-url",
-                    &ctx.args.redis_url,
-                    "--prefix",
-                    &ctx.args.prefix,
-                ])
-                .args(["--concurrency", &ctx.args.concurrency.to_string()])
-                .args(["--prefetch", &ctx.args.prefetch.to_string()])
-                .stdout(Stdio::null())
-                .spawn()?,
-        );
+        children.push(worker_process(ctx)?);
     }
     let queue = server.config().default_queue.clone();
     let bar = progress(n, "drain");
@@ -624,15 +605,38 @@ async fn delayed_scenario(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     })])
 }
 
+/// A worker process of this binary (`--role worker`) on the benchmark's Redis and prefix.
+fn worker_process(ctx: &Ctx) -> Result<Child, BoxError> {
+    Ok(Command::new(std::env::current_exe()?)
+        .args([
+            "--role",
+            "worker",
+            "--redis-url",
+            &ctx.args.redis_url,
+            "--prefix",
+            &ctx.args.prefix,
+        ])
+        .args(["--concurrency", &ctx.args.concurrency.to_string()])
+        .args(["--prefetch", &ctx.args.prefetch.to_string()])
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
+/// The idle worker runs in a process of its own, so its RSS is its own, not that of
+/// the scenarios run before in this one.
 async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
-    let server = ctx.server(false).await?;
-    let worker = ctx.worker(&server).spawn()?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _server = ctx.server(false).await?;
+    let mut worker = worker_process(ctx)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = ctx.commands(false).await;
     let window = 10.0;
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
     let after = ctx.commands(false).await;
-    worker.shutdown().await?;
+    let rss = kib_field(worker.id(), "VmRSS:");
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let _ = worker.wait();
     // Each INFO call counts itself once.
     let per_sec = match (before, after) {
         (Some(b), Some(a)) => {
@@ -642,7 +646,7 @@ async fn idle(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     };
     Ok(vec![json!({
         "scenario": "idle", "seconds": window, "redis_commands_per_sec": per_sec,
-        "worker_rss_mb": own_rss_mb(),
+        "worker_rss_mb": rss,
     })])
 }
 
