@@ -16,7 +16,7 @@ use crate::result::State;
 use crate::server::Server;
 use crate::signature::RawSignature;
 
-use super::started::{self, StartGate};
+use super::started;
 use super::{Hooks, Worker, process};
 
 /// The longest one fetch call blocks (a stop request cancels it at once anyway).
@@ -303,25 +303,21 @@ async fn fetch_loop(
             // Decoded once here; the engine keeps its own copy for redelivery and dead
             // letters, so the payload is not carried (and cloned) any further.
             let raw = RawSignature::decode(&std::mem::take(&mut delivery.payload));
-            let gated = matches!(&raw, Ok(raw) if shared.registry.get(&raw.name).is_some());
-            if let (true, Ok(raw)) = (gated, &raw) {
-                started.push(raw.task_state(State::Started, &delivery.queue));
-            }
-            decoded.push((delivery, raw, gated));
+            started.push(match &raw {
+                Ok(raw) if shared.registry.get(&raw.name).is_some() => {
+                    Some(raw.task_state(State::Started, &delivery.queue))
+                }
+                _ => None,
+            });
+            decoded.push((delivery, raw));
         }
-        let mut gates = started::schedule(
+        let gates = started::schedule(
             &tracker,
             shared.server.backend().clone(),
             started,
             shared.server.config().started_after(),
-        )
-        .into_iter();
-        for (delivery, raw, gated) in decoded {
-            let gate = if gated {
-                gates.next().unwrap_or_else(StartGate::none)
-            } else {
-                StartGate::none()
-            };
+        );
+        for ((delivery, raw), gate) in decoded.into_iter().zip(gates) {
             let permit = permits.split(1);
             let key = slot_key(&delivery);
             shared.slots().insert(

@@ -66,17 +66,24 @@ impl StartGate {
     }
 }
 
-/// Schedules the STARTED write of a batch's tasks `states` (one per task about to
-/// run) `after` from now, on `tracker`; returns each task's gate, in the order of
-/// `states`. With `after` zero, every task is in the write, which starts at once.
+/// Schedules the STARTED write of a fetched batch `after` from now, on `tracker`:
+/// `states` holds, per delivery, its STARTED state, or `None` when none is written for
+/// it. Returns each delivery's gate, in the order of `states`. With `after` zero, every
+/// task is in the write, which starts at once.
 pub(crate) fn schedule(
     tracker: &TaskTracker,
     backend: Arc<dyn ResultBackend>,
-    states: Vec<TaskState>,
+    states: Vec<Option<TaskState>>,
     after: Duration,
 ) -> Vec<StartGate> {
+    let mut gates: Vec<StartGate> = states.iter().map(|_| StartGate::none()).collect();
+    let states: Vec<(usize, TaskState)> = states
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, state)| Some((i, state?)))
+        .collect();
     if states.is_empty() {
-        return Vec::new();
+        return gates;
     }
     let initial = if after.is_zero() { PICKED } else { RUNNING };
     let (done, written) = watch::channel(false);
@@ -84,11 +91,9 @@ pub(crate) fn schedule(
         phases: states.iter().map(|_| AtomicU8::new(initial)).collect(),
         written,
     });
-    let gates = (0..states.len())
-        .map(|index| StartGate {
-            slot: Some((batch.clone(), index)),
-        })
-        .collect();
+    for (index, (delivery, _)) in states.iter().enumerate() {
+        gates[*delivery].slot = Some((batch.clone(), index));
+    }
     tracker.spawn(async move {
         if !after.is_zero() {
             tokio::time::sleep(after).await;
@@ -97,7 +102,7 @@ pub(crate) fn schedule(
             .into_iter()
             .zip(batch.phases.iter())
             .filter(|(_, phase)| pick(phase))
-            .map(|(state, _)| state)
+            .map(|((_, state), _)| state)
             .collect();
         if !picked.is_empty()
             && let Err(e) = backend.store(&picked).await
@@ -143,6 +148,10 @@ mod tests {
             .collect()
     }
 
+    fn each(states: &[TaskState]) -> Vec<Option<TaskState>> {
+        states.iter().cloned().map(Some).collect()
+    }
+
     async fn stored(backend: &MemoryBackend, state: &TaskState) -> Option<State> {
         backend
             .load("q", state.uuid)
@@ -159,7 +168,7 @@ mod tests {
         let mut gates = schedule(
             &tracker,
             backend.clone(),
-            batch.clone(),
+            each(&batch),
             Duration::from_millis(50),
         );
         let mut slow = gates.pop().expect("two gates");
@@ -185,7 +194,7 @@ mod tests {
         let tracker = TaskTracker::new();
         let backend = Arc::new(MemoryBackend::new(None));
         let batch = states(3);
-        let gates = schedule(&tracker, backend.clone(), batch.clone(), Duration::ZERO);
+        let gates = schedule(&tracker, backend.clone(), each(&batch), Duration::ZERO);
         for mut gate in gates {
             gate.finished().await;
         }
