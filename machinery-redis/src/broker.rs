@@ -724,28 +724,21 @@ impl Broker for RedisBroker {
             }),
             _ => None,
         };
-        let drained = |taken: &Taken| {
-            if let Some(queue) = &single {
-                let due_at = taken.next_due.map(|d| tokio::time::Instant::now() + d);
-                self.drained().insert(queue.clone(), due_at);
-            }
-        };
+        // Set when the last blocking read ran out the wait: what it brought is the answer.
+        let mut last = false;
         loop {
             let taken = match next.take() {
                 Some(t) => t,
                 None => self.take(order.clone(), max).await?,
             };
-            if !taken.deliveries.is_empty() {
+            let now = tokio::time::Instant::now();
+            if !taken.deliveries.is_empty() || last || now >= deadline {
                 // Fewer than asked: the queue gave all it had ready.
-                if taken.deliveries.len() < max {
-                    drained(&taken);
+                if let (Some(queue), true) = (&single, taken.deliveries.len() < max) {
+                    let due_at = taken.next_due.map(|d| now + d);
+                    self.drained().insert(queue.clone(), due_at);
                 }
                 return Ok(taken.deliveries);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                drained(&taken);
-                return Ok(Vec::new());
             }
             let remaining = deadline - now;
             let block = remaining.min(block_cap);
@@ -772,13 +765,10 @@ impl Broker for RedisBroker {
                     // it first thing, or, for one queue, the one pipelined behind this
                     // read already ran.
                     if !woken && block == remaining {
-                        let Some(taken) = taken else {
+                        if taken.is_none() {
                             return Ok(Vec::new());
-                        };
-                        if taken.deliveries.len() < max {
-                            drained(&taken);
                         }
-                        return Ok(taken.deliveries);
+                        last = true;
                     }
                     next = taken;
                 }
