@@ -700,18 +700,14 @@ async fn reference(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     })])
 }
 
-/// The engine alone, in fixed batches (fetch 256, complete 256, no worker): what Redis
+/// The engine alone, in fixed batches (fetch and complete `--prefetch`, 256 unless
+/// told, no worker): what Redis
 /// spends per task with no scheduling in the figure, so two versions of the scripts
 /// compare run to run (also instruction by instruction, with Redis under callgrind).
 async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
-    const BATCH: usize = 256;
     let n = ctx.args.tasks.unwrap_or(200_000);
-    let mut config = ctx.config(false);
-    config.redis.fetch_batch = BATCH;
-    if let Some(r) = ctx.redis.as_mut() {
-        r.flush().await?;
-    }
-    let server = Server::from_config(config).await?;
+    let server = ctx.server(false).await?;
+    let batch_size = server.config().redis.fetch_batch;
     enqueue_noops(&server, n).await?;
     let queue = server.config().default_queue.clone();
     let queues = vec![queue.clone()];
@@ -720,7 +716,9 @@ async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     let start = Instant::now();
     let mut done = 0u64;
     while done < n {
-        let batch = broker.fetch(&queues, BATCH, Duration::from_secs(5)).await?;
+        let batch = broker
+            .fetch(&queues, batch_size, Duration::from_secs(5))
+            .await?;
         if batch.is_empty() {
             return Err(format!("the queue ran dry after {done} of {n} tasks").into());
         }
@@ -748,7 +746,7 @@ async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     Ok(vec![merged(
         json!({
             "scenario": "engine", "tasks": n, "seconds": secs, "tasks_per_sec": n as f64 / secs,
-            "batch": BATCH,
+            "batch": batch_size,
         }),
         ctx.cost(before, after, n),
     )])
