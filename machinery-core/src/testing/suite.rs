@@ -624,51 +624,38 @@ pub async fn concurrency_is_bounded<H: Harness>(h: &H) {
     w.shutdown().await.unwrap();
 }
 
-pub async fn unlimited_concurrency<H: Harness>(h: &H) {
+/// Queues `n` tasks that each hold a slot for `ms`, drains them with a worker of
+/// unlimited concurrency fetching `prefetch` at a time, and returns how many ran at once.
+async fn unlimited_peak<H: Harness>(h: &H, name: &str, n: usize, ms: u64, prefetch: usize) -> u32 {
     let server = server(h).await;
-    let k = key("unbounded");
+    let k = key(name);
     let mut rs = Vec::new();
-    for _ in 0..100 {
-        rs.push(
-            occupy::s(k.clone(), 1_000)
-                .send_with(&server)
-                .await
-                .unwrap(),
-        );
+    for _ in 0..n {
+        rs.push(occupy::s(k.clone(), ms).send_with(&server).await.unwrap());
     }
     let w = Worker::auto()
         .server(&server)
         .concurrency(0)
-        .prefetch(16)
+        .prefetch(prefetch)
         .spawn()
         .unwrap();
     for r in &rs {
         r.get_timeout(WAIT).await.unwrap();
     }
-    assert_eq!(tasks::peak(&k), 100, "all ran at once");
     w.shutdown().await.unwrap();
+    tasks::peak(&k)
+}
+
+pub async fn unlimited_concurrency<H: Harness>(h: &H) {
+    let peak = unlimited_peak(h, "unbounded", 100, 1_000, 16).await;
+    assert_eq!(peak, 100, "all ran at once");
 }
 
 /// Unlimited concurrency still does not take a deep queue whole: a worker holds at
 /// most 64 fetches' worth (`prefetch` × 64), the rest waits in the queue.
 pub async fn unlimited_concurrency_holds_a_bounded_backlog<H: Harness>(h: &H) {
-    let server = server(h).await;
-    let k = key("backlog");
-    let mut rs = Vec::new();
-    for _ in 0..150 {
-        rs.push(occupy::s(k.clone(), 300).send_with(&server).await.unwrap());
-    }
-    let w = Worker::auto()
-        .server(&server)
-        .concurrency(0)
-        .prefetch(1)
-        .spawn()
-        .unwrap();
-    for r in &rs {
-        r.get_timeout(WAIT).await.unwrap();
-    }
-    assert_eq!(tasks::peak(&k), 64, "prefetch 1 x 64 at once, no more");
-    w.shutdown().await.unwrap();
+    let peak = unlimited_peak(h, "backlog", 150, 300, 1).await;
+    assert_eq!(peak, 64, "prefetch 1 x 64 at once, no more");
 }
 
 pub async fn message_too_large<H: Harness>(h: &H) {
