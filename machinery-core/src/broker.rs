@@ -55,6 +55,14 @@ pub struct Completion {
     pub publish: Vec<Outgoing>,
     /// The chord this task is a member of, when it is one and finished for good.
     pub group: Option<GroupMember>,
+    /// When set, the delivery is moved to the dead-letter queue with this reason instead
+    /// of being acknowledged, in the same step as the state writes (the state is then a
+    /// FAILURE naming the reason): whoever sees the FAILURE finds the dead letter.
+    pub dead_letter: Option<String>,
+    /// This task is the callback of this chord (kept under the state's queue). Once the
+    /// callback's state is final, the chord's bookkeeping is kept for the results TTL
+    /// from now, and no longer until then.
+    pub ends_chord: Option<Uuid>,
 }
 
 /// A task's place in a group whose completion triggers a callback (a chord).

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::result::State;
+
 /// Everything that can go wrong in machinery-core, apart from a task's own failure
 /// (that one is a [`TaskError`](crate::TaskError), recorded in the task's state).
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +82,20 @@ pub enum Error {
     /// or send with [`Signature::send_with`](crate::Signature::send_with).
     #[error("no default server is installed: call `Server::install()` or use `send_with(&server)`")]
     NoDefaultServer,
-    /// Waiting for a result took longer than the given timeout.
-    #[error("timed out after {0:?} waiting for the task result")]
-    Timeout(Duration),
+    /// Waiting for a result took longer than the given timeout. When the wait was for
+    /// one task, the error names it, its queue and the last state seen, so the waiter
+    /// can tell "still queued: is a worker consuming this queue?" from "running long".
+    #[error("{}", timeout_text(*after, uuid.as_ref(), queue.as_deref(), *last_state))]
+    Timeout {
+        /// How long was waited.
+        after: Duration,
+        /// The task waited for, when the wait was for one task.
+        uuid: Option<Uuid>,
+        /// The queue the task was sent to.
+        queue: Option<String>,
+        /// The last state read before giving up (`None`: not read, or nothing stored).
+        last_state: Option<State>,
+    },
     /// The task failed; the message is the task's error text.
     #[error("task {name} ({uuid}) failed: {message}")]
     TaskFailed {
@@ -111,7 +124,42 @@ pub enum Error {
     },
 }
 
+fn timeout_text(
+    after: Duration,
+    uuid: Option<&Uuid>,
+    queue: Option<&str>,
+    last: Option<State>,
+) -> String {
+    let mut text = format!("timed out after {after:?} waiting for ");
+    match uuid {
+        Some(uuid) => text.push_str(&format!("the result of task {uuid}")),
+        None => text.push_str("the result"),
+    }
+    if let Some(queue) = queue {
+        text.push_str(&format!(" in queue `{queue}`"));
+    }
+    match last {
+        Some(State::Pending) => text.push_str(&format!(
+            "; it is still PENDING: no worker has taken it (is a worker consuming `{}`?)",
+            queue.unwrap_or("its queue")
+        )),
+        Some(state) => text.push_str(&format!("; its last known state is {state}")),
+        None => {}
+    }
+    text
+}
+
 impl Error {
+    /// An [`Error::Timeout`] after `after`, naming no task.
+    pub fn timeout(after: Duration) -> Self {
+        Error::Timeout {
+            after,
+            uuid: None,
+            queue: None,
+            last_state: None,
+        }
+    }
+
     /// An [`Error::Engine`] from an engine's own error.
     pub fn engine<E>(engine: &'static str, source: E) -> Self
     where

@@ -248,6 +248,12 @@ impl<T: DeserializeOwned> AsyncResult<T> {
 
     /// Waits for the task to finish and returns its result.
     ///
+    /// Every accepted task reaches SUCCESS or FAILURE, so this returns once a worker ran
+    /// the task (or gave up on it: dead-lettered, its workflow stopped). It waits **as
+    /// long as the task waits**: while nothing consumes the task's queue, or the task is
+    /// delayed, or retried later, so does this call. Use
+    /// [`get_timeout`](AsyncResult::get_timeout) to bound the wait.
+    ///
     /// # Errors
     /// [`Error::TaskFailed`] when the task failed; [`Error::ResultMissing`] when its state
     /// expired; engine and decoding errors.
@@ -263,9 +269,29 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// # Errors
     /// As [`get`](AsyncResult::get), plus [`Error::Timeout`].
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.backend
+        match self
+            .backend
             .wait(&self.queue, self.uuid, Some(timeout))
-            .await?
-            .value()
+            .await
+        {
+            Ok(state) => state.value(),
+            Err(Error::Timeout { after, .. }) => {
+                // Name the task, its queue and what it was doing when time ran out.
+                let last_state = self
+                    .backend
+                    .load(&self.queue, self.uuid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| s.state);
+                Err(Error::Timeout {
+                    after,
+                    uuid: Some(self.uuid),
+                    queue: Some(self.queue.clone()),
+                    last_state,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }

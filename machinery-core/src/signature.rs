@@ -182,6 +182,32 @@ impl RawSignature {
         })
     }
 
+    /// The messages to send when this task succeeds, before its result is appended to
+    /// their arguments: its success callbacks and the next step of its chain (carrying
+    /// the rest of the chain).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the chain carried by the message does not decode.
+    pub(crate) fn followers(&self) -> Result<Vec<RawSignature>> {
+        Ok(self.on_success.clone())
+    }
+
+    /// Every task that would run after this one had it succeeded, transitively: success
+    /// callbacks, the later steps of its chain, chord members started by a later step
+    /// and their own chains. A failure marks them all FAILURE.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the chain carried by the message does not decode.
+    pub(crate) fn downstream(&self) -> Result<Vec<RawSignature>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<&RawSignature> = self.on_success.iter().collect();
+        while let Some(next) = stack.pop() {
+            out.push(next.clone());
+            stack.extend(next.on_success.iter());
+        }
+        Ok(out)
+    }
+
     /// A signature for `name` with encoded `args` and a fresh time-ordered UUID.
     pub fn new(name: impl Into<String>, args: Vec<u8>) -> Self {
         RawSignature {

@@ -458,7 +458,7 @@ impl ResultBackend for RedisBackend {
             let woken = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, subscription.woken).await {
                     Ok(r) => r,
-                    Err(_) => return Err(CoreError::Timeout(timeout.unwrap_or_default())),
+                    Err(_) => return Err(CoreError::timeout(timeout.unwrap_or_default())),
                 },
                 None => subscription.woken.await,
             };

@@ -245,6 +245,8 @@ async fn stale_completion_writes_nothing() {
             also_store: Vec::new(),
             publish: vec![msg("next", 0, follow_up)],
             group: None,
+            dead_letter: None,
+            ends_chord: None,
         }
     };
     let r = b
@@ -283,6 +285,8 @@ async fn complete_settles_a_batch_and_reports_each() {
             also_store: vec![TaskState::new(Uuid::new_v4(), "t", "q", State::Failure)],
             publish: Vec::new(),
             group: None,
+            dead_letter: None,
+            ends_chord: None,
         })
         .collect();
     let results = b.complete(&completions, &backend).await.unwrap();

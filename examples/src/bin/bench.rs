@@ -734,6 +734,8 @@ async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
                 also_store: Vec::new(),
                 publish: Vec::new(),
                 group: None,
+                dead_letter: None,
+                ends_chord: None,
             });
         }
         for r in broker.complete(&completions, backend.as_ref()).await? {

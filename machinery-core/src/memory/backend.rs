@@ -143,7 +143,7 @@ impl ResultBackend for MemoryBackend {
             match deadline {
                 Some(d) => {
                     if tokio::time::timeout_at(d, woken).await.is_err() {
-                        return Err(Error::Timeout(timeout.unwrap_or_default()));
+                        return Err(Error::timeout(timeout.unwrap_or_default()));
                     }
                 }
                 None => woken.await,

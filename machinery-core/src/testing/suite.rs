@@ -429,7 +429,7 @@ pub async fn several_queues<H: Harness>(h: &H) {
     assert_eq!(b.get_timeout(WAIT).await.unwrap(), 4);
     assert!(matches!(
         c.get_timeout(Duration::from_millis(300)).await,
-        Err(Error::Timeout(_))
+        Err(Error::Timeout { .. })
     ));
     assert_eq!(c.state().await.unwrap(), State::Pending);
     w.shutdown().await.unwrap();
@@ -677,7 +677,7 @@ pub async fn get_timeout_is_distinct<H: Harness>(h: &H) {
     let r = add::s(1, 1).send_with(&server).await.unwrap();
     assert!(matches!(
         r.get_timeout(Duration::from_millis(100)).await,
-        Err(Error::Timeout(_))
+        Err(Error::Timeout { .. })
     ));
     let missing = server.result::<i64>(Uuid::now_v7(), "conformance.add");
     assert!(matches!(

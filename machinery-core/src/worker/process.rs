@@ -103,6 +103,8 @@ pub(crate) async fn process(
         also_store,
         publish,
         group,
+        dead_letter: None,
+        ends_chord: None,
     };
     started.finished().await;
     if shared.completions.send(completion).await.is_err() {
@@ -161,8 +163,14 @@ async fn stop_downstream(
         raw.uuid,
         failed.error.as_deref().unwrap_or_default()
     );
-    let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
-    while let Some(next) = stack.pop() {
+    let downstream = match raw.downstream() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(task.id = %raw.uuid, error = %e, "cannot read the rest of the workflow to stop it");
+            Vec::new()
+        }
+    };
+    for next in &downstream {
         let mut st = next.task_state(State::Failure, queue);
         st.error = Some(reason.clone());
         if let Some(member) = next.chord_member(queue) {
@@ -181,7 +189,6 @@ async fn stop_downstream(
             }
         }
         states.push(st);
-        stack.extend(next.on_success.iter());
     }
 }
 
@@ -227,8 +234,14 @@ fn settle_outcome(
     let mut publish = Vec::new();
     match outcome {
         Ok(result) => {
-            for cb in &raw.on_success {
-                let mut cb = cb.clone();
+            let followers = match raw.followers() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(task.id = %raw.uuid, error = %e, "cannot read the rest of the workflow");
+                    Vec::new()
+                }
+            };
+            for mut cb in followers {
                 if !cb.immutable {
                     match codec::append_arg(&cb.args, &result) {
                         Ok(args) => cb.args = args,

@@ -196,7 +196,7 @@ impl<T: DeserializeOwned> GroupResult<T> {
     pub async fn get_timeout(&self, timeout: Duration) -> Result<Vec<T>> {
         tokio::time::timeout(timeout, self.get())
             .await
-            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|_| Error::timeout(timeout))?
     }
 }
 
