@@ -131,6 +131,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Takes up to `max` ready messages from `queues`, waiting up to `wait` for the first
     /// one. Returns an empty batch when nothing arrived in time.
     ///
+    /// A message delivered before (whose earlier delivery ended unsettled: its worker
+    /// died or lost the lease, or released it) comes in a batch of its own: the batch
+    /// ends before it, or holds only it. The worker runs such a message alone, so a
+    /// message that kills its worker is charged its own deliveries, never its
+    /// neighbours'.
+    ///
     /// The worker cancels a pending fetch when it stops: an engine must not lose what a
     /// cancelled call had already taken (hand it back, or let its lease expire).
     async fn fetch(&self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>>;

@@ -261,6 +261,12 @@ pub(crate) fn now_ms() -> u64 {
     to_ms(SystemTime::now())
 }
 
+/// Milliseconds since the Unix epoch, `delay` from now; saturates instead of
+/// overflowing, so any `Duration` is a valid delay (`Duration::MAX` is "never").
+pub(crate) fn eta_after(delay: Duration) -> u64 {
+    now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -383,7 +389,7 @@ impl<T> Signature<T> {
 
     /// Runs the task no earlier than `delay` from now.
     pub fn delay(mut self, delay: Duration) -> Self {
-        self.raw.eta = Some(to_ms(SystemTime::now() + delay));
+        self.raw.eta = Some(eta_after(delay));
         self
     }
 

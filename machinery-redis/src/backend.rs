@@ -419,7 +419,8 @@ impl ResultBackend for RedisBackend {
         uuid: Uuid,
         timeout: Option<Duration>,
     ) -> CoreResult<TaskState> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // Past what `Instant` can hold (`Duration::MAX`): no deadline.
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let channel = self.engine.keys.done(uuid);
         // Redis unreachable (restarting, failing over): retried within the caller's
         // timeout, and for at most this long without one, then the error is returned.

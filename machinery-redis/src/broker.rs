@@ -702,7 +702,10 @@ impl Broker for RedisBroker {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(30 * 365 * 24 * 3600));
         let block_cap = Duration::from_millis(self.engine.config.redis.block_ms);
         let first = self.rotation.fetch_add(1, Ordering::Relaxed) % queues.len();
         let order: Vec<String> = queues[first..]

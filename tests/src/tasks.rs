@@ -69,3 +69,24 @@ pub async fn collect(values: Vec<u64>) -> Result<u64, TaskError> {
         .await?;
     Ok(values.iter().sum())
 }
+
+/// Kills the worker process running it (a poison message).
+#[task(name = "fault.abort")]
+pub async fn abort() -> Result<(), TaskError> {
+    std::process::abort()
+}
+
+/// Counts a run of `id`; sleeps 30 s on the worker named `A`, 200 ms elsewhere; returns
+/// the worker's name.
+#[task(name = "fault.linger")]
+pub async fn linger(id: u64) -> Result<String, TaskError> {
+    let mut conn = redis_conn().await?;
+    let _: i64 = redis::cmd("INCR")
+        .arg(runs_key(&prefix(), id))
+        .query_async(&mut conn)
+        .await?;
+    let name = std::env::var("WORKER_NAME").unwrap_or_default();
+    let ms = if name == "A" { 30_000 } else { 200 };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(name)
+}

@@ -10,7 +10,7 @@ use machinery_core::broker::Outgoing;
 use machinery_core::{Config, Server, State};
 use machinery_redis as _;
 use tests::RedisServer;
-use tests::tasks::{collect, runs_key, whoami, work};
+use tests::tasks::{abort, collect, linger, runs_key, whoami, work};
 use uuid::Uuid;
 
 /// A worker child process, killed on drop.
@@ -24,7 +24,20 @@ impl WorkerProcess {
         concurrency: usize,
         visibility: u64,
     ) -> Self {
+        Self::start_with(redis, prefix, name, concurrency, visibility, &[])
+    }
+
+    /// [`start`](Self::start) with more `MACHINERY_*` settings.
+    fn start_with(
+        redis: &RedisServer,
+        prefix: &str,
+        name: &str,
+        concurrency: usize,
+        visibility: u64,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_fault_worker"))
+            .envs(settings.iter().copied())
             .env("MACHINERY_BROKER", redis.url())
             .env("MACHINERY_REDIS_KEY_PREFIX", prefix)
             .env("MACHINERY_VISIBILITY_TIMEOUT", visibility.to_string())
@@ -389,4 +402,106 @@ async fn sigkill_during_a_chord_still_gives_one_callback() {
         }
     }
     println!("chord sigkill: {n} members, one callback, {twice} members ran twice");
+}
+
+/// A worker paused past the visibility timeout while its STARTED write is still due
+/// (`started_after_ms` 1,500): another worker finishes the task, and the late STARTED
+/// write of the first must not replace the SUCCESS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_worker_late_started_write_keeps_the_result() {
+    let redis = RedisServer::start();
+    let prefix = "late-started";
+    let server = server(&redis, prefix, 2).await;
+    let r = linger::s(1).send_with(&server).await.unwrap();
+    let c = conn(&redis).await;
+    let started_after = [("MACHINERY_STARTED_AFTER_MS", "1500")];
+    let a = WorkerProcess::start_with(&redis, prefix, "A", 1, 2, &started_after);
+    let key = runs_key(prefix, 1);
+    until("A started the task", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        let key = key.clone();
+        async move { counter(&mut c, &key).await == 1 }
+    })
+    .await;
+    a.signal("STOP");
+    let b = WorkerProcess::start_with(&redis, prefix, "B", 1, 2, &started_after);
+    assert_eq!(r.get_timeout(Duration::from_secs(60)).await.unwrap(), "B");
+    drop(b);
+    // A wakes up with its STARTED write overdue and its task still running (30 s).
+    a.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    assert_eq!(r.get_timeout(Duration::from_secs(1)).await.unwrap(), "B");
+    drop(a);
+}
+
+/// A task that aborts its worker process, among thousands of good ones on two workers
+/// that are restarted whenever they die: only the poison is dead-lettered, every good
+/// task succeeds, in every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_alone() {
+    let redis = RedisServer::start();
+    for round in 0..3 {
+        let prefix = format!("poison{round}");
+        let server = server(&redis, &prefix, 1).await;
+        let settings = [("MACHINERY_MAX_DELIVERIES", "3")];
+        let start = |name: &str| WorkerProcess::start_with(&redis, &prefix, name, 8, 1, &settings);
+        let mut workers = vec![start("w0"), start("w1")];
+        let n = 3_000u64;
+        let mut batch: Vec<_> = (0..n)
+            .map(|id| work::s(id, 1).into_raw().unwrap())
+            .collect();
+        let poison = abort::s().into_raw().unwrap();
+        let poison_id = (poison.uuid, poison.name.clone());
+        batch.insert(usize::try_from(n / 3).unwrap(), poison);
+        let good: Vec<_> = batch
+            .iter()
+            .filter(|r| r.uuid != poison_id.0)
+            .map(|r| server.result::<u64>(r.uuid, &r.name))
+            .collect();
+        server.send_batch(batch).await.unwrap();
+        let poisoned = server.result::<()>(poison_id.0, &poison_id.1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut deaths = 0;
+        loop {
+            for (i, w) in workers.iter_mut().enumerate() {
+                if let Ok(Some(_)) = w.0.try_wait() {
+                    deaths += 1;
+                    *w = start(&format!("w{i}-{deaths}"));
+                }
+            }
+            if matches!(poisoned.state().await, Ok(State::Failure)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the poison was never dead-lettered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let err = poisoned
+            .get_timeout(Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("delivered 4 times"), "{err}");
+        for r in &good {
+            // Keep the workers alive while waiting (a death now would be a bug too).
+            assert!(
+                r.get_timeout(Duration::from_secs(60)).await.is_ok(),
+                "round {round}: a good task failed: {:?}",
+                r.task_state().await
+            );
+        }
+        let q = server.config().default_queue.clone();
+        let dead = server.dead_letters(&q).await.unwrap();
+        assert_eq!(
+            dead.len(),
+            1,
+            "round {round}: only the poison is dead: {dead:?}"
+        );
+        println!(
+            "poison round {round}: {deaths} worker deaths, 1 dead letter, {n} good tasks SUCCESS"
+        );
+        drop(workers);
+    }
 }

@@ -120,7 +120,8 @@ impl ResultBackend for MemoryBackend {
     }
 
     async fn wait(&self, _queue: &str, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Past what `Instant` can hold (`Duration::MAX`): no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let notify = {
                 let mut inner = self.lock();

@@ -74,7 +74,15 @@ struct Inner {
 
 fn eta_instant(eta_ms: u64) -> Instant {
     let now_wall = now_ms();
-    Instant::now() + Duration::from_millis(eta_ms.saturating_sub(now_wall))
+    after(Duration::from_millis(eta_ms.saturating_sub(now_wall)))
+}
+
+/// `delay` from now; past what `Instant` can hold (`Duration::MAX`), a time nobody
+/// reaches: 30 years.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 impl Inner {
@@ -135,8 +143,15 @@ impl Inner {
         for i in 0..queues.len() {
             let queue = &queues[(start + i) % queues.len()];
             while out.len() < max {
-                let Some(Ready(mut message)) = self.ready.get_mut(queue).and_then(BinaryHeap::pop)
-                else {
+                let Some(heap) = self.ready.get_mut(queue) else {
+                    break;
+                };
+                // A message delivered before comes alone (see `Broker::fetch`).
+                let again = heap.peek().is_some_and(|r| r.0.delivery_count > 0);
+                if again && !out.is_empty() {
+                    return out;
+                }
+                let Some(Ready(mut message)) = heap.pop() else {
                     break;
                 };
                 message.delivery_count += 1;
@@ -151,6 +166,9 @@ impl Inner {
                 self.leases_checked_until.get_or_insert(deadline);
                 self.inflight
                     .insert(receipt, InFlight { message, deadline });
+                if again {
+                    return out;
+                }
             }
         }
         out
@@ -242,7 +260,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn fetch(&self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + wait;
+        let deadline = after(wait);
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
@@ -295,7 +313,7 @@ impl Broker for MemoryBroker {
             match delay {
                 Some(d) if !d.is_zero() => {
                     let seq = inner.next_seq();
-                    inner.delayed.insert((Instant::now() + d, seq), message);
+                    inner.delayed.insert((after(d), seq), message);
                 }
                 _ => inner.push_ready(message),
             }

@@ -82,7 +82,10 @@ macro_rules! conformance_suite {
             dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
             wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
             wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks,
-            wf_across_queues
+            wf_across_queues,
+            outcome_follow_up_too_large_fails, outcome_chord_callback_retry_same_input,
+            outcome_dead_lettered_step_fails_chain, outcome_over_delivered_step_fails_chain,
+            outcome_extreme_durations, outcome_timeout_names_state
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

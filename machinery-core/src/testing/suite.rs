@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::result::State;
 use crate::server::Server;
-use crate::signature::RawSignature;
+use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -1041,4 +1041,188 @@ pub async fn wf_across_queues<H: Harness>(h: &H) {
     assert_eq!(chain.state().await.unwrap(), State::Failure);
     assert!(tasks::log(&k).is_empty(), "the last step did not run");
     w.shutdown().await.unwrap();
+}
+
+/// A step whose result is too large to pass on fails, and its chain with it; so does a
+/// task whose retry is too large to send.
+pub async fn outcome_follow_up_too_large_fails<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.max_message_bytes = 4096;
+    let server = h.server(config).await;
+    let w = worker(&server);
+    let chain = big::s(8192)
+        .then(length::partial())
+        .then(add::partial(1))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("conformance.big"), "{err}");
+    assert!(err.contains("could not be passed on"), "{err}");
+    // A retry carries `retried` and an ETA: pad the arguments until the task fits the
+    // limit when sent but its retry does not.
+    let k = key("pad");
+    let mut padding = 3_800;
+    let sig = loop {
+        let sig = flaky::s(format!("{k}{}", "p".repeat(padding)), 5).retries(3);
+        let mut sent = sig.raw().clone();
+        let mut retry = sent.clone();
+        retry.retried = 1;
+        retry.eta = Some(u64::MAX);
+        let fits = |raw: &mut RawSignature| server.outgoing(raw).is_ok();
+        if fits(&mut sent) && !fits(&mut retry) {
+            break sig;
+        }
+        assert!(fits(&mut sent), "no padding found");
+        padding += 1;
+    };
+    let r = sig.send_with(&server).await.unwrap();
+    let err = r.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("retry could not be sent"), "{err}");
+    assert_eq!(r.state().await.unwrap(), State::Failure);
+    w.shutdown().await.unwrap();
+}
+
+/// A retried chord callback gets the members' results once, as on its first run.
+pub async fn outcome_chord_callback_retry_same_input<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("callback-retry");
+    let chord = crate::group(vec![add::s(1, 1), add::s(2, 2)])
+        .chord(
+            sum_after_a_failure::partial(k.clone())
+                .map(|s| s.retries(2).retry_timeout(Duration::from_millis(10))),
+        )
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chord.get_timeout(WAIT).await.unwrap(), 6);
+    assert_eq!(tasks::log(&k), vec!["[2, 4]", "[2, 4]"]);
+    w.shutdown().await.unwrap();
+}
+
+/// A chain step no worker knows is dead-lettered, and the chain fails with it.
+pub async fn outcome_dead_lettered_step_fails_chain<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("after-unknown");
+    let unknown = crate::Partial::<i64, i64>::new(Signature::from_raw(foreign(
+        "conformance.nobody_runs_this_step",
+    )));
+    let chain = add::s(1, 1)
+        .then(unknown)
+        .then(note::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("conformance.nobody_runs_this_step"), "{err}");
+    assert!(err.contains("not registered"), "{err}");
+    let q = server.config().default_queue.clone();
+    let dead = server.dead_letters(&q).await.unwrap();
+    assert_eq!(dead.len(), 1, "dead-lettered by the time the chain failed");
+    assert!(tasks::log(&k).is_empty(), "the last step did not run");
+    // As a chord member: the chord fails naming it.
+    let unknown = Signature::<i64>::from_raw(foreign("conformance.nobody_runs_this_member"));
+    let chord = crate::group(vec![add::s(1, 1), unknown])
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chord.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("member #1"), "{err}");
+    assert!(err.contains("not registered"), "{err}");
+    w.shutdown().await.unwrap();
+}
+
+/// A message delivered more than `max_deliveries` times fails its workflow too.
+pub async fn outcome_over_delivered_step_fails_chain<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.visibility_timeout = 1;
+    config.max_deliveries = 2;
+    let server = h.server(config).await;
+    let q = server.config().default_queue.clone();
+    let k = key("after-over-delivered");
+    let chain = add::s(1, 1)
+        .then(note::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    // Two deliveries whose leases run out, as if their workers had died.
+    for n in 1..=2 {
+        let d = server
+            .broker()
+            .fetch(std::slice::from_ref(&q), 1, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(d[0].delivery_count, n);
+    }
+    let w = worker(&server);
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("delivered 3 times"), "{err}");
+    assert_eq!(server.dead_letters(&q).await.unwrap().len(), 1);
+    assert!(tasks::log(&k).is_empty());
+    w.shutdown().await.unwrap();
+}
+
+/// Durations at the edge (`Duration::MAX`) are accepted, never panic the worker.
+pub async fn outcome_extreme_durations<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let r = retry_never::s()
+        .retries(1)
+        .send_with(&server)
+        .await
+        .unwrap();
+    eventually("RETRY", || async {
+        r.state().await.unwrap() == State::Retry
+    })
+    .await;
+    let q = server.config().default_queue.clone();
+    eventually("the retry waits", || async {
+        server.delayed_tasks(Some(&q)).await.unwrap().len() == 1
+    })
+    .await;
+    let later = add::s(1, 1)
+        .delay(Duration::MAX)
+        .send_with(&server)
+        .await
+        .unwrap();
+    let now = add::s(2, 2).send_with(&server).await.unwrap();
+    assert_eq!(now.get_timeout(Duration::MAX).await.unwrap(), 4);
+    assert_eq!(later.state().await.unwrap(), State::Pending);
+    // The worker is alive and holds nothing: it stops at once.
+    tokio::time::timeout(Duration::from_secs(5), w.shutdown())
+        .await
+        .expect("shutdown in time")
+        .unwrap();
+}
+
+/// A timed-out wait names the task's queue and its last state.
+pub async fn outcome_timeout_names_state<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let r = add::s(1, 1)
+        .queue("nobody-consumes-this")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = r.get_timeout(Duration::from_millis(100)).await.unwrap_err();
+    match &err {
+        Error::Timeout {
+            uuid,
+            last_state,
+            queue,
+            ..
+        } => {
+            assert_eq!(*uuid, Some(r.uuid()));
+            assert_eq!(*last_state, Some(State::Pending));
+            assert_eq!(queue.as_deref(), Some("nobody-consumes-this"));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("PENDING") && text.contains("nobody-consumes-this"),
+        "{text}"
+    );
 }

@@ -234,3 +234,36 @@ pub async fn note_error(error: String, key: String) -> Result<(), TaskError> {
     board().log.entry(key).or_default().push(error);
     Ok(())
 }
+
+/// A string of `n` bytes (a result too large to pass on under a small
+/// `max_message_bytes`).
+#[task(name = "conformance.big")]
+pub async fn big(n: u64) -> Result<String, TaskError> {
+    Ok("x".repeat(usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+/// The length of a string.
+#[task(name = "conformance.length")]
+pub async fn length(text: String) -> Result<i64, TaskError> {
+    Ok(i64::try_from(text.len()).unwrap_or(i64::MAX))
+}
+
+/// Sums `values`, failing its first run under `key` (a chord callback that is retried).
+#[task(name = "conformance.sum_after_a_failure")]
+pub async fn sum_after_a_failure(key: String, values: Vec<i64>) -> Result<i64, TaskError> {
+    board()
+        .log
+        .entry(key.clone())
+        .or_default()
+        .push(format!("{values:?}"));
+    if bump(&key) == 1 {
+        return Err(TaskError::msg("first run fails"));
+    }
+    Ok(values.iter().sum())
+}
+
+/// Asks to be retried after `Duration::MAX`: never, in practice.
+#[task(name = "conformance.retry_never")]
+pub async fn retry_never() -> Result<(), TaskError> {
+    Err(TaskError::retry_in(Duration::MAX, "not now"))
+}

@@ -2,7 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::registry::{Invocation, TaskEntry};
 use crate::result::{State, TaskState};
 use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
-use crate::signature::{RawSignature, to_ms};
+use crate::signature::{RawSignature, eta_after};
 use crate::task_error::TaskError;
 
 use super::panic_message;
@@ -43,15 +43,45 @@ pub(crate) async fn process(
             delivery.delivery_count, config.max_deliveries
         );
         tracing::error!(task.id = %raw.uuid, task.name = %raw.name, reason, "moving task to the dead-letter queue");
-        started.finished().await;
-        fail_and_dead_letter(&shared, &delivery, &raw, &reason).await;
+        drop(permit);
+        fail_and_dead_letter(&shared, &delivery, &raw, reason, started).await;
         return;
     }
     let Some(entry) = shared.registry.get(&raw.name).copied() else {
-        unregistered(&shared, &delivery, &raw).await;
+        drop(permit);
+        unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
-    let ctx = TaskContext {
+    let ctx = context(&raw, &delivery);
+    let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
+        Err(e) => Err(e),
+        Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
+            Err(TaskError::fatal(format!(
+                "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
+                 (producers and workers run different versions of the task)",
+                raw.schema, entry.schema
+            )))
+        }
+        // The arguments of this run; `raw` keeps those it was sent with, so that a retry
+        // carries exactly them (a chord callback's results are appended again by it).
+        Ok(args) => {
+            shared.hooks.before(&ctx);
+            run(
+                &entry,
+                args.unwrap_or_else(|| raw.args.clone()),
+                ctx.clone(),
+            )
+            .await
+        }
+    };
+    drop(permit);
+    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None).await;
+    shared.hooks.after(&ctx, &completion.state);
+    send_completion(&shared, &delivery, completion, &mut started).await;
+}
+
+fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
+    TaskContext {
         uuid: raw.uuid,
         name: raw.name.clone(),
         retried: raw.retried,
@@ -60,28 +90,26 @@ pub(crate) async fn process(
         headers: raw.headers.clone(),
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
-    };
-    let mut raw = raw;
-    let outcome = if let Err(e) = chord_arguments(&shared, &mut raw, &delivery.queue).await {
-        Err(e)
-    } else if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint {
-        Err(TaskError::fatal(format!(
-            "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
-             (producers and workers run different versions of the task)",
-            raw.schema, entry.schema
-        )))
-    } else {
-        shared.hooks.before(&ctx);
-        run(&entry, &raw, ctx.clone()).await
-    };
-    drop(permit);
-    let (state, mut publish) = settle_outcome(&shared, &raw, &ctx, &delivery.queue, outcome);
-    shared.hooks.after(&ctx, &state);
+    }
+}
+
+/// Everything a finished run decides: the state, what it sends, the later steps it
+/// stops and the chord it counts toward; dead-lettered instead of acknowledged when
+/// `dead_letter` is set (the outcome is then a failure).
+async fn settle(
+    shared: &Shared,
+    raw: &RawSignature,
+    ctx: &TaskContext,
+    delivery: &Delivery,
+    outcome: std::result::Result<Vec<u8>, TaskError>,
+    dead_letter: Option<String>,
+) -> Completion {
+    let (state, mut publish) = settle_outcome(shared, raw, ctx, &delivery.queue, outcome);
     let mut also_store = Vec::new();
     if state.state == State::Failure {
         stop_downstream(
-            &shared,
-            &raw,
+            shared,
+            raw,
             &state,
             &delivery.queue,
             &mut also_store,
@@ -89,38 +117,50 @@ pub(crate) async fn process(
         )
         .await;
     }
-    let group = if state.state.is_terminal() {
-        raw.chord_member(&delivery.queue)
-    } else {
-        None
-    };
-    let Some(delivery) = shared.settle(&delivery) else {
-        return;
-    };
-    let completion = Completion {
-        delivery,
+    let terminal = state.state.is_terminal();
+    Completion {
+        delivery: delivery.clone(),
+        group: if terminal {
+            raw.chord_member(&delivery.queue)
+        } else {
+            None
+        },
+        ends_chord: raw.chord_of.filter(|_| terminal),
         state,
         also_store,
         publish,
-        group,
-        dead_letter: None,
-        ends_chord: None,
-    };
-    started.finished().await;
-    if shared.completions.send(completion).await.is_err() {
-        tracing::error!(task.id = %raw.uuid, "worker is stopping; the completion is lost and the task will run again");
+        dead_letter,
     }
 }
 
-/// For a chord callback: appends the members' results (a `Vec<T>`, in member order)
-/// to the arguments, or fails when a member failed.
+/// Hands a completion to the completer, once the task's STARTED write (if any) is done.
+async fn send_completion(
+    shared: &Shared,
+    delivery: &Delivery,
+    mut completion: Completion,
+    started: &mut StartGate,
+) {
+    let Some(delivery) = shared.settle(delivery) else {
+        return;
+    };
+    completion.delivery = delivery;
+    started.finished().await;
+    let uuid = completion.state.uuid;
+    if shared.completions.send(completion).await.is_err() {
+        tracing::error!(task.id = %uuid, "worker is stopping; the completion is lost and the task will run again");
+    }
+}
+
+/// For a chord callback: the arguments to run it with (the members' results, a
+/// `Vec<T>` in member order, appended), or a failure when a member failed. `None`: run
+/// with the arguments as sent.
 async fn chord_arguments(
     shared: &Shared,
-    raw: &mut RawSignature,
+    raw: &RawSignature,
     queue: &str,
-) -> std::result::Result<(), TaskError> {
+) -> std::result::Result<Option<Vec<u8>>, TaskError> {
     let Some(group) = raw.chord_of else {
-        return Ok(());
+        return Ok(None);
     };
     let outcome = shared
         .server
@@ -134,7 +174,7 @@ async fn chord_arguments(
         )));
     }
     if raw.immutable {
-        return Ok(());
+        return Ok(None);
     }
     let mut list = Vec::with_capacity(outcome.results.iter().map(Vec::len).sum::<usize>() + 5);
     codec::write_array_len(&mut list, outcome.results.len())
@@ -142,8 +182,9 @@ async fn chord_arguments(
     for r in &outcome.results {
         list.extend_from_slice(r);
     }
-    raw.args = codec::append_arg(&raw.args, &list).map_err(|e| TaskError::fatal(e.to_string()))?;
-    Ok(())
+    codec::append_arg(&raw.args, &list)
+        .map(Some)
+        .map_err(|e| TaskError::fatal(e.to_string()))
 }
 
 /// A failed task stops what would have run after it: the later steps of its chain are
@@ -194,13 +235,10 @@ async fn stop_downstream(
 
 async fn run(
     entry: &TaskEntry,
-    raw: &RawSignature,
+    args: Vec<u8>,
     ctx: TaskContext,
 ) -> std::result::Result<Vec<u8>, TaskError> {
-    let invocation = Invocation {
-        args: raw.args.clone(),
-        ctx,
-    };
+    let invocation = Invocation { args, ctx };
     let fut = AssertUnwindSafe((entry.handler)(invocation)).catch_unwind();
     let joined = match entry.timeout() {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
@@ -222,7 +260,9 @@ async fn run(
     }
 }
 
-/// Turns a run's outcome into the state to store and the messages to publish.
+/// Turns a run's outcome into the state to store and the messages to publish. A
+/// success whose followers cannot be sent (a result too large to pass on), or a failure
+/// whose retry cannot be sent, ends FAILURE saying why: nothing is dropped silently.
 fn settle_outcome(
     shared: &Shared,
     raw: &RawSignature,
@@ -231,81 +271,103 @@ fn settle_outcome(
     outcome: std::result::Result<Vec<u8>, TaskError>,
 ) -> (TaskState, Vec<Outgoing>) {
     let mut state = raw.task_state(State::Success, queue);
-    let mut publish = Vec::new();
-    match outcome {
-        Ok(result) => {
-            let followers = match raw.followers() {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(task.id = %raw.uuid, error = %e, "cannot read the rest of the workflow");
-                    Vec::new()
-                }
-            };
-            for mut cb in followers {
-                if !cb.immutable {
-                    match codec::append_arg(&cb.args, &result) {
-                        Ok(args) => cb.args = args,
-                        Err(e) => {
-                            tracing::error!(task.id = %raw.uuid, error = %e, "cannot pass the result to a success callback");
-                            continue;
-                        }
-                    }
-                }
-                push_outgoing(shared, &mut publish, cb);
-            }
+    let err = match outcome.and_then(|result| success_followers(shared, raw, result)) {
+        Ok((result, publish)) => {
             state.result = Some(result);
+            return (state, publish);
         }
-        Err(err) => {
-            let message = err.message().to_owned();
-            shared.hooks.on_error(ctx, &message);
-            let can_retry = !err.is_fatal() && raw.retry_count > 0;
-            if can_retry {
-                let delay = err.retry_delay().unwrap_or_else(|| {
-                    let base = if raw.retry_timeout == 0 {
-                        DEFAULT_RETRY_BASE
-                    } else {
-                        Duration::from_millis(raw.retry_timeout)
-                    };
-                    let cap = Duration::from_secs(shared.server.config().retry_max_delay);
-                    fibonacci_delay(raw.retried, base, cap)
-                });
+        Err(err) => err,
+    };
+    let mut message = err.message().to_owned();
+    shared.hooks.on_error(ctx, &message);
+    if !err.is_fatal() && raw.retry_count > 0 {
+        let delay = err.retry_delay().unwrap_or_else(|| {
+            let base = if raw.retry_timeout == 0 {
+                DEFAULT_RETRY_BASE
+            } else {
+                Duration::from_millis(raw.retry_timeout)
+            };
+            let cap = Duration::from_secs(shared.server.config().retry_max_delay);
+            fibonacci_delay(raw.retried, base, cap)
+        });
+        let mut next = raw.clone();
+        next.retry_count -= 1;
+        next.retried += 1;
+        next.eta = Some(eta_after(delay));
+        match shared.server.outgoing(&mut next) {
+            Ok(retry) => {
                 tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, error = %message, retry_in = ?delay, retries_left = raw.retry_count - 1, "task failed; retrying");
-                let mut next = raw.clone();
-                next.retry_count -= 1;
-                next.retried += 1;
-                next.eta = Some(to_ms(SystemTime::now() + delay));
                 state.state = State::Retry;
                 state.error = Some(message);
-                push_outgoing(shared, &mut publish, next);
-            } else {
-                tracing::error!(task.id = %raw.uuid, task.name = %raw.name, error = %message, "task failed");
-                let text = codec::to_vec(&message, "error text").unwrap_or_default();
-                for cb in &raw.on_error {
-                    let mut cb = cb.clone();
-                    match codec::prepend_arg(&cb.args, &text) {
-                        Ok(args) => cb.args = args,
-                        Err(e) => {
-                            tracing::error!(task.id = %raw.uuid, error = %e, "cannot pass the error to an error callback");
-                            continue;
-                        }
-                    }
-                    push_outgoing(shared, &mut publish, cb);
-                }
-                state.state = State::Failure;
-                state.error = Some(message);
+                return (state, vec![retry]);
+            }
+            Err(e) => {
+                message = format!("{message} (and its retry could not be sent: {e})");
             }
         }
     }
+    tracing::error!(task.id = %raw.uuid, task.name = %raw.name, error = %message, "task failed");
+    let mut publish = Vec::new();
+    match codec::to_vec(&message, "error text") {
+        Ok(text) => {
+            for cb in &raw.on_error {
+                let mut cb = cb.clone();
+                let sent = codec::prepend_arg(&cb.args, &text).and_then(|args| {
+                    cb.args = args;
+                    shared.server.outgoing(&mut cb)
+                });
+                match sent {
+                    Ok(o) => publish.push(o),
+                    Err(e) => {
+                        tracing::error!(task.id = %raw.uuid, callback = %cb.name, error = %e, "cannot send an error callback");
+                        message = format!(
+                            "{message} (and its error callback `{}` could not be sent: {e})",
+                            cb.name
+                        );
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(task.id = %raw.uuid, error = %e, "cannot encode the error text"),
+    }
+    state.state = State::Failure;
+    state.error = Some(message);
     (state, publish)
 }
 
-fn push_outgoing(shared: &Shared, publish: &mut Vec<Outgoing>, mut sig: RawSignature) {
-    match shared.server.outgoing(&mut sig) {
-        Ok(o) => publish.push(o),
-        Err(e) => {
-            tracing::error!(task.id = %sig.uuid, task.name = %sig.name, error = %e, "cannot publish follow-up task")
+/// The messages a success sends (success callbacks, the next step of its chain), with
+/// the result appended where they take it; an error when one cannot be sent.
+fn success_followers(
+    shared: &Shared,
+    raw: &RawSignature,
+    result: Vec<u8>,
+) -> std::result::Result<(Vec<u8>, Vec<Outgoing>), TaskError> {
+    let followers = raw.followers().map_err(|e| {
+        TaskError::fatal(format!(
+            "the rest of its workflow could not be read, so it cannot go on: {e}"
+        ))
+    })?;
+    let mut publish = Vec::with_capacity(followers.len());
+    for mut cb in followers {
+        let sent = if cb.immutable {
+            shared.server.outgoing(&mut cb)
+        } else {
+            codec::append_arg(&cb.args, &result).and_then(|args| {
+                cb.args = args;
+                shared.server.outgoing(&mut cb)
+            })
+        };
+        match sent {
+            Ok(o) => publish.push(o),
+            Err(e) => {
+                return Err(TaskError::fatal(format!(
+                    "its result could not be passed on to `{}`: {e}",
+                    cb.name
+                )));
+            }
         }
     }
+    Ok((result, publish))
 }
 
 async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &str) {
@@ -317,26 +379,34 @@ async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &str) {
     }
 }
 
+/// Fails a task that cannot run and moves its message to the dead-letter queue, in one
+/// step: its later steps fail, its chord counts the failure, its error callbacks run.
 async fn fail_and_dead_letter(
     shared: &Shared,
     delivery: &Delivery,
     raw: &RawSignature,
-    reason: &str,
+    reason: String,
+    mut started: StartGate,
 ) {
-    let mut state = raw.task_state(State::Failure, &delivery.queue);
-    state.error = Some(reason.to_owned());
-    if let Err(e) = shared
-        .server
-        .backend()
-        .store(std::slice::from_ref(&state))
-        .await
-    {
-        tracing::warn!(task.id = %raw.uuid, error = %e, "could not record FAILURE");
-    }
-    dead_letter(shared, delivery, reason).await;
+    let ctx = context(raw, delivery);
+    let completion = settle(
+        shared,
+        raw,
+        &ctx,
+        delivery,
+        Err(TaskError::fatal(reason.clone())),
+        Some(reason),
+    )
+    .await;
+    send_completion(shared, delivery, completion, &mut started).await;
 }
 
-async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) {
+async fn unregistered(
+    shared: &Shared,
+    delivery: &Delivery,
+    raw: &RawSignature,
+    started: StartGate,
+) {
     if raw.ignore_when_not_registered {
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
         if let Some(d) = shared.settle(delivery)
@@ -352,7 +422,7 @@ async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) 
         let Some(d) = shared.settle(delivery) else {
             return;
         };
-        let delay = Duration::from_millis(200) * delivery.delivery_count;
+        let delay = Duration::from_millis(200).saturating_mul(delivery.delivery_count);
         if let Err(e) = shared.server.broker().release(&d, Some(delay)).await {
             tracing::warn!(error = %e, "could not requeue the message");
         }
@@ -362,6 +432,6 @@ async fn unregistered(shared: &Shared, delivery: &Delivery, raw: &RawSignature) 
             raw.name, delivery.delivery_count
         );
         tracing::error!(task.id = %raw.uuid, task.name = %raw.name, "{reason}; moving it to the dead-letter queue");
-        fail_and_dead_letter(shared, delivery, raw, &reason).await;
+        fail_and_dead_letter(shared, delivery, raw, reason, started).await;
     }
 }

@@ -1,10 +1,12 @@
 //! The worker's loops: fetching, heartbeats, settling completions, shutdown.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +30,9 @@ const COMPLETION_BATCH: usize = 256;
 /// memory engine hands out 200,000 queued tasks in milliseconds; every one spawned
 /// took 780 MB).
 const UNLIMITED_FETCHES: usize = 64;
+/// How long a delivery whose processing panicked in the worker's own code waits before
+/// it is delivered again (it counts as a delivery, so `max_deliveries` ends a loop).
+const PANIC_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Receipts are unique within a queue.
 type SlotKey = (String, String);
@@ -121,13 +126,17 @@ impl Runner {
         let slots = match worker.concurrency {
             0 => worker.prefetch.saturating_mul(UNLIMITED_FETCHES),
             n => n,
-        };
-        let semaphore = Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS)));
+        }
+        // Semaphore limits, and u32 for acquiring every permit at once.
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+        let semaphore = Arc::new(Semaphore::new(slots));
         let fetcher = tokio::spawn(fetch_loop(
             shared.clone(),
             stop.clone(),
             tracker.clone(),
             semaphore,
+            slots,
             queues,
             worker.prefetch,
         ));
@@ -251,6 +260,7 @@ async fn fetch_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
     semaphore: Arc<Semaphore>,
+    slots: usize,
     queues: Vec<String>,
     prefetch: usize,
 ) {
@@ -295,50 +305,145 @@ async fn fetch_loop(
             continue;
         }
         // Every message fetched runs at once (fetches never exceed free slots); those
-        // still running a moment later are recorded as STARTED, in one write.
+        // still running a moment later are recorded as STARTED, in one write. A message
+        // delivered before whose delivery ended unsettled (its worker died, or lost the
+        // lease) is a suspect: it runs alone once the rest is done, so that a task that
+        // kills its worker charges only its own deliveries, never its neighbours'.
+        let config = shared.server.config();
         let mut started = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
+        let mut suspects = Vec::new();
         for delivery in batch {
             let mut delivery = delivery;
             // Decoded once here; the engine keeps its own copy for redelivery and dead
             // letters, so the payload is not carried (and cloned) any further.
             let raw = RawSignature::decode(&std::mem::take(&mut delivery.payload));
+            let runs = match &raw {
+                Ok(raw) => shared.registry.get(&raw.name).is_some(),
+                Err(_) => false,
+            };
+            let permit = permits.split(1);
+            hold(&shared, &delivery);
+            if runs
+                && delivery.delivery_count > 1
+                && delivery.delivery_count <= config.max_deliveries
+            {
+                suspects.push((delivery, raw, permit));
+                continue;
+            }
             started.push(match &raw {
-                Ok(raw) if shared.registry.get(&raw.name).is_some() => {
-                    Some(raw.task_state(State::Started, &delivery.queue))
-                }
+                Ok(raw) if runs => Some(raw.task_state(State::Started, &delivery.queue)),
                 _ => None,
             });
-            decoded.push((delivery, raw));
+            decoded.push((delivery, raw, permit));
         }
         let gates = started::schedule(
             &tracker,
             shared.server.backend().clone(),
             started,
-            shared.server.config().started_after(),
+            config.started_after(),
         );
-        for ((delivery, raw), gate) in decoded.into_iter().zip(gates) {
-            let permit = permits.split(1);
-            let key = slot_key(&delivery);
-            shared.slots().insert(
-                key.clone(),
-                Slot {
-                    delivery: delivery.clone(),
-                    abort: None,
-                },
-            );
-            let handle = tracker.spawn(process::process(
-                shared.clone(),
-                delivery,
-                raw,
-                permit,
-                gate,
-            ));
-            if let Some(slot) = shared.slots().get_mut(&key) {
-                slot.abort = Some(handle.abort_handle());
-            }
+        for ((delivery, raw, permit), gate) in decoded.into_iter().zip(gates) {
+            spawn(&shared, &tracker, delivery, raw, permit, gate);
+        }
+        drop(permits);
+        if !suspects.is_empty()
+            && !run_alone(&shared, &stop, &tracker, &semaphore, slots, suspects).await
+        {
+            return;
         }
     }
+}
+
+/// Records a delivery as held by this worker (heartbeats extend it; shutdown hands it
+/// back when it did not finish).
+fn hold(shared: &Shared, delivery: &Delivery) {
+    shared.slots().insert(
+        slot_key(delivery),
+        Slot {
+            delivery: delivery.clone(),
+            abort: None,
+        },
+    );
+}
+
+/// Runs one delivery on the tracker. A panic in the worker's own code around the task
+/// (the task's own panics are caught where it runs) hands the delivery back instead of
+/// leaving it held, and extended, forever.
+fn spawn(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    delivery: Delivery,
+    raw: Result<RawSignature>,
+    permit: Option<OwnedSemaphorePermit>,
+    gate: started::StartGate,
+) -> JoinHandle<()> {
+    let key = slot_key(&delivery);
+    let guarded = {
+        let shared = shared.clone();
+        let delivery = delivery.clone();
+        async move {
+            let run = process::process(shared.clone(), delivery.clone(), raw, permit, gate);
+            if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+                let message = super::panic_message(panic.as_ref());
+                tracing::error!(queue = %delivery.queue, receipt = %delivery.receipt, panic = %message, "the worker panicked around a task; handing its delivery back");
+                if let Some(d) = shared.settle(&delivery)
+                    && let Err(e) = shared
+                        .server
+                        .broker()
+                        .release(&d, Some(PANIC_RETRY_DELAY))
+                        .await
+                {
+                    tracing::error!(error = %e, "could not hand the delivery back; it returns after the visibility timeout");
+                }
+            }
+        }
+    };
+    let handle = tracker.spawn(guarded);
+    if let Some(slot) = shared.slots().get_mut(&key) {
+        slot.abort = Some(handle.abort_handle());
+    }
+    handle
+}
+
+/// Runs suspect deliveries one at a time, each once nothing else of this worker runs;
+/// no other message is fetched meanwhile. False when the worker is stopping (the
+/// suspects not run yet are handed back by the shutdown).
+async fn run_alone(
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+    semaphore: &Arc<Semaphore>,
+    slots: usize,
+    suspects: Vec<(Delivery, Result<RawSignature>, Option<OwnedSemaphorePermit>)>,
+) -> bool {
+    let others = u32::try_from(slots.saturating_sub(suspects.len())).unwrap_or(u32::MAX);
+    let drained = tokio::select! {
+        p = semaphore.clone().acquire_many_owned(others) => p,
+        () = stop.cancelled() => return false,
+    };
+    let Ok(_drained) = drained else { return false };
+    for (delivery, raw, permit) in suspects {
+        tracing::info!(queue = %delivery.queue, deliveries = delivery.delivery_count, "a delivery that ended unsettled before runs alone");
+        let state = match &raw {
+            Ok(raw) => Some(raw.task_state(State::Started, &delivery.queue)),
+            Err(_) => None,
+        };
+        let gate = started::schedule(
+            tracker,
+            shared.server.backend().clone(),
+            vec![state],
+            shared.server.config().started_after(),
+        )
+        .pop()
+        .unwrap_or_else(started::StartGate::none);
+        let handle = spawn(shared, tracker, delivery, raw, permit, gate);
+        tokio::select! {
+            _ = handle => {}
+            () = stop.cancelled() => return false,
+        }
+    }
+    true
 }
 
 async fn heartbeat_loop(shared: Arc<Shared>) {

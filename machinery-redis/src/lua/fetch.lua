@@ -4,7 +4,8 @@
 -- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead
 -- (its receipt '<id>/<token>' in the in-flight set; the count hash keeps, per message,
 -- the deliveries that ended unsettled: a lease that expired, a release).
--- Every step is one command for the whole batch, not one per message. The lease token
+-- A message delivered before (its count is in the count hash) comes in a batch of its
+-- own. Every step is one command for the whole batch, not one per message. The lease token
 -- is one per call, shared by the batch: a message is at most once in a batch, so
 -- (message, token) still names one delivery, and the token is formatted once.
 -- Returns {ms until the next delayed message or lease deadline is due (-1: none),
@@ -40,6 +41,27 @@ local ready = qkey(prefix, queue, 'ready')
 -- Without scores: Redis would format each one as a float for the reply.
 local ids = redis.call('ZRANGE', ready, 0, max - 1)
 local n = #ids
+local cut_short = false
+local seen = {}
+if n > 0 and redis.call('EXISTS', counts) == 1 then
+  seen = redis.call('HMGET', counts, unpack(ids))
+  -- A message delivered before whose delivery ended unsettled (its worker died, lost
+  -- the lease, or handed it back) comes alone: if it kills its worker again, no other
+  -- message is charged a delivery with it. The batch ends before it, or is just it.
+  for k = 1, n do
+    if seen[k] then
+      local cut = k - 1
+      if k == 1 then cut = 1 end
+      for j = n, cut + 1, -1 do
+        ids[j] = nil
+        seen[j] = nil
+      end
+      cut_short = cut < n
+      n = cut
+      break
+    end
+  end
+end
 if n > 0 then
   redis.call('ZREMRANGEBYRANK', ready, 0, n - 1)
   local payloads = redis.call('HMGET', msgs, unpack(ids))
@@ -53,10 +75,6 @@ if n > 0 then
       ids[k] = '0:' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
       redis.call('HSET', msgs, ids[k], payloads[k])
     end
-  end
-  local seen = {}
-  if redis.call('EXISTS', counts) == 1 then
-    seen = redis.call('HMGET', counts, unpack(ids))
   end
   local token = tostring(redis.call('INCR', qkey(prefix, queue, 'lease_seq')))
   -- The member '~' (score +inf, never due) keeps the set alive when nothing is in
@@ -83,7 +101,7 @@ if n > 0 then
 end
 
 -- More waiting: the client passes the baton to another idle worker.
-if n >= max and redis.call('ZCARD', ready) > 0 then
+if (n >= max or cut_short) and redis.call('ZCARD', ready) > 0 then
   out[2] = 1
 end
 

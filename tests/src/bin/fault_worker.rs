@@ -24,6 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .task(tasks::work::ENTRY)
         .task(tasks::whoami::ENTRY)
         .task(tasks::collect::ENTRY)
+        .task(tasks::abort::ENTRY)
+        .task(tasks::linger::ENTRY)
         .server(&server)
         .name(name)
         .concurrency(concurrency)
