@@ -11,7 +11,7 @@
 //! | `default_queue` | `MACHINERY_DEFAULT_QUEUE` | `machinery_tasks` | non-empty, no whitespace |
 //! | `results_expire_in` | `MACHINERY_RESULTS_EXPIRE_IN` | `3600` | seconds, `0` = keep forever |
 //! | `visibility_timeout` | `MACHINERY_VISIBILITY_TIMEOUT` | `60` | seconds, at least 1 |
-//! | `max_deliveries` | `MACHINERY_MAX_DELIVERIES` | `10` | at least 1 |
+//! | `max_deliveries` | `MACHINERY_MAX_DELIVERIES` | `10` | at least 2 |
 //! | `unregistered_requeues` | `MACHINERY_UNREGISTERED_REQUEUES` | `3` | `0` = dead-letter at once |
 //! | `retry_max_delay` | `MACHINERY_RETRY_MAX_DELAY` | `600` | seconds, at least 1 |
 //! | `max_message_bytes` | `MACHINERY_MAX_MESSAGE_BYTES` | `8388608` (8 MiB) | at least 1024 |
@@ -99,7 +99,8 @@ pub struct Config {
     pub visibility_timeout: u64,
     /// A message delivered more times than this (its workers crashed) goes to the
     /// dead-letter queue (`max_deliveries`, `MACHINERY_MAX_DELIVERIES`); default 10;
-    /// at least 1.
+    /// at least 2: a message running beside one that kills the worker is charged that
+    /// delivery once (it then runs alone), which must not dead-letter it.
     pub max_deliveries: u32,
     /// Times a message naming a task no worker knows is requeued before it is
     /// dead-lettered (`unregistered_requeues`, `MACHINERY_UNREGISTERED_REQUEUES`);
@@ -670,7 +671,7 @@ impl Key {
             Key::VisibilityTimeout | Key::RetryMaxDelay => {
                 "expected a whole number of seconds, at least 1"
             }
-            Key::MaxDeliveries => "expected a whole number of deliveries, at least 1",
+            Key::MaxDeliveries => "expected a whole number of deliveries, at least 2",
             Key::UnregisteredRequeues => {
                 "expected a whole number of requeues, 0 = dead-letter at once"
             }
@@ -689,7 +690,7 @@ impl Key {
         match self {
             Key::ResultsExpireIn => (0, MAX_SECONDS),
             Key::VisibilityTimeout | Key::RetryMaxDelay => (1, MAX_SECONDS),
-            Key::MaxDeliveries => (1, u64::from(u32::MAX)),
+            Key::MaxDeliveries => (2, u64::from(u32::MAX)),
             Key::UnregisteredRequeues => (0, u64::from(u32::MAX)),
             Key::MaxMessageBytes => (1024, saturate(usize::MAX)),
             Key::StartedAfterMs => (0, MAX_MILLIS),
@@ -1248,7 +1249,8 @@ mod tests {
             ("MACHINERY_VISIBILITY_TIMEOUT", "-5", "got `-5`"),
             ("MACHINERY_VISIBILITY_TIMEOUT", "1.5", "got `1.5`"),
             ("MACHINERY_VISIBILITY_TIMEOUT", "30s", "got `30s`"),
-            ("MACHINERY_MAX_DELIVERIES", "0", "at least 1"),
+            ("MACHINERY_MAX_DELIVERIES", "0", "at least 2"),
+            ("MACHINERY_MAX_DELIVERIES", "1", "at least 2"),
             (
                 "MACHINERY_MAX_DELIVERIES",
                 "4294967296",
@@ -1542,7 +1544,7 @@ mod tests {
         assert!(reason.contains("sequence"), "{reason}");
         let (key, reason) = config_error(Config::from_yaml_str("max_deliveries: 0"));
         assert_eq!(key, "max_deliveries");
-        assert!(reason.contains("at least 1; got `0`"), "{reason}");
+        assert!(reason.contains("at least 2; got `0`"), "{reason}");
         let (key, reason) = config_error(Config::from_yaml_str(
             "max_message_bytes: 99999999999999999999",
         ));
@@ -1693,7 +1695,7 @@ mod tests {
                 "visibility_timeout",
                 "at least 1",
             ),
-            (|c| c.max_deliveries = 0, "max_deliveries", "at least 1"),
+            (|c| c.max_deliveries = 1, "max_deliveries", "at least 2"),
             (|c| c.retry_max_delay = 0, "retry_max_delay", "at least 1"),
             (
                 |c| c.max_message_bytes = 1023,

@@ -381,7 +381,9 @@ impl<T> Signature<T> {
         self.raw.uuid
     }
 
-    /// Sets the task's UUID (for idempotent sends: a deterministic UUID).
+    /// Sets the task's UUID, e.g. one derived from your own ids so the result can be
+    /// found later by it. It does not deduplicate: sending the same UUID twice runs
+    /// the task twice, and the second send restarts its stored state at PENDING.
     pub fn with_uuid(mut self, uuid: Uuid) -> Self {
         self.raw.uuid = uuid;
         self
@@ -430,7 +432,8 @@ impl<T> Signature<T> {
         self
     }
 
-    /// Drops the message when no worker knows the task, instead of requeueing it.
+    /// Drops the message when the worker that receives it does not know the task,
+    /// instead of requeueing it for another worker; the task ends FAILURE saying so.
     pub fn ignore_when_not_registered(mut self) -> Self {
         self.raw.ignore_when_not_registered = true;
         self

@@ -191,8 +191,9 @@ impl Schedule {
     }
 
     /// Evaluates a cron spec in the IANA time zone `name` (`Europe/Paris`) instead of
-    /// UTC; daylight-saving gaps and repeats are resolved by croner (a skipped time
-    /// does not fire, a repeated one fires once). Has no effect on `@every`.
+    /// UTC; daylight-saving gaps and repeats are resolved by croner: a time that falls
+    /// in a gap (skipped when clocks go forward) fires once at the end of the gap, a
+    /// repeated one fires once. Has no effect on `@every`.
     ///
     /// # Errors
     /// [`Error::Periodic`] when the time zone database has no such zone.

@@ -245,7 +245,11 @@ pub async fn unregistered_can_be_ignored<H: Harness>(h: &H) {
     let w = worker(&server);
     let mut raw = foreign("conformance.ignore_me");
     raw.ignore_when_not_registered = true;
+    let ignored = server.result::<()>(raw.uuid, &raw.name);
     server.send_raw(raw).await.unwrap();
+    // Dropped, and its waiter learns it.
+    let err = ignored.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("ignore_when_not_registered"), "{err}");
     // A task sent after it completes, so the ignored one was handled first or alongside.
     add::s(1, 1)
         .send_with(&server)

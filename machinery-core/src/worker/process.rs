@@ -408,12 +408,26 @@ async fn unregistered(
     started: StartGate,
 ) {
     if raw.ignore_when_not_registered {
+        // Dropped, not dead-lettered; but whoever waits on it, or on what follows it,
+        // learns that it will not run.
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
-        if let Some(d) = shared.settle(delivery)
-            && let Err(e) = shared.server.broker().ack(&d).await
-        {
-            tracing::warn!(error = %e, "could not drop the message");
-        }
+        let reason = format!(
+            "task `{}` is not registered on the worker that received it; dropped \
+             (ignore_when_not_registered)",
+            raw.name
+        );
+        let ctx = context(raw, delivery);
+        let mut started = started;
+        let completion = settle(
+            shared,
+            raw,
+            &ctx,
+            delivery,
+            Err(TaskError::fatal(reason)),
+            None,
+        )
+        .await;
+        send_completion(shared, delivery, completion, &mut started).await;
         return;
     }
     let limit = shared.server.config().unregistered_requeues;
