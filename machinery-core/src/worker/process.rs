@@ -31,7 +31,7 @@ pub(crate) async fn process(
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
-            tracing::error!(queue = %delivery.queue, error = %e, "message does not decode; moving it to the dead-letter queue");
+            tracing::error!(queue = %delivery.queue, error = %e, "message cannot be read; moving it to the dead-letter queue");
             dead_letter(&shared, &delivery, &format!("undecodable message: {e}")).await;
             return;
         }

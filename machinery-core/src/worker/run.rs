@@ -317,7 +317,21 @@ async fn fetch_loop(
             let mut delivery = delivery;
             // Decoded once here; the engine keeps its own copy for redelivery and dead
             // letters, so the payload is not carried (and cloned) any further.
-            let raw = RawSignature::decode(&std::mem::take(&mut delivery.payload));
+            let payload = std::mem::take(&mut delivery.payload);
+            let raw = if delivery.delivery_count > config.max_deliveries.saturating_add(1) {
+                // Past the delivery that should have dead-lettered it: whatever kills
+                // its worker may be the decoding itself, so it is not decoded again.
+                Err(Error::Decode {
+                    what: "message",
+                    reason: format!(
+                        "not decoded again: delivered {} times (max_deliveries = {}) and its \
+                         worker died every time",
+                        delivery.delivery_count, config.max_deliveries
+                    ),
+                })
+            } else {
+                RawSignature::decode(&payload)
+            };
             let runs = match &raw {
                 Ok(raw) => shared.registry.get(&raw.name).is_some(),
                 Err(_) => false,
