@@ -82,7 +82,9 @@ macro_rules! conformance_suite {
             dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
             wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
             wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks,
-            wf_across_queues
+            wf_across_queues, final_state_stays, open_states_outlive_the_results_ttl,
+            chord_outlives_the_results_ttl, ends_chord_starts_the_chord_ttl,
+            dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {
