@@ -20,8 +20,21 @@ pub struct ChordOutcome {
     pub failure: Option<(u32, String, String)>,
 }
 
-/// Where task states and results are kept, each for the results TTL after its last
-/// write (forever when the TTL is 0).
+/// Where task states and results are kept.
+///
+/// **Lifetimes.** Nothing expires under live work: a non-final state (PENDING,
+/// RECEIVED, STARTED, RETRY) has no TTL, however long the task waits in a backlog or
+/// runs; a final state (SUCCESS, FAILURE) is kept for the results TTL
+/// (`results_expire_in`) from its write, forever when the TTL is 0. A chord's
+/// bookkeeping has no TTL until its callback's state is final
+/// ([`chord_finished`](ResultBackend::chord_finished)), then the results TTL from that
+/// moment.
+///
+/// **A final state is never replaced by a non-final one**: a late STARTED or RETRY
+/// write (a worker that resumes after its lease passed to another one) is dropped, so a
+/// task seen finished stays finished. Final states are written by whoever settles the
+/// task's delivery, which the broker fences by its lease; a final state written after
+/// another one replaces it (last final write wins).
 ///
 /// The stored state is the source of truth; [`wait`](ResultBackend::wait) only makes
 /// seeing it fast.
@@ -30,8 +43,12 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// The engine's name, for logs.
     fn engine(&self) -> &'static str;
 
-    /// Stores states, each replacing the task's previous one and restarting its TTL.
-    /// A state is known by its UUID and [queue](TaskState::queue).
+    /// Stores states. A state is known by its UUID and [queue](TaskState::queue).
+    ///
+    /// A final state (SUCCESS, FAILURE) replaces whatever is stored and is kept for the
+    /// results TTL from now. A non-final state replaces a non-final one (or none) and is
+    /// kept without TTL; it is dropped, without error, when the stored state is final.
+    /// Engines decide this atomically per state (on Redis: one script per queue).
     async fn store(&self, states: &[TaskState]) -> Result<()>;
 
     /// The stored state of task `uuid`, sent to `queue`; `None` when unknown or expired.
@@ -46,19 +63,20 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Timeout`](crate::Error::Timeout) when `timeout` passes first;
     /// [`Error::ResultMissing`](crate::Error::ResultMissing) when nothing is stored for
-    /// the task (unknown UUID or expired).
+    /// the task (unknown UUID or expired), including when the state is deleted
+    /// ([`forget`](ResultBackend::forget)) while the call waits.
     async fn wait(&self, queue: &str, uuid: Uuid, timeout: Option<Duration>) -> Result<TaskState>;
 
-    /// Registers a chord: `count` members and the callback message, kept for the
-    /// results TTL after the last member's completion. The chord is known by its group
-    /// and the callback's queue (members carry it in
+    /// Registers a chord: `count` members and the callback message, kept without TTL
+    /// until [`chord_finished`](ResultBackend::chord_finished). The chord is known by its
+    /// group and the callback's queue (members carry it in
     /// [`GroupMember::queue`](crate::broker::GroupMember::queue)).
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()>;
 
     /// Records the final state (SUCCESS or FAILURE) of a chord member. Returns the
     /// callback message **exactly once** over all calls for the group: when the last
     /// member succeeded, or when the first member failed. Recording the same member
-    /// again (a redelivery) changes nothing. Refreshes the chord's TTL.
+    /// again (a redelivery) changes nothing. The chord keeps no TTL.
     async fn chord_member_done(
         &self,
         member: &GroupMember,
@@ -69,7 +87,17 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// callback is sent to `queue`.
     async fn chord_outcome(&self, queue: &str, group: Uuid) -> Result<ChordOutcome>;
 
-    /// Deletes the state of task `uuid`, sent to `queue`.
+    /// The callback of chord `group`, kept under `queue` (the callback's queue), reached
+    /// its final state: the chord's bookkeeping is kept for the results TTL from now
+    /// (forever when the TTL is 0), then it expires. Calling it again restarts that TTL;
+    /// an unknown chord is no error. [`Completion::ends_chord`](crate::broker::Completion)
+    /// makes the broker call it (or do the same atomically) when it settles the
+    /// callback.
+    async fn chord_finished(&self, queue: &str, group: Uuid) -> Result<()>;
+
+    /// Deletes the state of task `uuid`, sent to `queue`. Callers waiting for it
+    /// ([`wait`](ResultBackend::wait)) are woken and get
+    /// [`Error::ResultMissing`](crate::Error::ResultMissing).
     async fn forget(&self, queue: &str, uuid: Uuid) -> Result<()>;
 
     /// The engine object, for brokers that recognise a result backend of their own.

@@ -46,7 +46,8 @@ pub struct Delivery {
 pub struct Completion {
     /// The delivery to acknowledge.
     pub delivery: Delivery,
-    /// The state to store (SUCCESS, FAILURE or RETRY).
+    /// The state to store (SUCCESS, FAILURE or RETRY; a RETRY never replaces a final
+    /// state, see [`ResultBackend::store`]).
     pub state: TaskState,
     /// States of other tasks decided by this one, stored in the same step (the later
     /// steps of a chain that this failure stopped).
@@ -61,7 +62,8 @@ pub struct Completion {
     pub dead_letter: Option<String>,
     /// This task is the callback of this chord (kept under the state's queue). Once the
     /// callback's state is final, the chord's bookkeeping is kept for the results TTL
-    /// from now, and no longer until then.
+    /// from now, and no longer until then. Ignored while the state is not final (a
+    /// RETRY keeps the chord without TTL).
     pub ends_chord: Option<Uuid>,
 }
 
@@ -187,7 +189,10 @@ pub trait Broker: Send + Sync + 'static {
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize>;
 
     /// Publishes messages after storing their PENDING states. An engine that is also the
-    /// result backend may do both in one round trip; the default stores, then publishes.
+    /// result backend may do both in one round trip, and writes the states as they are
+    /// (these are new tasks: a UUID sent again starts over at PENDING, even after a
+    /// final state); the default goes through [`ResultBackend::store`], where a final
+    /// state stays, then publishes.
     async fn publish_with_states(
         &self,
         messages: Vec<Outgoing>,
@@ -198,11 +203,14 @@ pub trait Broker: Send + Sync + 'static {
         self.publish(messages).await
     }
 
-    /// Settles finished deliveries: for each, checks the lease, stores the state,
-    /// publishes the follow-up messages and acknowledges, in that order, so a crash in
-    /// between only repeats work. An engine that is also the result backend does each
-    /// completion atomically, and refuses one whose lease was lost without writing
-    /// anything (fencing). Returns one result per completion.
+    /// Settles finished deliveries: for each, checks the lease, stores the states,
+    /// records the chord member, starts the TTL of the chord it ends
+    /// ([`Completion::ends_chord`]), publishes the follow-up messages and acknowledges
+    /// the delivery or, with [`Completion::dead_letter`], moves it to the dead-letter
+    /// queue, in that order, so a crash in between only repeats work. An engine that is
+    /// also the result backend does each completion atomically, and refuses one whose
+    /// lease was lost without writing anything (fencing); with a dead letter, whoever
+    /// sees the state finds the dead letter. Returns one result per completion.
     async fn complete(
         &self,
         completions: &[Completion],
@@ -216,7 +224,11 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// [`Broker::complete`] from the broker's and backend's primitives, one completion after
-/// the other: lease check (a heartbeat), state writes, chord step, publishes, ack. A lost
+/// the other: lease check (a heartbeat), state writes, chord step (the member, then
+/// [`ResultBackend::chord_finished`] for [`Completion::ends_chord`] when the state is
+/// final), publishes, then ack, or [`Broker::dead_letter`] for
+/// [`Completion::dead_letter`] (so there is a moment when the FAILURE is stored and the
+/// dead letter not yet listed; a crash there leaves the message to be delivered again). A lost
 /// lease is that completion's own result; any other error fails the batch, which the
 /// caller retries (completions already settled then report a lost lease: their ack
 /// ended the lease).
@@ -260,8 +272,16 @@ async fn complete_one<B: Broker + ?Sized>(
     {
         publish.push(callback);
     }
+    if let Some(group) = c.ends_chord
+        && c.state.state.is_terminal()
+    {
+        backend.chord_finished(&c.state.queue, group).await?;
+    }
     if !publish.is_empty() {
         broker.publish(publish).await?;
     }
-    broker.ack(&c.delivery).await
+    match &c.dead_letter {
+        Some(reason) => broker.dead_letter(&c.delivery, reason).await,
+        None => broker.ack(&c.delivery).await,
+    }
 }

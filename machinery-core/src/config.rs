@@ -91,8 +91,10 @@ pub struct Config {
     /// Queue that tasks go to when their signature names none (`default_queue`,
     /// `MACHINERY_DEFAULT_QUEUE`); default `machinery_tasks`.
     pub default_queue: String,
-    /// Seconds a task state is kept after the task finished (`results_expire_in`,
-    /// `MACHINERY_RESULTS_EXPIRE_IN`); default 3600; `0` keeps states forever.
+    /// Seconds a final state (SUCCESS, FAILURE) is kept from its write, and a chord's
+    /// bookkeeping from its callback's final state (`results_expire_in`,
+    /// `MACHINERY_RESULTS_EXPIRE_IN`); default 3600; `0` keeps them forever. Non-final
+    /// states never expire.
     pub results_expire_in: u64,
     /// Seconds a delivery stays invisible to other workers without a heartbeat
     /// (`visibility_timeout`, `MACHINERY_VISIBILITY_TIMEOUT`); default 60; at least 1.

@@ -313,36 +313,98 @@ impl RedisBackend {
         self.engine.conn.clone()
     }
 
-    /// Adds the SETs (and PUBLISHes of final states) for `states` to `pipe`.
+    /// Adds the writes of `states` to `pipe`: a final state is `SET` with the results
+    /// TTL and `PUBLISH`ed to its waiters; a non-final one is `SET` without TTL, with
+    /// [`Write::Guarded`] only where the stored state is not final (one `store_open`
+    /// script call per queue, so the pipeline must run through `query_scripted`).
     pub(crate) fn store_into(
         &self,
         pipe: &mut redis::Pipeline,
         states: &[TaskState],
+        write: Write,
     ) -> CoreResult<()> {
         let ttl = self.engine.ttl_ms();
+        // Guarded non-final states: one script call per queue (one slot each).
+        let mut guarded: Vec<(&str, redis::ScriptInvocation<'_>)> = Vec::new();
         for s in states {
             let bytes = s.encode()?;
             let key = self.engine.keys.state(&s.queue, s.uuid);
-            if ttl > 0 {
-                pipe.cmd("SET")
-                    .arg(&key)
-                    .arg(&bytes)
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore();
-            } else {
-                pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
-            }
             if s.state.is_terminal() {
+                if ttl > 0 {
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(&bytes)
+                        .arg("PX")
+                        .arg(ttl)
+                        .ignore();
+                } else {
+                    pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
+                }
                 pipe.cmd("PUBLISH")
                     .arg(self.engine.keys.done(s.uuid))
                     .arg(&bytes)
                     .ignore();
+            } else if write == Write::Fresh {
+                pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
+            } else {
+                let at = match guarded.iter().position(|(q, _)| *q == s.queue) {
+                    Some(at) => at,
+                    None => {
+                        let invocation = self.engine.scripts.store_open.prepare_invoke();
+                        guarded.push((&s.queue, invocation));
+                        guarded.len() - 1
+                    }
+                };
+                guarded[at].1.key(key).arg(bytes);
             }
+        }
+        for (_, invocation) in &guarded {
+            pipe.invoke_script(invocation).ignore();
         }
         Ok(())
     }
+
+    /// Stores `states` (see [`store_into`](Self::store_into)) in one round trip.
+    pub(crate) async fn store_with(&self, states: &[TaskState], write: Write) -> CoreResult<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        self.store_into(&mut pipe, states, write)?;
+        let () = self.engine.query_scripted(&pipe).await?;
+        Ok(())
+    }
+
+    /// Adds the commands that start the results TTL of chord `group`, kept under
+    /// `queue`, to `pipe` (nothing when results are kept forever).
+    pub(crate) fn chord_finished_into(&self, pipe: &mut redis::Pipeline, queue: &str, group: Uuid) {
+        let ttl = self.engine.ttl_ms();
+        if ttl == 0 {
+            return;
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(self.engine.keys.chord(queue, group))
+            .arg(ttl)
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(self.engine.keys.chord_results(queue, group))
+            .arg(ttl)
+            .ignore();
+    }
 }
+
+/// How [`RedisBackend::store_into`] writes non-final states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Never over a final state (`ResultBackend::store`, completions).
+    Guarded,
+    /// As they are: the PENDING states of tasks being sent (a UUID sent again restarts).
+    Fresh,
+}
+
+/// What `forget` publishes on a task's `done` channel: not a state, so its waiters read
+/// the stored state again, find none and return `ResultMissing`.
+const FORGOTTEN: &str = "forgotten";
 
 impl RedisBackend {
     /// The chord script's call recording `member`'s final `state` (`None` when the state
@@ -363,7 +425,6 @@ impl RedisBackend {
         invocation
             .key(self.engine.keys.chord(&member.queue, member.group_uuid))
             .arg(self.engine.keys.prefix())
-            .arg(self.engine.ttl_ms())
             .arg(&member.queue)
             .arg(member.group_uuid.to_string())
             .arg(member.index)
@@ -392,16 +453,7 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn store(&self, states: &[TaskState]) -> CoreResult<()> {
-        if states.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        self.store_into(&mut pipe, states)?;
-        let () = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(Error::from)?;
-        Ok(())
+        self.store_with(states, Write::Guarded).await
     }
 
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
@@ -475,8 +527,16 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn forget(&self, queue: &str, uuid: Uuid) -> CoreResult<()> {
-        let _: i64 = redis::cmd("DEL")
+        // Deleted first: a waiter woken by the message reads the state again and finds
+        // nothing; one that subscribes later reads nothing at once.
+        let () = redis::pipe()
+            .cmd("DEL")
             .arg(self.engine.keys.state(queue, uuid))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.engine.keys.done(uuid))
+            .arg(FORGOTTEN)
+            .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(Error::from)?;
@@ -484,8 +544,9 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> CoreResult<()> {
+        // No TTL: the chord is kept until its callback's state is final
+        // (`chord_finished`), however long its members wait or run.
         let key = self.engine.keys.chord(&callback.queue, group);
-        let ttl = self.engine.ttl_ms();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -497,9 +558,8 @@ impl ResultBackend for RedisBackend {
             .arg("priority")
             .arg(callback.priority.min(9))
             .ignore();
-        if ttl > 0 {
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-        }
+        // A group sent again starts over without TTL.
+        pipe.cmd("PERSIST").arg(&key).ignore();
         let () = pipe
             .query_async(&mut self.conn())
             .await
@@ -526,6 +586,16 @@ impl ResultBackend for RedisBackend {
             priority,
             payload,
         }))
+    }
+
+    async fn chord_finished(&self, queue: &str, group: Uuid) -> CoreResult<()> {
+        let mut pipe = redis::pipe();
+        self.chord_finished_into(&mut pipe, queue, group);
+        let () = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(())
     }
 
     async fn chord_outcome(&self, queue: &str, group: Uuid) -> CoreResult<ChordOutcome> {

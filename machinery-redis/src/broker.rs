@@ -15,7 +15,7 @@ use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState}
 use redis::Value;
 use tokio::sync::oneshot;
 
-use crate::backend::RedisBackend;
+use crate::backend::{RedisBackend, Write};
 use crate::conn::{BlockingPool, Engine};
 use crate::error::{Error, Result};
 
@@ -282,6 +282,11 @@ fn reaches_other_queues(c: &Completion) -> bool {
         || c.also_store.iter().any(|s| s.queue != own)
         || c.publish.iter().any(|m| m.queue != own)
         || c.group.as_ref().is_some_and(|g| g.queue != own)
+}
+
+/// The chord whose bookkeeping this completion's final state lets expire.
+fn ends_chord(c: &Completion) -> Option<uuid::Uuid> {
+    c.ends_chord.filter(|_| c.state.state.is_terminal())
 }
 
 /// Parses a dead-letter entry: `<reason length>:<reason><payload>`.
@@ -553,6 +558,16 @@ impl RedisBroker {
             .arg(items.len());
         for (c, id, token) in items {
             invocation.arg(*id).arg(*token);
+            match &c.dead_letter {
+                Some(reason) => invocation.arg("1").arg(reason.as_str()),
+                None => invocation.arg("").arg(""),
+            };
+            // The chord lives under its callback's queue, the state's: here only when
+            // that is this queue (else `foreign_work` does it).
+            match ends_chord(c).filter(|_| c.state.queue == queue) {
+                Some(group) => invocation.arg(group.to_string()),
+                None => invocation.arg(""),
+            };
             // What of this delivery's work belongs to `queue` (the rest went ahead in
             // `foreign_work`), counted first for the script's layout.
             let states = || {
@@ -617,8 +632,11 @@ impl RedisBroker {
                 pipe.invoke_script(&invocation).ignore();
                 add_wakes(&mut pipe, &[self.engine.keys.wake(&g.queue)]);
             }
+            if let Some(group) = ends_chord(c).filter(|_| c.state.queue != own) {
+                backend.chord_finished_into(&mut pipe, &c.state.queue, group);
+            }
         }
-        backend.store_into(&mut pipe, &states)?;
+        backend.store_into(&mut pipe, &states, Write::Guarded)?;
         for (queue, list) in by_queue(&messages) {
             self.add_publish(&mut pipe, queue, &list);
         }
@@ -975,10 +993,12 @@ impl Broker for RedisBroker {
         // States and messages in one pipeline (one round trip for a send), the states
         // first so that a fast worker's STARTED is never overwritten by PENDING.
         let mut first = redis::pipe();
+        // The states of tasks being sent are written as they are: a UUID sent again
+        // starts over at PENDING.
         if messages.len() <= PUBLISH_CHUNK {
-            b.store_into(&mut first, states)?;
+            b.store_into(&mut first, states, Write::Fresh)?;
         } else {
-            b.store(states).await?;
+            b.store_with(states, Write::Fresh).await?;
         }
         Ok(self.publish_raw(first, &messages).await?)
     }

@@ -13,12 +13,12 @@
 //! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); none for most messages |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and token counters |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |
-//! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure |
-//! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while it is PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its final state (SUCCESS, FAILURE), which a non-final write never replaces |
+//! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
+//! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for every queue's list, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (written by clients, one key per command) |
-//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written (a channel, not a key) |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; anything else (`forget` publishes `forgotten`) makes waiters read the state again (a channel, not a key) |
 
 use uuid::Uuid;
 

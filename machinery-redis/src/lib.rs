@@ -73,10 +73,22 @@
 //!   Past `max_deliveries` the worker dead-letters the message.
 //! - **complete** settles a batch of finished tasks (up to 256) in **one round trip**:
 //!   one script call per queue, in one pipeline. Per task, the script checks the lease
-//!   token, writes the state (`SET … PX <results TTL>`, no expiry when the TTL is 0) and
-//!   `PUBLISH`es it to waiters, stores the states of chain steps a failure cancelled,
-//!   publishes follow-up messages (callbacks, retries), counts a chord member and
-//!   publishes the chord callback exactly once, and acknowledges. What belongs to
+//!   token, writes the final state (`SET … PX <results TTL>`, no expiry when the TTL is
+//!   0) and `PUBLISH`es it to waiters, stores the states of chain steps a failure
+//!   cancelled, publishes follow-up messages (callbacks, retries), counts a chord member
+//!   and publishes the chord callback exactly once, starts the chord's TTL when this is
+//!   its callback's final state, and acknowledges, or moves the message to the
+//!   dead-letter queue (the completion's `dead_letter`) in the same step as its
+//!   FAILURE. A RETRY is written without TTL and only over a non-final state.
+//! - **State lifetimes**: a non-final state (PENDING, RECEIVED, STARTED, RETRY) has no
+//!   TTL; a final one the results TTL from its write. A non-final write never replaces
+//!   a final state: `ResultBackend::store` writes non-final states through the
+//!   `store_open` script, which reads the stored state's `state` field (walking the
+//!   MessagePack map, see `lua/lib.lua`) and leaves a SUCCESS or FAILURE in place. The
+//!   PENDING states written when tasks are sent are plain `SET`s in the send's pipeline
+//!   (a UUID sent again starts over). A chord's hashes have no TTL until its callback's
+//!   state is final. `forget` deletes a state and publishes `forgotten` on its `done`
+//!   channel: waiters read again, find nothing and return `ResultMissing`. What belongs to
 //!   *another* queue (a chain's next step, a chord kept with its callback on another
 //!   queue, the state of a step that runs elsewhere) lives in another slot: for those
 //!   tasks the worker first checks its leases (`extend`), does that work in one more
@@ -130,11 +142,11 @@
 //! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); most messages have none |
 //! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue, with the results TTL |
-//! | `<p>:{q:<queue>}:chord:<group>`, `…:results` | hash | a chord whose callback goes to the queue: count, callback, member results |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:chord:<group>`, `…:results` | hash | a chord whose callback goes to the queue: count, callback, member results; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (for listings) |
-//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written (a channel, not a key) |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
 //! | `<p>:{periodic}:…` | | periodic entries ([`RedisPeriodicStore`]) |
 //!
 //! A task's state is found by its UUID *and* queue, which

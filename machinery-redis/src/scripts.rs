@@ -13,6 +13,7 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) chord_done: Script,
     pub(crate) requeue: Script,
+    pub(crate) store_open: Script,
 }
 
 impl Scripts {
@@ -32,11 +33,12 @@ impl Scripts {
             complete: script(include_str!("lua/complete.lua")),
             chord_done: script(include_str!("lua/chord_done.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
+            store_open: script(include_str!("lua/store_open.lua")),
         }
     }
 
     /// Every script, to load them all again (a restarted Redis forgets them).
-    pub(crate) fn all(&self) -> [&Script; 7] {
+    pub(crate) fn all(&self) -> [&Script; 8] {
         [
             &self.publish,
             &self.fetch,
@@ -45,6 +47,7 @@ impl Scripts {
             &self.complete,
             &self.chord_done,
             &self.requeue,
+            &self.store_open,
         ]
     }
 }

@@ -62,6 +62,64 @@ async fn states_expire_after_the_results_ttl() {
 }
 
 #[tokio::test]
+async fn only_final_states_have_a_ttl() {
+    let (b, config) = backend(with(|c| c.results_expire_in = 100)).await;
+    let uuid = Uuid::new_v4();
+    for open in [
+        State::Pending,
+        State::Received,
+        State::Started,
+        State::Retry,
+    ] {
+        b.store(&[state(uuid, open)]).await.unwrap();
+        assert_eq!(pttl(&config, uuid), -1, "{open} has no TTL");
+    }
+    b.store(&[state(uuid, State::Failure)]).await.unwrap();
+    let ttl = pttl(&config, uuid);
+    assert!((90_000..=100_000).contains(&ttl), "PTTL {ttl}");
+    // A late non-final write leaves the final state and its TTL.
+    b.store(&[state(uuid, State::Started)]).await.unwrap();
+    assert_eq!(
+        b.load("q", uuid).await.unwrap().unwrap().state,
+        State::Failure
+    );
+    let ttl = pttl(&config, uuid);
+    assert!((80_000..=100_000).contains(&ttl), "PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn finality_is_read_from_the_state_field_not_the_bytes() {
+    let (b, _) = backend(Config::default()).await;
+    // A UUID whose 16 bytes hold the encoding of `state: SUCCESS`: a byte search would
+    // take this STARTED for a final state and refuse to replace it.
+    let mut bytes = [0u8; 16];
+    bytes[..14].copy_from_slice(b"\xa5state\xa7SUCCESS");
+    let uuid = Uuid::from_bytes(bytes);
+    let mut started = state(uuid, State::Started);
+    started.name = "state SUCCESS \u{a5}".into();
+    started.group_uuid = Some(uuid);
+    b.store(&[started]).await.unwrap();
+    b.store(&[state(uuid, State::Retry)]).await.unwrap();
+    assert_eq!(
+        b.load("q", uuid).await.unwrap().unwrap().state,
+        State::Retry
+    );
+    // Long strings (str8/str16 headers), a large result, every optional field: still
+    // recognised as final.
+    let uuid = Uuid::new_v4();
+    let mut done = state(uuid, State::Success);
+    done.name = "n".repeat(300);
+    done.queue = "q".into();
+    done.result = Some(vec![0xa7; 70_000]);
+    done.error = Some("e".repeat(40));
+    done.retried = 70_000;
+    done.group_uuid = Some(Uuid::new_v4());
+    b.store(std::slice::from_ref(&done)).await.unwrap();
+    b.store(&[state(uuid, State::Pending)]).await.unwrap();
+    assert_eq!(b.load("q", uuid).await.unwrap().unwrap(), done);
+}
+
+#[tokio::test]
 async fn ttl_zero_keeps_states_forever() {
     let (b, config) = backend(with(|c| c.results_expire_in = 0)).await;
     let uuid = Uuid::new_v4();

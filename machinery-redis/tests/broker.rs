@@ -713,3 +713,192 @@ async fn due_delayed_messages_count_as_ready() {
     let got: Vec<String> = got.iter().map(text).collect();
     assert_eq!(got, ["high", "soon", "low"]);
 }
+
+fn key_pttl(config: &Config, key: &str) -> i64 {
+    let mut con = common::shared().client().get_connection().unwrap();
+    redis::cmd("PTTL")
+        .arg(format!("{}:{key}", config.redis.key_prefix))
+        .query(&mut con)
+        .unwrap()
+}
+
+fn completion(d: &Delivery, state: TaskState) -> Completion {
+    Completion {
+        delivery: d.clone(),
+        state,
+        also_store: Vec::new(),
+        publish: Vec::new(),
+        group: None,
+        dead_letter: None,
+        ends_chord: None,
+    }
+}
+
+/// A chord's hashes have no TTL while it runs; the callback's final state, settled on
+/// the chord's queue or from another one, gives them the results TTL.
+#[tokio::test]
+async fn chords_expire_only_after_their_callback() {
+    let (b, backend, config) = engine(with(|c| c.results_expire_in = 100)).await;
+    for delivery_queue in ["cb", "other"] {
+        let group = Uuid::new_v4();
+        let callback = msg("cb", 0, "callback");
+        backend.init_chord(group, 2, &callback).await.unwrap();
+        let chord = format!("{{q:cb}}:chord:{group}");
+        let results = format!("{chord}:results");
+        b.publish(vec![msg("m", 0, "0"), msg("m", 0, "1")])
+            .await
+            .unwrap();
+        let members = b.fetch(&["m".to_owned()], 2, Duration::ZERO).await.unwrap();
+        let done: Vec<Completion> = members
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut state = TaskState::new(Uuid::new_v4(), "t", "m", State::Success);
+                state.result = Some(vec![i as u8]);
+                let mut c = completion(d, state);
+                c.group = Some(machinery_core::broker::GroupMember {
+                    group_uuid: group,
+                    queue: "cb".into(),
+                    index: i as u32,
+                    count: 2,
+                });
+                c
+            })
+            .collect();
+        b.complete(&done[..1], &backend).await.unwrap();
+        assert_eq!(
+            (key_pttl(&config, &chord), key_pttl(&config, &results)),
+            (-1, -1)
+        );
+        b.complete(&done[1..], &backend).await.unwrap();
+        assert_eq!(
+            (key_pttl(&config, &chord), key_pttl(&config, &results)),
+            (-1, -1)
+        );
+        // The callback: fired into `cb`; settled here from `delivery_queue` (the worker
+        // took it from there, as if it had been moved).
+        let fired = b
+            .fetch(&["cb".to_owned()], 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(texts(&[fired[0].payload.clone()]), ["callback"]);
+        b.ack(&fired[0]).await.unwrap();
+        b.publish(vec![msg(delivery_queue, 0, "callback")])
+            .await
+            .unwrap();
+        let d = b
+            .fetch(&[delivery_queue.to_owned()], 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0);
+        let mut retry = completion(&d, TaskState::new(callback.uuid, "t", "cb", State::Retry));
+        retry.ends_chord = Some(group);
+        retry.publish.push(msg(delivery_queue, 0, "callback"));
+        assert!(b.complete(&[retry], &backend).await.unwrap()[0].is_ok());
+        assert_eq!(key_pttl(&config, &chord), -1, "a RETRY keeps the chord");
+        let d = b
+            .fetch(&[delivery_queue.to_owned()], 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0);
+        let mut end = completion(&d, TaskState::new(callback.uuid, "t", "cb", State::Success));
+        end.ends_chord = Some(group);
+        assert!(b.complete(&[end], &backend).await.unwrap()[0].is_ok());
+        for key in [&chord, &results] {
+            let ttl = key_pttl(&config, key);
+            assert!((90_000..=100_000).contains(&ttl), "{key}: PTTL {ttl}");
+        }
+    }
+}
+
+/// A dead-lettering completion: the entry is in settle.lua's format, written with the
+/// state (also one kept on another queue) in one step; the RETRY of a task whose state
+/// is final leaves it (and its TTL).
+#[tokio::test]
+async fn complete_dead_letters_with_the_state() {
+    let (b, backend, config) = engine(with(|c| c.results_expire_in = 100)).await;
+    b.publish(vec![msg("q", 0, "poison"), msg("q", 0, "again")])
+        .await
+        .unwrap();
+    let got = b.fetch(&q(), 2, Duration::ZERO).await.unwrap();
+    let (here, elsewhere) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut c = completion(&got[0], TaskState::new(here, "t", "q", State::Failure));
+    c.dead_letter = Some("gave up: 5 deliveries".into());
+    let mut f = completion(
+        &got[1],
+        TaskState::new(elsewhere, "t", "other", State::Failure),
+    );
+    f.dead_letter = Some("other".into());
+    let r = b.complete(&[c, f], &backend).await.unwrap();
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let dead = b.dead_letters("q").await.unwrap();
+    let dead: Vec<(&str, &[u8])> = dead
+        .iter()
+        .map(|d| (d.reason.as_str(), d.payload.as_slice()))
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            ("gave up: 5 deliveries", &b"poison"[..]),
+            ("other", &b"again"[..])
+        ]
+    );
+    assert_eq!(
+        backend.load("q", here).await.unwrap().unwrap().state,
+        State::Failure
+    );
+    assert_eq!(
+        backend
+            .load("other", elsewhere)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Failure
+    );
+    let depth = b.depth("q").await.unwrap();
+    assert_eq!((depth.ready, depth.in_flight), (0, Some(0)));
+    // Requeued, it runs again and its RETRY is settled: the FAILURE stays.
+    assert_eq!(b.requeue_dead_letters("q").await.unwrap(), 2);
+    let got = b.fetch(&q(), 1, Duration::ZERO).await.unwrap();
+    let retry = completion(&got[0], TaskState::new(here, "t", "q", State::Retry));
+    assert!(b.complete(&[retry], &backend).await.unwrap()[0].is_ok());
+    assert_eq!(
+        backend.load("q", here).await.unwrap().unwrap().state,
+        State::Failure
+    );
+    let mut con = common::shared().client().get_connection().unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}:{{q:q}}:state:{here}", config.redis.key_prefix))
+        .query(&mut con)
+        .unwrap();
+    assert!((80_000..=100_000).contains(&ttl), "PTTL {ttl}");
+}
+
+/// `forget` tells waiters on the task's channel to read again.
+#[tokio::test]
+async fn forget_publishes_to_waiters() {
+    let (_, backend, config) = engine(Config::default()).await;
+    let uuid = Uuid::new_v4();
+    let client = common::shared().client();
+    let mut con = client.get_connection().unwrap();
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .subscribe(format!("{}:done:{uuid}", config.redis.key_prefix))
+        .unwrap();
+    backend
+        .store(&[TaskState::new(uuid, "t", "q", State::Started)])
+        .await
+        .unwrap();
+    backend.forget("q", uuid).await.unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let message = pubsub.get_message().unwrap();
+    let payload: Vec<u8> = message.get_payload().unwrap();
+    assert!(
+        TaskState::decode(&payload).is_err(),
+        "not a state: read again"
+    );
+    assert!(backend.load("q", uuid).await.unwrap().is_none());
+}

@@ -26,6 +26,7 @@ struct Chord {
     results: HashMap<u32, Vec<u8>>,
     failure: Option<(u32, String, String)>,
     fired: bool,
+    /// None until the callback's state is final (`chord_finished`).
     expires: Option<Instant>,
 }
 
@@ -39,11 +40,13 @@ struct Inner {
 
 struct Stored {
     state: TaskState,
+    /// None for a non-final state, and with no results TTL.
     expires: Option<Instant>,
 }
 
 impl MemoryBackend {
-    /// A backend keeping each state for `ttl` after its last write (forever when `None`).
+    /// A backend keeping each final state, and each finished chord, for `ttl` (forever
+    /// when `None`); non-final states and running chords do not expire.
     pub fn new(ttl: Option<Duration>) -> Self {
         MemoryBackend {
             inner: Mutex::new(Inner::default()),
@@ -54,41 +57,32 @@ impl MemoryBackend {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl std::fmt::Debug for MemoryBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBackend")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Inner {
-    fn live(&mut self, uuid: &Uuid, now: Instant) -> Option<&TaskState> {
-        let expired = self
-            .states
-            .get(uuid)
-            .is_some_and(|s| s.expires.is_some_and(|e| e <= now));
-        if expired {
-            self.states.remove(uuid);
-        }
-        self.states.get(uuid).map(|s| &s.state)
-    }
-}
-
-#[async_trait]
-impl ResultBackend for MemoryBackend {
-    fn engine(&self) -> &'static str {
-        "memory"
+    /// Stores the states of tasks being sent as they are: a UUID sent again starts over
+    /// at PENDING (the memory broker's `publish_with_states`).
+    pub(crate) fn store_fresh(&self, states: &[TaskState]) {
+        self.write(states, false);
     }
 
-    async fn store(&self, states: &[TaskState]) -> Result<()> {
+    /// Writes `states`; with `guarded`, a non-final state does not replace a final one.
+    fn write(&self, states: &[TaskState], guarded: bool) {
         let now = Instant::now();
-        let expires = self.ttl.map(|t| now + t);
         let mut inner = self.lock();
         for state in states {
             let terminal = state.state.is_terminal();
+            if guarded
+                && !terminal
+                && inner
+                    .live(&state.uuid, now)
+                    .is_some_and(|s| s.state.is_terminal())
+            {
+                continue;
+            }
+            let expires = if terminal {
+                self.ttl.map(|t| now + t)
+            } else {
+                None
+            };
             inner.states.insert(
                 state.uuid,
                 Stored {
@@ -111,6 +105,50 @@ impl ResultBackend for MemoryBackend {
                 .chords
                 .retain(|_, c| c.expires.is_none_or(|e| e > now));
         }
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// The chord `group`, unless unknown or expired.
+    fn chord(&mut self, group: &Uuid, now: Instant) -> Option<&mut Chord> {
+        let expired = self
+            .chords
+            .get(group)
+            .is_some_and(|c| c.expires.is_some_and(|e| e <= now));
+        if expired {
+            self.chords.remove(group);
+        }
+        self.chords.get_mut(group)
+    }
+
+    fn live(&mut self, uuid: &Uuid, now: Instant) -> Option<&TaskState> {
+        let expired = self
+            .states
+            .get(uuid)
+            .is_some_and(|s| s.expires.is_some_and(|e| e <= now));
+        if expired {
+            self.states.remove(uuid);
+        }
+        self.states.get(uuid).map(|s| &s.state)
+    }
+}
+
+#[async_trait]
+impl ResultBackend for MemoryBackend {
+    fn engine(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn store(&self, states: &[TaskState]) -> Result<()> {
+        self.write(states, true);
         Ok(())
     }
 
@@ -135,11 +173,11 @@ impl ResultBackend for MemoryBackend {
             let woken = notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            // Written between the check and `enable`? Then it is visible now.
-            if let Some(s) = self.lock().live(&uuid, Instant::now())
-                && s.state.is_terminal()
-            {
-                return Ok(s.clone());
+            // Written or forgotten between the check and `enable`? Then it shows now.
+            match self.lock().live(&uuid, Instant::now()) {
+                Some(s) if s.state.is_terminal() => return Ok(s.clone()),
+                Some(_) => {}
+                None => return Err(Error::ResultMissing(uuid)),
             }
             match deadline {
                 Some(d) => {
@@ -153,7 +191,6 @@ impl ResultBackend for MemoryBackend {
     }
 
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()> {
-        let expires = self.ttl.map(|t| Instant::now() + t);
         self.lock().chords.insert(
             group,
             Chord {
@@ -162,7 +199,7 @@ impl ResultBackend for MemoryBackend {
                 results: HashMap::new(),
                 failure: None,
                 fired: false,
-                expires,
+                expires: None,
             },
         );
         Ok(())
@@ -173,16 +210,13 @@ impl ResultBackend for MemoryBackend {
         member: &GroupMember,
         state: &TaskState,
     ) -> Result<Option<Outgoing>> {
-        let now = Instant::now();
-        let expires = self.ttl.map(|t| now + t);
         let mut inner = self.lock();
-        let Some(chord) = inner.chords.get_mut(&member.group_uuid) else {
+        let Some(chord) = inner.chord(&member.group_uuid, Instant::now()) else {
             return Err(Error::engine_msg(
                 "memory",
                 format!("chord {} is unknown or expired", member.group_uuid),
             ));
         };
-        chord.expires = expires;
         match state.state {
             State::Success => {
                 chord
@@ -208,9 +242,18 @@ impl ResultBackend for MemoryBackend {
         Ok(None)
     }
 
+    async fn chord_finished(&self, _queue: &str, group: Uuid) -> Result<()> {
+        let now = Instant::now();
+        let expires = self.ttl.map(|t| now + t);
+        if let Some(chord) = self.lock().chord(&group, now) {
+            chord.expires = expires;
+        }
+        Ok(())
+    }
+
     async fn chord_outcome(&self, _queue: &str, group: Uuid) -> Result<ChordOutcome> {
-        let inner = self.lock();
-        let Some(chord) = inner.chords.get(&group) else {
+        let mut inner = self.lock();
+        let Some(chord) = inner.chord(&group, Instant::now()) else {
             return Err(Error::engine_msg(
                 "memory",
                 format!("chord {group} is unknown or expired"),
@@ -229,7 +272,12 @@ impl ResultBackend for MemoryBackend {
     }
 
     async fn forget(&self, _queue: &str, uuid: Uuid) -> Result<()> {
-        self.lock().states.remove(&uuid);
+        let mut inner = self.lock();
+        inner.states.remove(&uuid);
+        // Its waiters look again, find nothing and return `ResultMissing`.
+        if let Some(n) = inner.waiters.remove(&uuid) {
+            n.notify_waiters();
+        }
         Ok(())
     }
 

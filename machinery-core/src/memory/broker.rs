@@ -8,9 +8,14 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::broker::{Broker, DeadLetter, Delivery, Outgoing, QueueDepth};
+use crate::backend::ResultBackend;
+use crate::broker::{
+    Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, complete_step_by_step,
+};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::memory::MemoryBackend;
+use crate::result::TaskState;
 use crate::signature::{now_ms, to_ms};
 
 /// The in-memory broker. See the [module docs](crate::memory).
@@ -198,6 +203,63 @@ impl MemoryBroker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn check_sizes(&self, messages: &[Outgoing]) -> Result<()> {
+        match messages.iter().find(|m| m.payload.len() > self.max_bytes) {
+            Some(big) => Err(Error::MessageTooLarge {
+                size: big.payload.len(),
+                limit: self.max_bytes,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves a held delivery to the dead-letter queue under the lock.
+    fn bury(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let message = self.take_inflight(&mut inner, delivery)?;
+        tracing::warn!(queue = %message.queue, reason, "message moved to the dead-letter queue");
+        inner
+            .dead
+            .entry(message.queue.clone())
+            .or_default()
+            .push(DeadLetter {
+                queue: message.queue,
+                reason: reason.to_owned(),
+                payload: message.payload,
+            });
+        Ok(())
+    }
+
+    /// A completion that dead-letters its delivery, with the memory backend: the dead
+    /// letter is written first, under the broker's lock (which also checks the lease),
+    /// then the states, so whoever sees the FAILURE finds the dead letter. Nothing can
+    /// fail in between but an unknown chord (a caller's error); one process, no crash
+    /// window.
+    async fn complete_dead(&self, c: &Completion, backend: &MemoryBackend) -> Result<()> {
+        let reason = c.dead_letter.as_deref().unwrap_or_default();
+        self.check_sizes(&c.publish)?;
+        self.bury(&c.delivery, reason)?;
+        let mut states = Vec::with_capacity(1 + c.also_store.len());
+        states.push(c.state.clone());
+        states.extend(c.also_store.iter().cloned());
+        backend.store(&states).await?;
+        let mut publish = c.publish.clone();
+        if let Some(member) = &c.group
+            && let Some(callback) = backend.chord_member_done(member, &c.state).await?
+        {
+            publish.push(callback);
+        }
+        if let Some(group) = c.ends_chord
+            && c.state.state.is_terminal()
+        {
+            backend.chord_finished(&c.state.queue, group).await?;
+        }
+        if !publish.is_empty() {
+            self.publish(publish).await?;
+        }
+        Ok(())
+    }
+
     fn take_inflight(&self, inner: &mut Inner, delivery: &Delivery) -> Result<Message> {
         let receipt = receipt_of(delivery)?;
         inner
@@ -229,12 +291,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<()> {
-        if let Some(big) = messages.iter().find(|m| m.payload.len() > self.max_bytes) {
-            return Err(Error::MessageTooLarge {
-                size: big.payload.len(),
-                limit: self.max_bytes,
-            });
-        }
+        self.check_sizes(&messages)?;
         let now_wall = to_ms(SystemTime::now());
         {
             let mut inner = self.lock();
@@ -323,19 +380,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let message = self.take_inflight(&mut inner, delivery)?;
-        tracing::warn!(queue = %message.queue, reason, "message moved to the dead-letter queue");
-        inner
-            .dead
-            .entry(message.queue.clone())
-            .or_default()
-            .push(DeadLetter {
-                queue: message.queue,
-                reason: reason.to_owned(),
-                payload: message.payload,
-            });
-        Ok(())
+        self.bury(delivery, reason)
     }
 
     async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
@@ -404,6 +449,52 @@ impl Broker for MemoryBroker {
 
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
         Ok(self.lock().dead.remove(queue).map_or(0, |d| d.len()))
+    }
+
+    async fn publish_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> Result<()> {
+        match backend.as_any().downcast_ref::<MemoryBackend>() {
+            Some(b) => {
+                self.check_sizes(&messages)?;
+                b.store_fresh(states);
+            }
+            None => backend.store(states).await?,
+        }
+        self.publish(messages).await
+    }
+
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        backend: &dyn ResultBackend,
+    ) -> Result<Vec<Result<()>>> {
+        let Some(memory) = backend.as_any().downcast_ref::<MemoryBackend>() else {
+            return complete_step_by_step(self, completions, backend).await;
+        };
+        let mut out = Vec::with_capacity(completions.len());
+        for c in completions {
+            let r = if c.dead_letter.is_some() {
+                self.complete_dead(c, memory).await
+            } else {
+                match complete_step_by_step(self, std::slice::from_ref(c), backend)
+                    .await?
+                    .pop()
+                {
+                    Some(r) => r,
+                    None => Ok(()),
+                }
+            };
+            match r {
+                Err(e @ Error::LeaseLost { .. }) => out.push(Err(e)),
+                Err(e) => return Err(e),
+                Ok(()) => out.push(Ok(())),
+            }
+        }
+        Ok(out)
     }
 
     fn as_any(&self) -> &dyn Any {

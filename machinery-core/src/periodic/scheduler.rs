@@ -949,6 +949,9 @@ mod tests {
         async fn chord_outcome(&self, _: &str, _: Uuid) -> Result<crate::backend::ChordOutcome> {
             Ok(crate::backend::ChordOutcome::default())
         }
+        async fn chord_finished(&self, _: &str, _: Uuid) -> Result<()> {
+            Ok(())
+        }
         async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
             Ok(())
         }

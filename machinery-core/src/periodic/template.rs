@@ -442,6 +442,10 @@ impl ResultBackend for Recorder {
         Self::unsupported("read chords")
     }
 
+    async fn chord_finished(&self, _: &str, _: Uuid) -> Result<()> {
+        Self::unsupported("finish chords")
+    }
+
     async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
         Self::unsupported("forget states")
     }

@@ -85,7 +85,10 @@ macro_rules! conformance_suite {
             wf_across_queues,
             outcome_follow_up_too_large_fails, outcome_chord_callback_retry_same_input,
             outcome_dead_lettered_step_fails_chain, outcome_over_delivered_step_fails_chain,
-            outcome_extreme_durations, outcome_timeout_names_state
+            outcome_extreme_durations, outcome_timeout_names_state,
+            final_state_stays, open_states_outlive_the_results_ttl,
+            chord_outlives_the_results_ttl, ends_chord_starts_the_chord_ttl,
+            dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

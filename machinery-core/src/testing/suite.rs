@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::Harness;
 use super::tasks::{self, *};
-use crate::broker::Outgoing;
+use crate::broker::{Completion, Outgoing};
 use crate::config::Config;
 use crate::error::Error;
-use crate::result::State;
+use crate::result::{State, TaskState};
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
@@ -1229,4 +1229,388 @@ pub async fn outcome_timeout_names_state<H: Harness>(h: &H) {
         text.contains("PENDING") && text.contains("nobody-consumes-this"),
         "{text}"
     );
+}
+
+// ---- state and chord lifetimes, dead letters in completions ----
+
+/// A message on the default queue and its delivery, taken at once.
+async fn one_delivery(server: &Server, payload: &[u8]) -> crate::broker::Delivery {
+    let q = server.config().default_queue.clone();
+    let broker = server.broker();
+    broker
+        .publish(vec![Outgoing {
+            uuid: Uuid::nil(),
+            queue: q.clone(),
+            eta: None,
+            priority: 0,
+            payload: payload.to_vec(),
+        }])
+        .await
+        .unwrap();
+    broker
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the message is delivered")
+}
+
+fn completion(delivery: &crate::broker::Delivery, state: TaskState) -> Completion {
+    Completion {
+        delivery: delivery.clone(),
+        state,
+        also_store: Vec::new(),
+        publish: Vec::new(),
+        group: None,
+        dead_letter: None,
+        ends_chord: None,
+    }
+}
+
+fn task_state(server: &Server, uuid: Uuid, state: State) -> TaskState {
+    let mut s = TaskState::new(
+        uuid,
+        "conformance.add",
+        &server.config().default_queue,
+        state,
+    );
+    if state == State::Success {
+        s.result = Some(crate::codec::to_vec(&3i64, "result").unwrap());
+    }
+    if matches!(state, State::Failure | State::Retry) {
+        s.error = Some("no luck".into());
+    }
+    s
+}
+
+/// A worker paused past its lease resumes and writes STARTED (or RETRY, …) after
+/// another worker stored the result: the final state stays, and waiters still get it.
+pub async fn final_state_stays<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let backend = server.backend();
+    let q = server.config().default_queue.clone();
+    for final_state in [State::Success, State::Failure] {
+        let uuid = Uuid::now_v7();
+        backend
+            .store(&[task_state(&server, uuid, State::Started)])
+            .await
+            .unwrap();
+        // A final state replaces a non-final one.
+        backend
+            .store(&[task_state(&server, uuid, final_state)])
+            .await
+            .unwrap();
+        for late in [
+            State::Pending,
+            State::Received,
+            State::Started,
+            State::Retry,
+        ] {
+            backend
+                .store(&[task_state(&server, uuid, late)])
+                .await
+                .unwrap();
+            let stored = backend.load(&q, uuid).await.unwrap().unwrap();
+            assert_eq!(stored.state, final_state, "{late} after {final_state}");
+        }
+        let got = backend
+            .wait(&q, uuid, Some(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        assert_eq!(got.state, final_state);
+    }
+    // In a batch, each state is decided on its own; a final state written after another
+    // replaces it (last final write wins).
+    let (done, open) = (Uuid::now_v7(), Uuid::now_v7());
+    backend
+        .store(&[task_state(&server, done, State::Success)])
+        .await
+        .unwrap();
+    backend
+        .store(&[
+            task_state(&server, done, State::Started),
+            task_state(&server, open, State::Started),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.load(&q, done).await.unwrap().unwrap().state,
+        State::Success
+    );
+    assert_eq!(
+        backend.load(&q, open).await.unwrap().unwrap().state,
+        State::Started
+    );
+    backend
+        .store(&[task_state(&server, done, State::Failure)])
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.load(&q, done).await.unwrap().unwrap().state,
+        State::Failure
+    );
+    // A RETRY settled by a completion does not replace a final state either.
+    let d = one_delivery(&server, b"retry").await;
+    let uuid = Uuid::now_v7();
+    backend
+        .store(&[task_state(&server, uuid, State::Success)])
+        .await
+        .unwrap();
+    let r = server
+        .broker()
+        .complete(
+            &[completion(&d, task_state(&server, uuid, State::Retry))],
+            backend.as_ref(),
+        )
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(
+        backend.load(&q, uuid).await.unwrap().unwrap().state,
+        State::Success
+    );
+    // Sending a task again starts its state over.
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    backend
+        .store(&[task_state(&server, r.uuid(), State::Success)])
+        .await
+        .unwrap();
+    let again = add::s(1, 2)
+        .with_uuid(r.uuid())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(again.state().await.unwrap(), State::Pending);
+}
+
+/// Nothing expires under live work: states waiting in a backlog or running outlive the
+/// results TTL; the TTL counts from the final state.
+pub async fn open_states_outlive_the_results_ttl<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.results_expire_in = 1;
+    let server = h.server(config).await;
+    let backend = server.backend();
+    let q = server.config().default_queue.clone();
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    let running = Uuid::now_v7();
+    let retrying = Uuid::now_v7();
+    backend
+        .store(&[
+            task_state(&server, running, State::Started),
+            task_state(&server, retrying, State::Retry),
+        ])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(r.state().await.unwrap(), State::Pending, "no worker yet");
+    assert_eq!(
+        backend.load(&q, running).await.unwrap().unwrap().state,
+        State::Started
+    );
+    assert_eq!(
+        backend.load(&q, retrying).await.unwrap().unwrap().state,
+        State::Retry
+    );
+    let w = worker(&server);
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    let finished = tokio::time::Instant::now();
+    eventually("the result expired", || async {
+        matches!(r.state().await, Err(Error::ResultMissing(_)))
+    })
+    .await;
+    assert!(
+        finished.elapsed() >= Duration::from_millis(900),
+        "kept for the TTL from SUCCESS, not from the send"
+    );
+    w.shutdown().await.unwrap();
+}
+
+/// A chord whose members finish further apart than the results TTL still fires, with
+/// every member's result.
+pub async fn chord_outlives_the_results_ttl<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.results_expire_in = 1;
+    let server = h.server(config).await;
+    let w = worker(&server);
+    let late = SystemTime::now() + Duration::from_millis(2_500);
+    let c = crate::group(vec![add::s(1, 1), add::s(2, 2).eta(late), add::s(5, 6)])
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 17);
+    assert!(SystemTime::now() >= late);
+    w.shutdown().await.unwrap();
+}
+
+/// The callback's final state starts its chord's TTL, and not before.
+pub async fn ends_chord_starts_the_chord_ttl<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.results_expire_in = 1;
+    let server = h.server(config).await;
+    let backend = server.backend();
+    let q = server.config().default_queue.clone();
+    let group = Uuid::now_v7();
+    let callback = Outgoing {
+        uuid: Uuid::now_v7(),
+        queue: q.clone(),
+        eta: None,
+        priority: 0,
+        payload: b"callback".to_vec(),
+    };
+    backend.init_chord(group, 1, &callback).await.unwrap();
+    let member = crate::broker::GroupMember {
+        group_uuid: group,
+        queue: q.clone(),
+        index: 0,
+        count: 1,
+    };
+    let fired = backend
+        .chord_member_done(
+            &member,
+            &task_state(&server, Uuid::now_v7(), State::Success),
+        )
+        .await
+        .unwrap();
+    assert!(fired.is_some());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        backend
+            .chord_outcome(&q, group)
+            .await
+            .unwrap()
+            .results
+            .len(),
+        1
+    );
+    // The callback retries: the chord stays.
+    let d = one_delivery(&server, b"callback").await;
+    let mut retry = completion(&d, task_state(&server, callback.uuid, State::Retry));
+    retry.ends_chord = Some(group);
+    let r = server
+        .broker()
+        .complete(&[retry], backend.as_ref())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(backend.chord_outcome(&q, group).await.is_ok());
+    // Its final state: kept for the TTL from now, then gone.
+    let d = one_delivery(&server, b"callback").await;
+    let mut done = completion(&d, task_state(&server, callback.uuid, State::Success));
+    done.ends_chord = Some(group);
+    let r = server
+        .broker()
+        .complete(&[done], backend.as_ref())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok());
+    assert!(backend.chord_outcome(&q, group).await.is_ok());
+    eventually("the chord expired", || async {
+        backend.chord_outcome(&q, group).await.is_err()
+    })
+    .await;
+}
+
+/// A completion that dead-letters: FAILURE and dead letter together; whoever sees the
+/// FAILURE finds the dead letter.
+pub async fn dead_letter_with_the_state<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let q = server.config().default_queue.clone();
+    let uuid = Uuid::now_v7();
+    let d = one_delivery(&server, b"poison").await;
+    backend_store(&server, task_state(&server, uuid, State::Started)).await;
+    let watcher = {
+        let server = server.clone();
+        let q = q.clone();
+        tokio::spawn(async move {
+            let state = server.backend().wait(&q, uuid, Some(WAIT)).await.unwrap();
+            (state, server.dead_letters(&q).await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = completion(&d, task_state(&server, uuid, State::Failure));
+    c.dead_letter = Some("too many deliveries".into());
+    let r = server
+        .broker()
+        .complete(&[c], server.backend().as_ref())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    let (state, dead) = watcher.await.unwrap();
+    assert_eq!(state.state, State::Failure);
+    assert_eq!(dead.len(), 1, "the dead letter is there with the FAILURE");
+    assert_eq!(dead[0].reason, "too many deliveries");
+    assert_eq!(dead[0].payload, b"poison");
+    let depth = server.broker().depth(&q).await.unwrap();
+    assert_eq!((depth.ready, depth.in_flight.unwrap_or(0)), (0, 0));
+}
+
+async fn backend_store(server: &Server, state: TaskState) {
+    server.backend().store(&[state]).await.unwrap();
+}
+
+/// A dead-lettering completion whose lease was lost writes nothing.
+pub async fn dead_letter_completion_is_fenced<H: Harness>(h: &H) {
+    let mut config = fast_config();
+    config.visibility_timeout = 1;
+    let server = h.server(config).await;
+    let q = server.config().default_queue.clone();
+    let uuid = Uuid::now_v7();
+    let stale = one_delivery(&server, b"poison").await;
+    // Its lease expires; the message is delivered again.
+    let current = server
+        .broker()
+        .fetch(std::slice::from_ref(&q), 1, WAIT)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let mut c = completion(&stale, task_state(&server, uuid, State::Failure));
+    c.dead_letter = Some("stale".into());
+    c.publish.push(Outgoing {
+        uuid: Uuid::now_v7(),
+        queue: q.clone(),
+        eta: None,
+        priority: 0,
+        payload: b"follow-up".to_vec(),
+    });
+    let r = server
+        .broker()
+        .complete(&[c], server.backend().as_ref())
+        .await
+        .unwrap();
+    assert!(matches!(r[0], Err(Error::LeaseLost { .. })), "{r:?}");
+    assert!(server.backend().load(&q, uuid).await.unwrap().is_none());
+    assert!(server.dead_letters(&q).await.unwrap().is_empty());
+    assert!(server.broker().pending(&q).await.unwrap().is_empty());
+    server.broker().ack(&current).await.unwrap();
+}
+
+/// Deleting a state wakes its waiters, who get `ResultMissing` instead of waiting on.
+pub async fn forget_wakes_waiters<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let q = server.config().default_queue.clone();
+    let uuid = Uuid::now_v7();
+    backend_store(&server, task_state(&server, uuid, State::Started)).await;
+    let waiters: Vec<_> = (0..2)
+        .map(|i| {
+            let server = server.clone();
+            let q = q.clone();
+            let timeout = (i == 0).then_some(WAIT);
+            tokio::spawn(async move { server.backend().wait(&q, uuid, timeout).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.backend().forget(&q, uuid).await.unwrap();
+    for w in waiters {
+        let r = tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("the waiter woke")
+            .unwrap();
+        assert!(
+            matches!(r, Err(Error::ResultMissing(u)) if u == uuid),
+            "{r:?}"
+        );
+    }
 }

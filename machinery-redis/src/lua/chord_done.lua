@@ -1,16 +1,16 @@
 -- A chord member's final state. KEYS[1]: the chord's hash (under its callback's queue).
--- ARGV: prefix, ttl_ms, queue, group, index, success 0/1, result, name, error, enqueue 0/1.
+-- ARGV: prefix, queue, group, index, success 0/1, result, name, error, enqueue 0/1.
 -- When this call fires the chord: with enqueue = 1 the callback is queued here
 -- (atomically with the count) and true is returned; with 0 the callback payload and
 -- priority are returned for the caller to publish (a result backend used with another
 -- broker). Otherwise false.
-local prefix, ttl, queue, group = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local fired = chord_member(prefix, ttl, queue, group, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+local prefix, queue, group = ARGV[1], ARGV[2], ARGV[3]
+local fired = chord_member(prefix, queue, group, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 if fired == nil then
   return redis.error_reply('chord ' .. group .. ' is unknown or expired')
 end
 if not fired then return false end
-if ARGV[10] == '1' then
+if ARGV[9] == '1' then
   enqueue_callback(prefix, queue, group, now_ms())
   return true
 end

@@ -3,11 +3,19 @@
 -- ARGV: prefix, queue, ttl_ms (0 = keep), publish_only_to_subscribers 0/1, n, then per
 --       delivery:
 --       id, token,
+--       dead ('' = acknowledge, '1' = dead-letter), dead-letter reason,
+--       ends chord ('' or the group of the chord whose callback this task is),
 --       n_states, (uuid, terminal 0/1, state bytes) * n_states,
 --       n_publish, (eta, priority, payload) * n_publish,
 --       chord group, index, success 0/1, result, name, error  (or only '': no chord).
 -- Every state, message and chord here belongs to this queue; the client does the work
 -- of a delivery that concerns other queues before calling this.
+-- A final state is written with the results TTL (plain SET: this is the hot path); a
+-- non-final one (RETRY) without TTL, and only when the stored state is not final. A
+-- dead-lettered delivery goes to the dead-letter queue ('<reason length>:<reason>
+-- <payload>', as settle.lua's 'dead') in the same step as its state. 'ends chord'
+-- starts the results TTL of that chord (kept under this queue): the client passes it
+-- only with the callback's final state.
 -- Returns one flag per delivery: 0 when its lease was lost (nothing written), else 1.
 -- The client wakes the queue's blocked workers after a call that queued anything.
 --
@@ -32,7 +40,7 @@ local i = 6
 for k = 1, n do
   starts[k] = i
   members[k] = lease_member(ARGV[i], ARGV[i + 1])
-  i = i + 2
+  i = i + 5
   i = i + 1 + 3 * count(ARGV[i])
   i = i + 1 + 3 * count(ARGV[i])
   if ARGV[i] == '' then i = i + 1 else i = i + 6 end
@@ -46,20 +54,23 @@ local out, settled, settled_members, channels, finals = {}, {}, {}, {}, {}
 for k = 1, n do
   i = starts[k]
   local id = ARGV[i]
-  i = i + 2
+  local dead, reason, ends = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   local held = current[k] ~= false
   local m = count(ARGV[i]); i = i + 1
   for _ = 1, m do
     if held then
       local key = state_key .. ARGV[i]
-      if ttl > 0 then
-        redis.call('SET', key, ARGV[i + 2], 'PX', ttl_ms)
-      else
-        redis.call('SET', key, ARGV[i + 2])
-      end
       if ARGV[i + 1] == '1' then
+        if ttl > 0 then
+          redis.call('SET', key, ARGV[i + 2], 'PX', ttl_ms)
+        else
+          redis.call('SET', key, ARGV[i + 2])
+        end
         channels[#channels + 1] = done_channel .. ARGV[i]
         finals[#finals + 1] = ARGV[i + 2]
+      else
+        store_open(key, ARGV[i + 2])
       end
     end
     i = i + 3
@@ -73,8 +84,16 @@ for k = 1, n do
   end
   if held then
     local group = ARGV[i]
-    if group ~= '' and chord_member(prefix, ttl, queue, group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
+    if group ~= '' and chord_member(prefix, queue, group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
       enqueue_callback(prefix, queue, group, now)
+    end
+    if ends ~= '' then
+      chord_finished(prefix, queue, ends, ttl)
+    end
+    if dead == '1' then
+      -- Read before the clean-up below drops the payload.
+      local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
+      redis.call('RPUSH', qkey(prefix, queue, 'dead'), #reason .. ':' .. reason .. payload)
     end
     settled[#settled + 1] = id
     settled_members[#settled_members + 1] = members[k]

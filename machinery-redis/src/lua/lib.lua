@@ -101,8 +101,10 @@ end
 
 -- Records a chord member's final state; returns true when this call completes the
 -- chord (last success, or first failure) and must publish the callback: exactly once.
--- The chord is kept under the queue of its callback, which it publishes into.
-local function chord_member(prefix, ttl, queue, group, index, success, result, name, err)
+-- The chord is kept under the queue of its callback, which it publishes into. It has no
+-- TTL until its callback's state is final (`chord_finished`), however long its members
+-- take.
+local function chord_member(prefix, queue, group, index, success, result, name, err)
   local ck = qkey(prefix, queue, 'chord:' .. group)
   local rk = ck .. ':results'
   if redis.call('EXISTS', ck) == 0 then return nil end
@@ -111,17 +113,99 @@ local function chord_member(prefix, ttl, queue, group, index, success, result, n
   else
     redis.call('HSETNX', ck, 'failure', index .. '\n' .. name .. '\n' .. err)
   end
-  if ttl > 0 then
-    redis.call('PEXPIRE', ck, ttl)
-    redis.call('PEXPIRE', rk, ttl)
-  end
   local count = tonumber(redis.call('HGET', ck, 'count'))
   local finished = redis.call('HLEN', rk) >= count or redis.call('HEXISTS', ck, 'failure') == 1
   return finished and redis.call('HSETNX', ck, 'fired', 1) == 1
+end
+
+-- The chord's callback reached its final state: its bookkeeping is kept for the results
+-- TTL from now (forever when the TTL is 0).
+local function chord_finished(prefix, queue, group, ttl)
+  if ttl <= 0 then return end
+  local ck = qkey(prefix, queue, 'chord:' .. group)
+  redis.call('PEXPIRE', ck, ttl)
+  redis.call('PEXPIRE', ck .. ':results', ttl)
 end
 
 -- Queues a fired chord's callback into the chord's queue.
 local function enqueue_callback(prefix, queue, group, now)
   local ck = qkey(prefix, queue, 'chord:' .. group)
   enqueue(prefix, queue, 0, redis.call('HGET', ck, 'priority'), redis.call('HGET', ck, 'callback'), now)
+end
+
+-- Stored states are MessagePack maps written by `TaskState::encode`. Whether one is
+-- final is read from its `state` field, walking the map's top-level pairs up to that
+-- key (the fourth: after uuid, name and queue), so a state's size does not matter and
+-- its result is never read. Searching the bytes for `\xa5state\xa7SUCCESS` would be
+-- cheaper but not exact: a UUID (`bin`, 16 arbitrary bytes) can hold those 14 bytes
+-- (UTF-8 strings cannot: 0xa5 and 0xa7 are continuation bytes, and `e` then 0xa7 is not
+-- UTF-8). Redis's `cmsgpack` does not read `bin`, so the walk is done here.
+local mp_fixed = {[0xcc] = 1, [0xcd] = 2, [0xce] = 4, [0xcf] = 8, [0xd0] = 1, [0xd1] = 2,
+                  [0xd2] = 4, [0xd3] = 8, [0xca] = 4, [0xcb] = 8}
+local mp_sized = {[0xd9] = 1, [0xda] = 2, [0xdb] = 4, [0xc4] = 1, [0xc5] = 2, [0xc6] = 4}
+
+-- The start and length of the string or binary at `p`; nil for another type.
+local function mp_bytes(s, p, binary)
+  local b = string.byte(s, p)
+  if not b then return nil end
+  if b >= 0xa0 and b <= 0xbf then return p + 1, b - 0xa0 end
+  local width = mp_sized[b]
+  if not width or (binary == false and b >= 0xc4 and b <= 0xc6) then return nil end
+  local n = 0
+  for k = 1, width do
+    local x = string.byte(s, p + k)
+    if not x then return nil end
+    n = n * 256 + x
+  end
+  return p + 1 + width, n
+end
+
+-- The position after the scalar at `p` (the types a state holds); nil otherwise.
+local function mp_skip(s, p)
+  local b = string.byte(s, p)
+  if not b then return nil end
+  if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3 then return p + 1 end
+  if mp_fixed[b] then return p + 1 + mp_fixed[b] end
+  local start, len = mp_bytes(s, p, true)
+  if start then return start + len end
+  return nil
+end
+
+-- Whether `s` (a stored state, or false when there is none) is SUCCESS or FAILURE.
+-- Bytes that do not read as a state count as not final.
+local function is_final(s)
+  if not s then return false end
+  local b = string.byte(s, 1)
+  local n, p
+  if b and b >= 0x80 and b <= 0x8f then
+    n, p = b - 0x80, 2
+  elseif b == 0xde and #s >= 3 then
+    n, p = string.byte(s, 2) * 256 + string.byte(s, 3), 4
+  else
+    return false
+  end
+  for _ = 1, n do
+    local ks, kl = mp_bytes(s, p, false)
+    if not ks then return false end
+    p = ks + kl
+    if kl == 5 and string.sub(s, ks, p - 1) == 'state' then
+      local vs, vl = mp_bytes(s, p, false)
+      if not vs then return false end
+      local v = string.sub(s, vs, vs + vl - 1)
+      return v == 'SUCCESS' or v == 'FAILURE'
+    end
+    p = mp_skip(s, p)
+    if not p then return false end
+  end
+  return false
+end
+
+-- Writes a non-final state (PENDING, RECEIVED, STARTED, RETRY) unless the task's
+-- stored state is final: a final state is never replaced by a non-final one. No TTL: a
+-- task waiting in a backlog or running keeps its state; the TTL starts with the final
+-- state.
+local function store_open(key, bytes)
+  if not is_final(redis.call('GET', key)) then
+    redis.call('SET', key, bytes)
+  end
 end
