@@ -82,7 +82,8 @@ macro_rules! conformance_suite {
             dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
             wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
             wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks,
-            wf_across_queues
+            wf_across_queues, lookup_in_any_queue, lookup_waits_for_the_task,
+            lookup_unknown_is_missing, saved_handles_restore
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {
