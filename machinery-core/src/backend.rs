@@ -52,13 +52,19 @@ pub trait ResultBackend: Send + Sync + 'static {
     async fn store(&self, states: &[TaskState]) -> Result<()>;
 
     /// The stored state of task `uuid`, sent to `queue`; `None` when unknown or expired.
+    ///
+    /// An empty `queue` means the caller does not know it (a handle made from a UUID
+    /// alone): the engine then looks the task up in every queue it knows, and the
+    /// returned state's [`queue`](TaskState::queue) names where it was found. Engines
+    /// that key states by UUID alone do nothing more; others may need a round trip more.
     async fn load(&self, queue: &str, uuid: Uuid) -> Result<Option<TaskState>>;
 
     /// Waits until the task is SUCCESS or FAILURE and returns that state. Never polls
     /// with sleeps: a waiter is woken when the state is written, and a task that
     /// finished before the call is seen at once.
     ///
-    /// An engine may retry its own transient errors within `timeout`.
+    /// An engine may retry its own transient errors within `timeout`. An empty `queue`
+    /// is looked up as in [`load`](ResultBackend::load).
     ///
     /// # Errors
     /// [`Error::Timeout`](crate::Error::Timeout) when `timeout` passes first;

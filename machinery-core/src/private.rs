@@ -10,11 +10,13 @@ pub use inventory;
 pub use rmp_serde;
 pub use serde;
 pub use tokio;
+pub use uuid::Uuid;
 
 pub use crate::context::TaskContext;
 pub use crate::error::Error;
 pub use crate::registry::{BoxFuture, Handler, Invocation, Outcome, TaskEntry, TaskOptions};
 pub use crate::result::AsyncResult;
+pub use crate::server::Server;
 pub use crate::signature::Signature;
 pub use crate::task_error::TaskError;
 pub use crate::workflow::{ErrorCallback, Partial};
@@ -159,4 +161,19 @@ pub fn errback<F, T>(
     args: Result<Vec<u8>, String>,
 ) -> ErrorCallback<F, T> {
     ErrorCallback::new(Signature::for_entry(entry, args))
+}
+
+/// The typed handle of task `uuid` of `entry` on the process-wide server, found in
+/// whatever queue it was sent to (see [`Server::result`]).
+///
+/// # Errors
+/// [`Error::NoDefaultServer`] when no server is installed.
+pub fn result<T>(entry: &'static TaskEntry, uuid: Uuid) -> Result<AsyncResult<T>, Error> {
+    Ok(result_with(&Server::global()?, entry, uuid))
+}
+
+/// The typed handle of task `uuid` of `entry` on `server`, found in whatever queue it
+/// was sent to (see [`Server::result`]).
+pub fn result_with<T>(server: &Server, entry: &'static TaskEntry, uuid: Uuid) -> AsyncResult<T> {
+    AsyncResult::new(uuid, entry.name, "", server.backend().clone())
 }

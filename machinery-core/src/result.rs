@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -12,6 +12,9 @@ use uuid::Uuid;
 use crate::backend::ResultBackend;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::server::Server;
+
+pub(crate) mod id;
 
 /// The life cycle of a task, as Machinery defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,6 +148,11 @@ impl TaskState {
 
 /// A typed handle to the result of a sent task.
 ///
+/// The sender gets one from `send`; any process can make one later from the task's
+/// UUID: [`Server::result`] or the task's generated `result(uuid)` find the task in
+/// whatever queue it was sent to, and [`id`](AsyncResult::id) /
+/// [`restore`](AsyncResult::restore) carry a handle across processes as text.
+///
 /// ```standalone_crate
 /// use machinery_core::prelude::*;
 ///
@@ -156,9 +164,19 @@ impl TaskState {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), machinery_core::Error> {
 /// let server = Server::memory();
-/// let worker = Worker::auto().server(&server).spawn()?;
-/// let result = double::s(21).send_with(&server).await?;
+/// let worker = Worker::auto().server(&server).queue("math").spawn()?;
+/// let result = double::s(21).queue("math").send_with(&server).await?;
 /// assert_eq!(result.get().await?, 42);
+///
+/// // Later, knowing only the UUID: the handle finds the task's queue.
+/// let again = double::result_with(&server, result.uuid());
+/// assert_eq!(again.get().await?, 42);
+/// assert_eq!(again.queue(), "math");
+///
+/// // Or saved as text and restored, in this process or another.
+/// let id = result.id();
+/// let restored = AsyncResult::<i64>::restore(&server, &id)?;
+/// assert_eq!(restored.get().await?, 42);
 /// worker.shutdown().await;
 /// # Ok(())
 /// # }
@@ -166,7 +184,9 @@ impl TaskState {
 pub struct AsyncResult<T> {
     uuid: Uuid,
     name: String,
-    queue: String,
+    /// The queue the task was sent to; unset while not known (a handle made from a UUID
+    /// alone, until a read finds the task).
+    queue: OnceLock<String>,
     backend: Arc<dyn ResultBackend>,
     _result: PhantomData<fn() -> T>,
 }
@@ -188,26 +208,75 @@ impl<T> fmt::Debug for AsyncResult<T> {
         f.debug_struct("AsyncResult")
             .field("uuid", &self.uuid)
             .field("name", &self.name)
-            .field("queue", &self.queue)
+            .field("queue", &self.queue.get())
             .finish()
     }
 }
 
 impl<T> AsyncResult<T> {
     /// A handle to the result of task `uuid`, sent to `queue`, stored in `backend`.
+    ///
+    /// An empty `queue` means it is not known: the backend then looks the task up in
+    /// every queue it knows (see [`ResultBackend::load`]), and the handle keeps the
+    /// queue it found.
     pub fn new(
         uuid: Uuid,
         name: impl Into<String>,
         queue: impl Into<String>,
         backend: Arc<dyn ResultBackend>,
     ) -> Self {
+        let queue: String = queue.into();
         AsyncResult {
             uuid,
             name: name.into(),
-            queue: queue.into(),
+            queue: if queue.is_empty() {
+                OnceLock::new()
+            } else {
+                OnceLock::from(queue)
+            },
             backend,
             _result: PhantomData,
         }
+    }
+
+    /// The queue to read the state from: the known one, or `""` to look it up.
+    fn queue_hint(&self) -> &str {
+        self.queue.get().map_or("", String::as_str)
+    }
+
+    /// Keeps the queue of a state read for a handle that did not know it.
+    fn found(&self, state: TaskState) -> TaskState {
+        if self.queue.get().is_none() && !state.queue.is_empty() {
+            let _ = self.queue.set(state.queue.clone());
+        }
+        state
+    }
+
+    /// The handle as text: its UUID, task name and queue, for
+    /// [`restore`](AsyncResult::restore) in this process or another. The text is
+    /// URL-safe (`task.v1.` then base64url) and holds no secret beyond the task's name
+    /// and queue.
+    pub fn id(&self) -> String {
+        id::encode("task", &self.task_ref())
+    }
+
+    /// The parts [`id`](AsyncResult::id) saves.
+    pub(crate) fn task_ref(&self) -> id::TaskRef {
+        (self.uuid, self.name.clone(), self.queue_hint().to_owned())
+    }
+
+    /// A handle from the parts [`id`](AsyncResult::id) saved.
+    pub(crate) fn from_ref(server: &Server, (uuid, name, queue): id::TaskRef) -> Self {
+        AsyncResult::new(uuid, name, queue, server.backend().clone())
+    }
+
+    /// The handle saved as [`id`](AsyncResult::id), reading from `server`'s result
+    /// backend. `T` must be the task's result type, as for the original handle.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `id` is not the id of a task handle.
+    pub fn restore(server: &Server, id: &str) -> Result<Self> {
+        Ok(AsyncResult::from_ref(server, id::decode("task", id)?))
     }
 }
 
@@ -223,14 +292,20 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     }
 
     /// The queue the task was sent to.
+    ///
+    /// Empty while not known: for a handle made from a UUID alone
+    /// ([`Server::result`], the task's generated `result(uuid)`) until a read
+    /// ([`state`](AsyncResult::state), [`get`](AsyncResult::get), …) found the task.
+    /// Clones made before that read do not learn it.
     pub fn queue(&self) -> &str {
-        &self.queue
+        self.queue_hint()
     }
 
     /// The task's current state.
     ///
     /// # Errors
-    /// [`Error::ResultMissing`] when nothing is stored (expired); engine errors.
+    /// [`Error::ResultMissing`] when nothing is stored (unknown UUID, or expired);
+    /// engine errors.
     pub async fn state(&self) -> Result<State> {
         Ok(self.task_state().await?.state)
     }
@@ -238,11 +313,13 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// The full stored record.
     ///
     /// # Errors
-    /// [`Error::ResultMissing`] when nothing is stored (expired); engine errors.
+    /// [`Error::ResultMissing`] when nothing is stored (unknown UUID, or expired);
+    /// engine errors.
     pub async fn task_state(&self) -> Result<TaskState> {
         self.backend
-            .load(&self.queue, self.uuid)
+            .load(self.queue_hint(), self.uuid)
             .await?
+            .map(|s| self.found(s))
             .ok_or(Error::ResultMissing(self.uuid))
     }
 
@@ -255,13 +332,15 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     /// [`get_timeout`](AsyncResult::get_timeout) to bound the wait.
     ///
     /// # Errors
-    /// [`Error::TaskFailed`] when the task failed; [`Error::ResultMissing`] when its state
-    /// expired; engine and decoding errors.
+    /// [`Error::TaskFailed`] when the task failed; [`Error::ResultMissing`] when nothing
+    /// is stored (unknown UUID, or expired); engine and decoding errors.
     pub async fn get(&self) -> Result<T> {
-        self.backend
-            .wait(&self.queue, self.uuid, None)
-            .await?
-            .value()
+        self.found(
+            self.backend
+                .wait(self.queue_hint(), self.uuid, None)
+                .await?,
+        )
+        .value()
     }
 
     /// Like [`get`](AsyncResult::get), giving up after `timeout` with [`Error::Timeout`].
@@ -271,23 +350,23 @@ impl<T: DeserializeOwned> AsyncResult<T> {
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
         match self
             .backend
-            .wait(&self.queue, self.uuid, Some(timeout))
+            .wait(self.queue_hint(), self.uuid, Some(timeout))
             .await
         {
-            Ok(state) => state.value(),
+            Ok(state) => self.found(state).value(),
             Err(Error::Timeout { after, .. }) => {
                 // Name the task, its queue and what it was doing when time ran out.
                 let last_state = self
                     .backend
-                    .load(&self.queue, self.uuid)
+                    .load(self.queue_hint(), self.uuid)
                     .await
                     .ok()
                     .flatten()
-                    .map(|s| s.state);
+                    .map(|s| self.found(s).state);
                 Err(Error::Timeout {
                     after,
                     uuid: Some(self.uuid),
-                    queue: Some(self.queue.clone()),
+                    queue: self.queue.get().cloned(),
                     last_state,
                 })
             }

@@ -248,12 +248,23 @@ impl Server {
             .await
     }
 
-    /// A typed handle to the result of task `uuid`, sent to the default queue.
+    /// A typed handle to the result of task `uuid`, whatever queue it was sent to: the
+    /// first read ([`state`](AsyncResult::state), [`get`](AsyncResult::get), …) looks the
+    /// task up in every queue the engine knows, and the handle keeps the queue found
+    /// ([`AsyncResult::queue`] is empty until then). Reading an unknown or expired task
+    /// fails with [`Error::ResultMissing`]. The task's generated `result(uuid)` does the
+    /// same with its result type filled in.
+    ///
+    /// On Redis the lookup costs a round trip more than [`result_in`](Server::result_in),
+    /// once per handle, and searches the queues that messages were published to (and the
+    /// default queue): a later chain step whose queue has received nothing yet is found
+    /// once its turn comes, or at once by `result_in`.
     pub fn result<T: serde::de::DeserializeOwned>(&self, uuid: Uuid, name: &str) -> AsyncResult<T> {
-        self.result_in(uuid, name, &self.inner.config.default_queue)
+        AsyncResult::new(uuid, name, "", self.inner.backend.clone())
     }
 
-    /// A typed handle to the result of task `uuid`, sent to `queue`.
+    /// A typed handle to the result of task `uuid`, sent to `queue` (the direct form of
+    /// [`result`](Server::result): no lookup).
     pub fn result_in<T: serde::de::DeserializeOwned>(
         &self,
         uuid: Uuid,

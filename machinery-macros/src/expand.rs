@@ -115,6 +115,15 @@ fn generate(task: &Task) -> TokenStream {
         "Sends a call {call} on the process-wide server (see `Server::install`).{args_doc}\n\n\
          # Errors\n\nWhen no server is installed, and when publishing fails."
     );
+    let result_doc = format!(
+        "The typed handle to the result of the `{ident}` task with the given UUID, on the \
+         process-wide server, found in whatever queue the task was sent to (see \
+         `Server::result`).\n\n# Errors\n\nWhen no server is installed."
+    );
+    let result_with_doc = format!(
+        "The typed handle to the result of the `{ident}` task with the given UUID, on `server`, \
+         found in whatever queue the task was sent to (see `Server::result`)."
+    );
     let name_doc = format!("The name the task is registered under: `\"{name}\"`.");
     let schema_doc = format!("The task's argument schema as written: `{schema}`.");
 
@@ -150,7 +159,7 @@ fn generate(task: &Task) -> TokenStream {
                     options: #options,
                 };
             #[doc(inline)]
-            pub use self::__machinery::{s, send, si};
+            pub use self::__machinery::{result, result_with, s, send, si};
             #[doc(inline)]
             #workflow_exports
 
@@ -196,6 +205,28 @@ fn generate(task: &Task) -> TokenStream {
                     ::machinery_core::__private::Error,
                 > {
                     self::s(#(#arg_idents),*).send().await
+                }
+
+                #[doc = #result_doc]
+                pub fn result(
+                    __machinery_uuid: ::machinery_core::__private::Uuid,
+                ) -> ::core::result::Result<
+                    ::machinery_core::__private::AsyncResult<__machinery_Output>,
+                    ::machinery_core::__private::Error,
+                > {
+                    ::machinery_core::__private::result(&super::ENTRY, __machinery_uuid)
+                }
+
+                #[doc = #result_with_doc]
+                pub fn result_with(
+                    __machinery_server: &::machinery_core::__private::Server,
+                    __machinery_uuid: ::machinery_core::__private::Uuid,
+                ) -> ::machinery_core::__private::AsyncResult<__machinery_Output> {
+                    ::machinery_core::__private::result_with(
+                        __machinery_server,
+                        &super::ENTRY,
+                        __machinery_uuid,
+                    )
                 }
             }
         }

@@ -94,6 +94,8 @@ use proc_macro::TokenStream;
 /// | `add::ENTRY: TaskEntry` | the registration, for `Worker::task(add::ENTRY)` |
 /// | `add::s(a, b) -> Signature<Output>` | the call as a signature, to configure and send |
 /// | `add::send(a, b).await` | sends the call on the process-wide server |
+/// | `add::result(uuid) -> Result<AsyncResult<Output>, Error>` | the handle of a call sent earlier, on the process-wide server, found in whatever queue it went to |
+/// | `add::result_with(&server, uuid) -> AsyncResult<Output>` | the same on `server` |
 ///
 /// The arguments travel as a positional MessagePack array, in order. Every task is also
 /// registered through `inventory`, for `Worker::auto()`.

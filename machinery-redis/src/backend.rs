@@ -457,6 +457,33 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
+        if queue.is_empty() {
+            // The queue is not known, and the state is kept under its queue's hash tag:
+            // read the task's state key of every queue published to (and of the default
+            // queue), one GET each (one slot each), in one pipeline.
+            let mut conn = self.conn();
+            let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.engine.keys.queues())
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?;
+            let default = &self.engine.config.default_queue;
+            if !queues.contains(default) {
+                queues.push(default.clone());
+            }
+            let mut pipe = redis::pipe();
+            for q in &queues {
+                pipe.cmd("GET").arg(self.engine.keys.state(q, uuid));
+            }
+            let found: Vec<Option<Vec<u8>>> =
+                pipe.query_async(&mut conn).await.map_err(Error::from)?;
+            return found
+                .into_iter()
+                .flatten()
+                .next()
+                .map(|b| TaskState::decode(&b))
+                .transpose();
+        }
         let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.engine.keys.state(queue, uuid))
             .query_async(&mut self.conn())
@@ -479,10 +506,12 @@ impl ResultBackend for RedisBackend {
         let r = &self.engine.config.redis;
         let outage_bound = Duration::from_millis(r.connect_timeout_ms + r.response_timeout_ms);
         let mut outage: Option<(tokio::time::Instant, Duration)> = None;
+        // Empty when not known: looked up by the first read, then read directly.
+        let mut queue = queue.to_owned();
         loop {
             // Subscribe first, then read: a state written in between is seen either way.
             let subscribed = match self.waiters.subscribe(&channel).await {
-                Ok(sub) => self.load(queue, uuid).await.map(|state| (sub, state)),
+                Ok(sub) => self.load(&queue, uuid).await.map(|state| (sub, state)),
                 Err(e) => Err(e.into()),
             };
             let (subscription, state) = match subscribed {
@@ -505,7 +534,11 @@ impl ResultBackend for RedisBackend {
             };
             match state {
                 Some(s) if s.state.is_terminal() => return Ok(s),
-                Some(_) => {}
+                Some(s) => {
+                    if queue.is_empty() {
+                        queue = s.queue;
+                    }
+                }
                 None => return Err(CoreError::ResultMissing(uuid)),
             }
             let woken = match deadline {

@@ -88,7 +88,9 @@ macro_rules! conformance_suite {
             outcome_extreme_durations, outcome_timeout_names_state,
             final_state_stays, open_states_outlive_the_results_ttl,
             chord_outlives_the_results_ttl, ends_chord_starts_the_chord_ttl,
-            dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters
+            dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters,
+ lookup_in_any_queue, lookup_waits_for_the_task,
+            lookup_unknown_is_missing, saved_handles_restore
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

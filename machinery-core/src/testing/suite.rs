@@ -1614,3 +1614,233 @@ pub async fn forget_wakes_waiters<H: Harness>(h: &H) {
         );
     }
 }
+
+/// A worker on the default queue, the queue of `routed_add` and `extra`.
+fn worker_on(server: &Server, extra: &[&str]) -> WorkerHandle {
+    let mut w = Worker::auto()
+        .server(server)
+        .queue(&server.config().default_queue)
+        .grace_period(Duration::from_secs(10));
+    for q in routed_add::ENTRY.options.queue.iter().chain(extra) {
+        w = w.queue(*q);
+    }
+    w.spawn().expect("worker starts")
+}
+
+pub async fn lookup_in_any_queue<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker_on(&server, &["lookup-alpha"]);
+    let default = server.config().default_queue.clone();
+
+    // A `.queue(..)` override at send, the task's `#[task(queue = ..)]`, the default.
+    let over = add::s(1, 2)
+        .queue("lookup-alpha")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let routed = routed_add::s(2, 3).send_with(&server).await.unwrap();
+    let plain = add::s(4, 4).send_with(&server).await.unwrap();
+    assert_eq!(routed.queue(), "conformance-routed");
+    assert_eq!(over.get_timeout(WAIT).await.unwrap(), 3);
+    assert_eq!(routed.get_timeout(WAIT).await.unwrap(), 5);
+    assert_eq!(plain.get_timeout(WAIT).await.unwrap(), 8);
+
+    for (uuid, name, queue, value) in [
+        (over.uuid(), add::NAME, "lookup-alpha", 3),
+        (routed.uuid(), routed_add::NAME, "conformance-routed", 5),
+        (plain.uuid(), add::NAME, default.as_str(), 8),
+    ] {
+        // By name: the queue is not known until the first read finds the task.
+        let r = server.result::<i64>(uuid, name);
+        assert_eq!(r.queue(), "");
+        assert_eq!(r.state().await.unwrap(), State::Success, "{queue}");
+        assert_eq!(r.queue(), queue);
+        assert_eq!(r.get().await.unwrap(), value);
+        // `get` first, on a fresh handle.
+        let r = server.result::<i64>(uuid, name);
+        assert_eq!(r.get_timeout(WAIT).await.unwrap(), value, "{queue}");
+        assert_eq!(r.queue(), queue);
+        // The direct form still works.
+        let r = server.result_in::<i64>(uuid, name, queue);
+        assert_eq!(r.get().await.unwrap(), value);
+    }
+
+    // Typed, from the task: `add::result_with(&server, uuid)` is an `AsyncResult<i64>`.
+    let r: crate::AsyncResult<i64> = add::result_with(&server, over.uuid());
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    assert_eq!(r.get().await.unwrap(), 3);
+    assert_eq!(r.name(), add::NAME);
+    let r = routed_add::result_with(&server, routed.uuid());
+    assert_eq!(r.get().await.unwrap(), 5);
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    assert_eq!(
+        add::result_with(&server, plain.uuid()).get().await.unwrap(),
+        8
+    );
+
+    // On the process-wide server (no other test of the suite installs one).
+    server.install();
+    let r = add::result(over.uuid()).unwrap();
+    assert_eq!(r.state().await.unwrap(), State::Success);
+    assert_eq!(r.get().await.unwrap(), 3);
+    let r = routed_add::result(routed.uuid()).unwrap();
+    assert_eq!(r.get().await.unwrap(), 5);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn lookup_waits_for_the_task<H: Harness>(h: &H) {
+    let server = server(h).await;
+    // Nothing consumes the queue yet: the lookup finds the task PENDING, and a bounded
+    // wait names the queue found.
+    let k = key("lookup-gate");
+    let sent = gate::s(k.clone())
+        .queue("lookup-beta")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let r = gate::result_with(&server, sent.uuid());
+    match r.get_timeout(Duration::from_millis(300)).await {
+        Err(Error::Timeout {
+            queue, last_state, ..
+        }) => {
+            assert_eq!(queue.as_deref(), Some("lookup-beta"));
+            assert_eq!(last_state, Some(State::Pending));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // A waiter that starts before the task finishes is woken by it.
+    let waiter = server.result::<String>(sent.uuid(), gate::NAME);
+    let waiting = tokio::spawn(async move { waiter.get_timeout(WAIT).await });
+    let w = worker_on(&server, &["lookup-beta"]);
+    eventually("STARTED", || async {
+        r.state().await.unwrap() == State::Started
+    })
+    .await;
+    tasks::open(&k);
+    assert_eq!(waiting.await.unwrap().unwrap(), k);
+    assert_eq!(r.get().await.unwrap(), k);
+    w.shutdown().await.unwrap();
+}
+
+pub async fn lookup_unknown_is_missing<H: Harness>(h: &H) {
+    let server = server(h).await;
+    // Some queues exist, none holds the task.
+    add::s(1, 1)
+        .queue("lookup-gamma")
+        .send_with(&server)
+        .await
+        .unwrap();
+    add::s(1, 1).send_with(&server).await.unwrap();
+    let unknown = Uuid::now_v7();
+    let r = server.result::<i64>(unknown, add::NAME);
+    assert!(matches!(r.state().await, Err(Error::ResultMissing(u)) if u == unknown));
+    assert!(matches!(r.get().await, Err(Error::ResultMissing(u)) if u == unknown));
+    assert_eq!(r.queue(), "");
+    let r = add::result_with(&server, unknown);
+    assert!(matches!(
+        r.get_timeout(WAIT).await,
+        Err(Error::ResultMissing(u)) if u == unknown
+    ));
+    assert!(matches!(r.task_state().await, Err(Error::ResultMissing(_))));
+}
+
+pub async fn saved_handles_restore<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker_on(&server, &["alpha", "beta", "gamma"]);
+
+    let task = add::s(20, 22)
+        .queue("alpha")
+        .send_with(&server)
+        .await
+        .unwrap();
+    let chain = add::s(2, 2)
+        .queue("alpha")
+        .then(add3::partial(5, 6).map(|s| s.queue("beta")))
+        .then(multiply::partial(4))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let members = vec![
+        add::s(1, 1).queue("alpha"),
+        routed_add::s(2, 2),
+        add::s(5, 6),
+    ];
+    let group = crate::group(members).send_with(&server).await.unwrap();
+    let members = vec![add::s(1, 1).queue("alpha"), add::s(2, 2), add::s(5, 6)];
+    let chord = crate::group(members)
+        .chord(product::partial().map(|s| s.queue("gamma")))
+        .send_with(&server)
+        .await
+        .unwrap();
+
+    // Saved right after sending and restored at once (another process would restore
+    // through its own server on the same engines).
+    let ids = (task.id(), chain.id(), group.id(), chord.id());
+    let task2 = crate::AsyncResult::<i64>::restore(&server, &ids.0).unwrap();
+    let chain2 = crate::ChainResult::<i64>::restore(&server, &ids.1).unwrap();
+    let group2 = crate::GroupResult::<i64>::restore(&server, &ids.2).unwrap();
+    let chord2 = crate::ChordResult::<i64>::restore(&server, &ids.3).unwrap();
+
+    assert_eq!(task2.get_timeout(WAIT).await.unwrap(), 42);
+    assert_eq!(task.get().await.unwrap(), 42);
+    assert_eq!(
+        (task2.uuid(), task2.name(), task2.queue()),
+        (task.uuid(), task.name(), "alpha")
+    );
+    assert_eq!(chain2.get_timeout(WAIT).await.unwrap(), 60);
+    assert_eq!(chain.get().await.unwrap(), 60);
+    assert_eq!(chain2.steps(), chain.steps());
+    assert_eq!(chain2.state().await.unwrap(), State::Success);
+    assert_eq!(group2.get_timeout(WAIT).await.unwrap(), vec![2, 4, 11]);
+    assert_eq!(group.get().await.unwrap(), vec![2, 4, 11]);
+    assert_eq!(group2.uuid(), group.uuid());
+    assert_eq!(group2.states().await.unwrap(), vec![State::Success; 3]);
+    let queues: Vec<&str> = group2.members().iter().map(|m| m.queue()).collect();
+    let default = server.config().default_queue.as_str();
+    assert_eq!(queues, ["alpha", "conformance-routed", default]);
+    assert_eq!(chord2.get_timeout(WAIT).await.unwrap(), 88);
+    assert_eq!(chord.get().await.unwrap(), 88);
+    assert_eq!(chord2.uuid(), chord.uuid());
+    assert_eq!(chord2.callback().queue(), "gamma");
+
+    // Saving a restored handle gives the same id; a handle made by UUID alone saves the
+    // queue it found.
+    assert_eq!(
+        (task2.id(), chain2.id(), group2.id(), chord2.id()),
+        ids.clone()
+    );
+    let found = server.result::<i64>(task.uuid(), add::NAME);
+    found.state().await.unwrap();
+    assert_eq!(found.id(), task.id());
+
+    // A malformed id, or the id of another kind of handle, is a decoding error.
+    for bad in [
+        "",
+        "group",
+        "group.v1.",
+        "group.v1.!!!",
+        "group.v2.AAAA",
+        ids.1.as_str(),
+    ] {
+        assert!(
+            matches!(
+                crate::GroupResult::<i64>::restore(&server, bad),
+                Err(Error::Decode { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        crate::ChainResult::<i64>::restore(&server, &ids.2),
+        Err(Error::Decode { .. })
+    ));
+    assert!(matches!(
+        crate::ChordResult::<i64>::restore(&server, &ids.0),
+        Err(Error::Decode { .. })
+    ));
+    assert!(matches!(
+        crate::AsyncResult::<i64>::restore(&server, &ids.3),
+        Err(Error::Decode { .. })
+    ));
+    w.shutdown().await.unwrap();
+}

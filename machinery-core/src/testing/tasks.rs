@@ -78,6 +78,12 @@ pub async fn add(a: i64, b: i64) -> Result<i64, TaskError> {
     Ok(a + b)
 }
 
+/// Adds two numbers; sent to its own queue, which `#[task(queue = ..)]` names.
+#[task(name = "conformance.routed_add", queue = "conformance-routed")]
+pub async fn routed_add(a: i64, b: i64) -> Result<i64, TaskError> {
+    Ok(a + b)
+}
+
 /// Always fails with `message`.
 #[task(name = "conformance.fail")]
 pub async fn fail(message: String) -> Result<(), TaskError> {

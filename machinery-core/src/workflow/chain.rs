@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::result::id::{self, TaskRef};
 use crate::result::{AsyncResult, State};
 use crate::server::Server;
 use crate::signature::Signature;
@@ -110,6 +111,28 @@ impl<T> fmt::Debug for ChainResult<T> {
             .field("last", &self.last)
             .field("steps", &self.steps)
             .finish()
+    }
+}
+
+impl<T> ChainResult<T> {
+    /// The handle as text (`chain.v1.` then base64url): its steps' UUIDs and the last
+    /// step's UUID, task name and queue, for [`restore`](ChainResult::restore) in this
+    /// process or another.
+    pub fn id(&self) -> String {
+        id::encode("chain", &(self.last.task_ref(), &self.steps))
+    }
+
+    /// The handle saved as [`id`](ChainResult::id), reading from `server`'s result
+    /// backend. `T` must be the chain's result type, as for the original handle.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `id` is not the id of a chain handle.
+    pub fn restore(server: &Server, id: &str) -> Result<Self> {
+        let (last, steps): (TaskRef, Vec<Uuid>) = id::decode("chain", id)?;
+        Ok(ChainResult {
+            last: AsyncResult::from_ref(server, last),
+            steps,
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::result::id::{self, TaskRef, TaskRefs};
 use crate::result::{AsyncResult, State};
 use crate::server::Server;
 
@@ -150,6 +151,37 @@ impl<T> fmt::Debug for GroupResult<T> {
             .field("group", &self.group)
             .field("members", &self.members)
             .finish()
+    }
+}
+
+impl<T> GroupResult<T> {
+    /// The handle as text (`group.v1.` then base64url): the group's UUID and each
+    /// member's UUID, task name and queue, for [`restore`](GroupResult::restore) in this
+    /// process or another. Names and queues shared by members are saved once.
+    pub fn id(&self) -> String {
+        let mut refs = TaskRefs::default();
+        for m in &self.members {
+            let (uuid, name, queue) = m.task_ref();
+            refs.push(uuid, &name, &queue);
+        }
+        id::encode("group", &(self.group, refs))
+    }
+
+    /// The handle saved as [`id`](GroupResult::id), reading from `server`'s result
+    /// backend. `T` must be the members' result type, as for the original handle.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `id` is not the id of a group handle.
+    pub fn restore(server: &Server, id: &str) -> Result<Self> {
+        let (group, refs): (Uuid, TaskRefs) = id::decode("group", id)?;
+        Ok(GroupResult {
+            group,
+            members: refs
+                .into_refs()?
+                .into_iter()
+                .map(|r| AsyncResult::from_ref(server, r))
+                .collect(),
+        })
     }
 }
 
@@ -308,6 +340,28 @@ impl<U> fmt::Debug for ChordResult<U> {
             .field("group", &self.group)
             .field("callback", &self.callback)
             .finish()
+    }
+}
+
+impl<U> ChordResult<U> {
+    /// The handle as text (`chord.v1.` then base64url): the chord's group UUID and the
+    /// callback's UUID, task name and queue, for [`restore`](ChordResult::restore) in
+    /// this process or another.
+    pub fn id(&self) -> String {
+        id::encode("chord", &(self.group, self.callback.task_ref()))
+    }
+
+    /// The handle saved as [`id`](ChordResult::id), reading from `server`'s result
+    /// backend. `U` must be the callback's result type, as for the original handle.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when `id` is not the id of a chord handle.
+    pub fn restore(server: &Server, id: &str) -> Result<Self> {
+        let (group, callback): (Uuid, TaskRef) = id::decode("chord", id)?;
+        Ok(ChordResult {
+            group,
+            callback: AsyncResult::from_ref(server, callback),
+        })
     }
 }
 

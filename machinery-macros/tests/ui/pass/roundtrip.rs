@@ -91,6 +91,13 @@ async fn main() {
         assert!(err.to_string().contains("add(i64, i64) -> i64"), "{err}");
     }
 
+    // Typed lookups need a server: none is installed yet.
+    let uuid = machinery_core::__private::Uuid::now_v7();
+    assert!(matches!(
+        add::result(uuid),
+        Err(machinery_core::Error::NoDefaultServer)
+    ));
+
     // Through a worker on the memory engine, found by `Worker::auto`.
     let server = Server::memory();
     server.install();
@@ -109,5 +116,22 @@ async fn main() {
         .await
         .expect("result");
     assert_eq!(moved, Point { x: 3, y: 3 });
+
+    // A typed handle from the UUID alone, in whatever queue the task went to.
+    let worker_q = Worker::auto()
+        .queue("elsewhere")
+        .spawn()
+        .expect("worker starts");
+    let sent = shift::s(Point { x: 1, y: 1 }, 1)
+        .queue("elsewhere")
+        .send()
+        .await
+        .expect("sent");
+    let found: AsyncResult<Point> = shift::result(sent.uuid()).expect("a server is installed");
+    assert_eq!(found.get().await.expect("result"), Point { x: 2, y: 2 });
+    assert_eq!(found.queue(), "elsewhere");
+    let again = shift::result_with(&server, sent.uuid());
+    assert_eq!(again.get().await.expect("result"), Point { x: 2, y: 2 });
+    worker_q.shutdown().await.expect("worker stops");
     worker.shutdown().await.expect("worker stops");
 }

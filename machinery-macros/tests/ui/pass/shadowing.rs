@@ -20,6 +20,10 @@ struct Fn;
 struct FnOnce;
 struct Signature;
 struct TaskEntry;
+struct Uuid;
+struct Server;
+struct AsyncResult;
+struct Error;
 struct __machinery_Args;
 mod serde {}
 mod inventory {}
@@ -38,6 +42,8 @@ const NAME: &str = "shadowed";
 const ENTRY: u8 = 0;
 fn s() {}
 fn send() {}
+fn result() {}
+fn result_with() {}
 
 #[task]
 async fn add(a: i64, b: i64) -> ::core::result::Result<Output, TaskError> {
@@ -55,5 +61,13 @@ fn main() {
     let _ = add::ENTRY;
     let _: ::core::option::Option<add::Output> = ::core::option::Option::None;
     let _ = blocking::s(Output { total: 1 });
-    let _ = (NAME, ENTRY, s, send);
+    let server = ::machinery_core::Server::memory();
+    let uuid = ::machinery_core::__private::Uuid::nil();
+    let _: ::machinery_core::AsyncResult<add::Output> = add::result_with(&server, uuid);
+    let _: ::core::result::Result<
+        ::machinery_core::AsyncResult<add::Output>,
+        ::machinery_core::Error,
+    > = add::result(uuid);
+    let _ = blocking::result_with(&server, uuid);
+    let _ = (NAME, ENTRY, s, send, result, result_with);
 }
