@@ -19,7 +19,7 @@
 //!
 //! Other knobs: `MODEL_SEED` (a number: another deterministic set of cases),
 //! `MODEL_TIMEOUT_SECS` (bound of every handle, 30), `MODEL_PARALLEL` (cases in flight,
-//! 16), `MODEL_SHOW` (failing cases printed in full, 12).
+//! 64), `MODEL_SHOW` (failing cases printed in full, 12).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -321,11 +321,11 @@ fn flow() -> impl Strategy<Value = Flow> {
         steps: Vec::new(),
     });
     single.prop_recursive(4, 40, 4, |inner| {
-        let chord = (
-            proptest::collection::vec(inner.clone(), 0..4),
-            task(),
-            proptest::bool::weighted(0.1),
-        )
+        // One chord in ten is empty.
+        let member = inner.clone();
+        let members = prop_oneof![1 => Just(0usize), 9 => 1usize..4]
+            .prop_flat_map(move |n| proptest::collection::vec(member.clone(), n));
+        let chord = (members, task(), proptest::bool::weighted(0.1))
             .prop_map(|(members, callback, ignores)| ChordM {
                 members,
                 callback,
@@ -864,6 +864,54 @@ fn cases() -> Vec<Top> {
         .collect()
 }
 
+/// The kinds of parts a workflow has, to tell which ones the failed cases share.
+fn features(top: &Top) -> BTreeSet<&'static str> {
+    fn chord(c: &ChordM, out: &mut BTreeSet<&'static str>) {
+        if c.members.is_empty() {
+            out.insert("empty chord");
+        }
+        if c.callback.retries > 0 && !c.ignores {
+            out.insert("chord callback with retries");
+        }
+        c.members.iter().for_each(|m| flow(m, out));
+    }
+    fn flow(f: &Flow, out: &mut BTreeSet<&'static str>) {
+        if let Head::Chord(c) = &f.head {
+            chord(c, out);
+        }
+        for s in &f.steps {
+            if let StepM::Chord(c) = s {
+                out.insert("chord as a chain step");
+                chord(c, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    match top {
+        Top::Flow(f) => flow(f, &mut out),
+        Top::Group(members) => {
+            out.insert("group");
+            members.iter().for_each(|m| flow(m, &mut out));
+        }
+    }
+    for t in tasks_of(top) {
+        if t.unknown {
+            out.insert("unknown task");
+            continue;
+        }
+        out.insert(match t.act {
+            Act::Ok => "succeeding task",
+            Act::Fail => "failing task",
+            Act::Fatal => "fatal task",
+            Act::Panic => "panicking task",
+            Act::Flaky(_) => "task succeeding after retries",
+            Act::Slow => "task over its time limit",
+            Act::Big => "big result",
+        });
+    }
+    out
+}
+
 struct Failed {
     index: usize,
     parts: usize,
@@ -874,7 +922,7 @@ struct Failed {
 async fn run_model(kind: Kind) {
     let cases = cases();
     let timeout = handle_timeout();
-    let parallel = usize::try_from(env_number("MODEL_PARALLEL", 16)).expect("small");
+    let parallel = usize::try_from(env_number("MODEL_PARALLEL", 64)).expect("small");
     let engine = Engine::start(kind).await;
     let started = Instant::now();
     let server = Arc::new(engine.server.clone());
@@ -911,6 +959,27 @@ async fn run_model(kind: Kind) {
     if failed.is_empty() {
         return;
     }
+    let mut tally: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for f in &failed {
+        for feature in features(&f.top) {
+            tally.entry(feature).or_default().0 += 1;
+        }
+    }
+    for top in &cases {
+        for feature in features(top) {
+            tally.entry(feature).or_default().1 += 1;
+        }
+    }
+    let unresolved = failed
+        .iter()
+        .filter(|f| f.problems.iter().any(|p| p.contains("did not resolve")))
+        .count();
+    let mut summary = format!(
+        "\n{unresolved} of the failed cases have a handle that did not resolve.\nFailed cases with each feature (of all cases with it):\n"
+    );
+    for (feature, (bad, all)) in &tally {
+        summary.push_str(&format!("    {feature}: {bad} of {all}\n"));
+    }
     failed.sort_by_key(|f| (f.parts, f.index));
     let show = usize::try_from(env_number("MODEL_SHOW", 12)).expect("small");
     let mut report = String::new();
@@ -924,7 +993,7 @@ async fn run_model(kind: Kind) {
         }
     }
     panic!(
-        "{} of {} workflows on {kind:?} broke the promise (smallest first, {} shown):{report}",
+        "{} of {} workflows on {kind:?} broke the promise.{summary}Smallest first, {} shown:{report}",
         failed.len(),
         cases.len(),
         show.min(failed.len())
