@@ -441,6 +441,12 @@ fn show_expect(e: &Expect) -> String {
 /// number it adds to and whether that input (passed in its message) is too large.
 fn eval_task(t: &Task, input: Result<Value, Failure>, out: &mut HashMap<u32, Expect>) -> Expect {
     let r = match input {
+        // A task no worker knows may be dead-lettered before its failed input is seen
+        // (a chord callback is published to be failed): either cause is a fair report.
+        Err(mut f) if t.unknown => {
+            f.0.insert(Cause::Unknown(t.id));
+            Err(f)
+        }
         Err(f) => Err(f),
         Ok((_, true)) => Err(Failure::one(Cause::Oversize(t.id))),
         Ok(_) if t.unknown => Err(Failure::one(Cause::Unknown(t.id))),
