@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use machinery_core::{
     AsyncResult, Chain, ChainResult, Chord, ChordResult, Config, Error, GroupResult, Partial,
-    RawSignature, Server, Signature, Worker, WorkerHandle, group,
+    RawSignature, Server, Signature, State, Worker, WorkerHandle, group,
 };
 use machinery_redis as _;
 use proptest::prelude::*;
@@ -728,7 +728,10 @@ async fn run_case(server: &Server, top: &Top, timeout: Duration) -> Vec<String> 
     let mut waits = tokio::task::JoinSet::new();
     for (id, uuid, name) in sent {
         let h = server.result::<Val>(uuid, &name);
-        waits.spawn(async move { (id, h.get_timeout(timeout).await) });
+        waits.spawn(async move {
+            let got = h.get_timeout(timeout).await;
+            (id, h, got)
+        });
     }
     let mut problems = Vec::new();
     let got = handle.get(timeout).await;
@@ -736,11 +739,26 @@ async fn run_case(server: &Server, top: &Top, timeout: Duration) -> Vec<String> 
         problems.push(format!("workflow handle: {p}"));
     }
     let mut per_task = Vec::new();
+    let mut resolved = Vec::new();
     while let Some(joined) = waits.join_next().await {
-        let (id, got) = joined.expect("a waiting task");
+        let (id, h, got) = joined.expect("a waiting task");
+        match &got {
+            Ok(_) => resolved.push((id, h, State::Success)),
+            Err(Error::TaskFailed { .. }) => resolved.push((id, h, State::Failure)),
+            Err(_) => {}
+        }
         let want = want_tasks[&id].clone().map(|v| vec![v]);
         if let Some(p) = compare(&want, &got.map(|v| vec![v])) {
             per_task.push((id, p));
+        }
+    }
+    // A final state is final: once every handle is done, each task that resolved is
+    // still in the state its handle reported.
+    for (id, h, first) in resolved {
+        match h.state().await {
+            Ok(now) if now == first => {}
+            Ok(now) => per_task.push((id, format!("was {first:?}, then became {now:?}"))),
+            Err(e) => per_task.push((id, format!("was {first:?}, then reading it failed: {e}"))),
         }
     }
     per_task.sort_by_key(|(id, _)| *id);
