@@ -1179,6 +1179,13 @@ fn retried_callback_gets_its_input_once() -> Top {
     ))
 }
 
+/// chord[leaf (big)] => join (fails, one retry): the retry is sent and FAILS in the end.
+fn retried_callback_with_a_big_member_result_ends() -> Top {
+    let mut fails = t(2, Act::Fail);
+    fails.retries = 1;
+    bare(chord(vec![single(t(1, Act::Big))], fails))
+}
+
 /// chord[leaf (fails), leaf] => join → step.
 fn failed_member_fails_the_chord_and_the_rest() -> Top {
     let head = Head::Chord(chord(vec![single(t(1, Act::Fail)), single(ok(2))], ok(3)));
@@ -1304,6 +1311,7 @@ macro_rules! all_examples {
                 oversize_member_result_reaches_the_callback,
                 oversize_result_before_an_immutable_step,
                 retried_callback_gets_its_input_once,
+                retried_callback_with_a_big_member_result_ends,
                 failed_member_fails_the_chord_and_the_rest,
                 chord_after_a_failed_step_fails,
                 failed_inner_chord_fails_the_outer_chord,
