@@ -368,8 +368,8 @@ enum Cause {
     Slow(u32),
     /// No worker knows the task: dead-lettered, its name in the error.
     Unknown(u32),
-    /// The task could not be sent: its arguments (the previous result) are over the
-    /// message limit.
+    /// The task's result could not be passed on to the next step: that step's message
+    /// would be over the message limit.
     Oversize(u32),
 }
 
@@ -390,7 +390,7 @@ impl fmt::Display for Cause {
             Cause::Task(n) => write!(f, "#{n} failing"),
             Cause::Slow(n) => write!(f, "#{n} over its time limit"),
             Cause::Unknown(n) => write!(f, "#{n} unknown to every worker"),
-            Cause::Oversize(n) => write!(f, "#{n} not sendable (previous result too large)"),
+            Cause::Oversize(n) => write!(f, "#{n} result too large to pass on"),
         }
     }
 }
@@ -448,9 +448,9 @@ fn eval_task(t: &Task, input: Result<Value, Failure>, out: &mut HashMap<u32, Exp
             Err(f)
         }
         Err(f) => Err(f),
-        Ok((_, true)) => Err(Failure::one(Cause::Oversize(t.id))),
         Ok(_) if t.unknown => Err(Failure::one(Cause::Unknown(t.id))),
-        Ok((base, false)) => match t.act {
+        // A big input never arrives: `eval_flow` fails its producer first.
+        Ok((base, _)) => match t.act {
             Act::Ok | Act::Flaky(_) => Ok((t.k.wrapping_add(base), false)),
             Act::Big => Ok((t.k.wrapping_add(base), true)),
             Act::Fail | Act::Fatal | Act::Panic => Err(Failure::one(Cause::Task(t.id))),
@@ -492,15 +492,22 @@ fn eval_chord(c: &ChordM, gate: Result<(), Failure>, out: &mut HashMap<u32, Expe
 }
 
 fn eval_flow(f: &Flow, gate: Result<(), Failure>, out: &mut HashMap<u32, Expect>) -> Expect {
-    let mut cur = match &f.head {
-        Head::Task(t) => eval_task(t, gate.map(|()| (0, false)), out),
-        Head::Chord(c) => eval_chord(c, gate, out),
+    let (mut cur, mut last) = match &f.head {
+        Head::Task(t) => (eval_task(t, gate.map(|()| (0, false)), out), t.id),
+        Head::Chord(c) => (eval_chord(c, gate, out), c.callback.id),
     };
     for s in &f.steps {
-        cur = match s {
-            StepM::Take(t) => eval_task(t, cur, out),
-            StepM::Ignore(t) => eval_task(t, cur.map(|_| (0, false)), out),
-            StepM::Chord(c) => eval_chord(c, cur.map(|_| ()), out),
+        // A result too large to pass on fails the task that produced it (its follower
+        // cannot be sent), and so the rest of the chain.
+        if let (StepM::Take(_), Ok((_, true))) = (s, &cur) {
+            let failed = Failure::one(Cause::Oversize(last));
+            out.insert(last, Err(failed.clone()));
+            cur = Err(failed);
+        }
+        (cur, last) = match s {
+            StepM::Take(t) => (eval_task(t, cur, out), t.id),
+            StepM::Ignore(t) => (eval_task(t, cur.map(|_| (0, false)), out), t.id),
+            StepM::Chord(c) => (eval_chord(c, cur.map(|_| ()), out), c.callback.id),
         };
     }
     cur
@@ -1144,7 +1151,8 @@ fn empty_chord_as_a_chord_member() -> Top {
     ))
 }
 
-/// leaf (big result) → step: the step cannot be sent and FAILS.
+/// leaf (big result) → step: the result cannot be passed on: the leaf FAILS, and the
+/// step with it.
 fn oversize_result_fails_the_next_step() -> Top {
     chain(Head::Task(t(1, Act::Big)), vec![StepM::Take(ok(2))])
 }
