@@ -256,9 +256,9 @@ impl Server {
     /// same with its result type filled in.
     ///
     /// On Redis the lookup costs a round trip more than [`result_in`](Server::result_in),
-    /// once per handle, and searches the queues that messages were published to (and the
-    /// default queue): a later chain step whose queue has received nothing yet is found
-    /// once its turn comes, or at once by `result_in`.
+    /// once per handle, and searches the queues that messages were published to, or that
+    /// later workflow steps were stored for when their workflow was sent (and the default
+    /// queue).
     pub fn result<T: serde::de::DeserializeOwned>(&self, uuid: Uuid, name: &str) -> AsyncResult<T> {
         AsyncResult::new(uuid, name, "", self.inner.backend.clone())
     }

@@ -453,7 +453,27 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn store(&self, states: &[TaskState]) -> CoreResult<()> {
-        self.store_with(states, Write::Guarded).await
+        // PENDING states stored apart from a publish are those of later workflow steps:
+        // their queues join the registry now, so a lookup by UUID alone finds them
+        // before their turn comes.
+        let mut queues: Vec<&str> = states
+            .iter()
+            .filter(|s| s.state == State::Pending)
+            .map(|s| s.queue.as_str())
+            .collect();
+        if queues.is_empty() {
+            return self.store_with(states, Write::Guarded).await;
+        }
+        queues.sort_unstable();
+        queues.dedup();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.engine.keys.queues())
+            .arg(&queues)
+            .ignore();
+        self.store_into(&mut pipe, states, Write::Guarded)?;
+        let () = self.engine.query_scripted(&pipe).await?;
+        Ok(())
     }
 
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {

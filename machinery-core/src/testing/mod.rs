@@ -90,7 +90,7 @@ macro_rules! conformance_suite {
             chord_outlives_the_results_ttl, ends_chord_starts_the_chord_ttl,
             dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters,
  lookup_in_any_queue, lookup_waits_for_the_task,
-            lookup_unknown_is_missing, saved_handles_restore
+            lookup_unknown_is_missing, saved_handles_restore, lookup_finds_later_steps
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

@@ -1844,3 +1844,19 @@ pub async fn saved_handles_restore<H: Harness>(h: &H) {
     ));
     w.shutdown().await.unwrap();
 }
+
+/// A later chain step sent to a queue nothing was published to yet is found by its UUID
+/// alone before its turn comes.
+pub async fn lookup_finds_later_steps<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let chain = add::s(1, 1)
+        .queue("lookup-first-step")
+        .then(add::partial(1).map(|s| s.queue("lookup-never-published")))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let later = chain.steps()[1];
+    let r = server.result::<i64>(later, "conformance.add");
+    assert_eq!(r.state().await.unwrap(), State::Pending);
+    assert_eq!(r.queue(), "lookup-never-published");
+}
