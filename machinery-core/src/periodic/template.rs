@@ -155,10 +155,12 @@ impl Template {
                     group, callback, ..
                 } => {
                     number(*group);
-                    raw_uuids(callback, &mut number);
+                    raw_uuids(callback, &mut number)?;
                 }
                 Op::Publish { messages, states } => {
-                    messages.iter().for_each(|m| raw_uuids(m, &mut number));
+                    for m in messages {
+                        raw_uuids(m, &mut number)?;
+                    }
                     states.iter().for_each(|s| state_uuids(s, &mut number));
                 }
             }
@@ -198,8 +200,8 @@ impl Template {
         };
         let rename_raw = |raw: &RawSignature| {
             let mut raw = raw.clone();
-            self.rename_raw(&mut raw, entry, at_ms, &at, now);
-            raw
+            self.rename_raw(&mut raw, entry, at_ms, &at, now)?;
+            Ok::<_, Error>(raw)
         };
         for op in &self.ops {
             match op {
@@ -212,7 +214,7 @@ impl Template {
                     count,
                     callback,
                 } => {
-                    let mut callback = rename_raw(callback);
+                    let mut callback = rename_raw(callback)?;
                     let outgoing = server.outgoing(&mut callback)?;
                     let group = self.rename(entry, at_ms, *group);
                     server
@@ -223,7 +225,7 @@ impl Template {
                 Op::Publish { messages, states } => {
                     let mut outgoing = Vec::with_capacity(messages.len());
                     for m in messages {
-                        let mut raw = rename_raw(m);
+                        let mut raw = rename_raw(m)?;
                         outgoing.push(server.outgoing(&mut raw)?);
                     }
                     let states: Vec<TaskState> = states.iter().map(rename_state).collect();
@@ -237,7 +239,14 @@ impl Template {
         Ok(self.handle_uuid(entry, at_ms))
     }
 
-    fn rename_raw(&self, raw: &mut RawSignature, entry: &str, at_ms: u64, at: &str, now: u64) {
+    fn rename_raw(
+        &self,
+        raw: &mut RawSignature,
+        entry: &str,
+        at_ms: u64,
+        at: &str,
+        now: u64,
+    ) -> Result<()> {
         raw.uuid = self.rename(entry, at_ms, raw.uuid);
         raw.group_uuid = raw.group_uuid.map(|g| self.rename(entry, at_ms, g));
         raw.chord_of = raw.chord_of.map(|g| self.rename(entry, at_ms, g));
@@ -255,8 +264,9 @@ impl Template {
             .chain(raw.on_error.iter_mut())
             .chain(raw.chord_callback.as_deref_mut())
         {
-            self.rename_raw(child, entry, at_ms, at, now);
+            self.rename_raw(child, entry, at_ms, at, now)?;
         }
+        raw.map_chain(|step| self.rename_raw(step, entry, at_ms, at, now))
     }
 }
 
@@ -274,7 +284,7 @@ fn state_uuids(s: &TaskState, number: &mut impl FnMut(Uuid)) {
     }
 }
 
-fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) {
+fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) -> Result<()> {
     number(raw.uuid);
     if let Some(g) = raw.group_uuid {
         number(g);
@@ -288,8 +298,12 @@ fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) {
         .chain(raw.on_error.iter())
         .chain(raw.chord_callback.as_deref())
     {
-        raw_uuids(child, number);
+        raw_uuids(child, number)?;
     }
+    for step in raw.chained()? {
+        raw_uuids(&step, number)?;
+    }
+    Ok(())
 }
 
 /// Runs a future that never waits (it only calls the [`Recorder`]) to completion.

@@ -108,7 +108,7 @@ impl<T> Group<T> {
         for (i, mut member) in self.members.into_iter().enumerate() {
             build::mark_member(&mut member, group, i as u32, count, false);
             ends.push(end(&member)?);
-            let entries = build::build(member, &mut plan)?;
+            let entries = build::build(server, member, &mut plan)?;
             plan.entries.extend(entries);
         }
         build::send(server, plan, self.batch).await?;
@@ -268,7 +268,7 @@ impl<U> Chord<U> {
         let links = vec![link];
         let (uuid, name, queue) = end(&links)?;
         let mut plan = Plan::default();
-        plan.entries = build::build(links, &mut plan)?;
+        plan.entries = build::build(server, links, &mut plan)?;
         build::send(server, plan, batch).await?;
         Ok(ChordResult {
             group,
