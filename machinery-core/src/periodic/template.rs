@@ -528,4 +528,31 @@ mod tests {
             assert!(m.chord);
         }
     }
+
+    #[tokio::test]
+    async fn chained_steps_are_renamed_too() {
+        let server = Server::memory();
+        let flow = add::s(1, 1).then(add::partial(2)).then(add::partial(3));
+        let t = Template::record(&server, flow).expect("records");
+        assert_eq!(t.index.len(), 3);
+        let s1 = Server::memory();
+        let handle = t.publish(&s1, "e", 1_000).await.expect("publishes");
+        let pending = s1.pending_tasks("machinery_tasks").await.expect("pending");
+        let [first] = &pending[..] else {
+            panic!("one message: {pending:?}");
+        };
+        let steps = first.chained().expect("chain");
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].uuid, handle);
+        let ticks: Vec<Uuid> = (0..3).map(|n| tick_uuid("e", 1_000, n)).collect();
+        for step in std::iter::once(first).chain(&steps) {
+            assert!(ticks.contains(&step.uuid), "{}", step.uuid);
+            assert_eq!(
+                step.headers.get(HEADER_ENTRY).map(String::as_str),
+                Some("e")
+            );
+            let state = s1.result::<i64>(step.uuid, &step.name).state().await;
+            assert!(matches!(state, Ok(crate::State::Pending)), "{state:?}");
+        }
+    }
 }

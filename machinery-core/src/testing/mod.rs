@@ -82,7 +82,8 @@ macro_rules! conformance_suite {
             dead_letters_requeue_and_purge, lease_expiry_redelivers, heartbeat_keeps_lease,
             wf_chain, wf_group, wf_group_limited, wf_chord, wf_chord_failing_member,
             wf_chain_failure_stops, wf_large_chord, wf_racing_chords, wf_nested, wf_callbacks,
-            wf_across_queues
+            wf_across_queues, wf_long_chain, wf_long_chain_failure, wf_chord_step_then_more,
+            wf_empty_chord, wf_deep_callbacks_refused
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

@@ -1175,14 +1175,20 @@ pub async fn wf_empty_chord<H: Harness>(h: &H) {
         .unwrap();
     assert_eq!(c.get_timeout(WAIT).await.unwrap(), 5);
     // As a later chain step, followed by another.
-    let k = key("empty-chord-step");
     let chain = add::s(1, 1)
-        .then(crate::group(none()).chord(count_values::partial(k.clone())))
+        .then(crate::group(none()).chord(sum::partial()))
         .then(add::partial(7))
         .send_with(&server)
         .await
         .unwrap();
     assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 7);
+    let k = key("empty-chord-step");
+    let chain = add::s(1, 1)
+        .then(crate::group(none()).chord(count_values::partial(k.clone())))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 0);
     assert_eq!(tasks::count(&k), 1);
     // As a group member and as a chord member.
     let g = crate::group(vec![
@@ -1223,8 +1229,8 @@ pub async fn wf_deep_callbacks_refused<H: Harness>(h: &H) {
     );
     // Within the limit, nested callbacks still run.
     let k = key("nested-callbacks");
-    let mut sig = note::si(k.clone(), 1);
-    for _ in 0..5 {
+    let mut sig = add::s(1, 1).on_success(note::si(k.clone(), 1));
+    for _ in 0..4 {
         sig = add::s(1, 1).on_success(sig);
     }
     let w = worker(&server);
@@ -1233,5 +1239,41 @@ pub async fn wf_deep_callbacks_refused<H: Harness>(h: &H) {
         tasks::log(&k).len() == 1
     })
     .await;
+    w.shutdown().await.unwrap();
+}
+
+/// A group of 100,000 members. Heavy (about 20 s on the memory engine in a debug
+/// build): not in [`conformance_suite!`](crate::conformance_suite), run by the `tests`
+/// crate on the memory engine.
+pub async fn wf_huge_group<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let started = std::time::Instant::now();
+    let g = crate::group((0..100_000).map(|i| add::s(i, 1)))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let results = g.get_timeout(Duration::from_secs(110)).await.unwrap();
+    assert_eq!(results.len(), 100_000);
+    assert!(results.iter().enumerate().all(|(i, r)| *r == i as i64 + 1));
+    eprintln!("a group of 100,000 members took {:?}", started.elapsed());
+    w.shutdown().await.unwrap();
+}
+
+/// A chord of 100,000 members. Heavy, like [`wf_huge_group`].
+pub async fn wf_huge_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let started = std::time::Instant::now();
+    let c = crate::group((0..100_000).map(|i| add::s(i, 0)))
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_timeout(Duration::from_secs(110)).await.unwrap(),
+        (0..100_000).sum::<i64>()
+    );
+    eprintln!("a chord of 100,000 members took {:?}", started.elapsed());
     w.shutdown().await.unwrap();
 }
