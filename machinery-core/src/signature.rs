@@ -346,7 +346,8 @@ impl RawSignature {
                 ),
             });
         }
-        let mut out = Vec::with_capacity(96 + self.args.len() + self.schema.len() + self.chain.len());
+        let mut out =
+            Vec::with_capacity(96 + self.args.len() + self.schema.len() + self.chain.len());
         out.push(WIRE_VERSION);
         rmp_serde::encode::write_named(&mut out, self).map_err(|e| Error::Encode {
             what: "signature",
@@ -371,9 +372,9 @@ impl RawSignature {
                 RawSignature::deserialize(&mut de).map_err(|e| Error::Decode {
                     what: "signature",
                     reason: match e {
-                        rmp_serde::decode::Error::DepthLimitExceeded => format!(
-                            "nested more than {MAX_NESTING} MessagePack levels deep"
-                        ),
+                        rmp_serde::decode::Error::DepthLimitExceeded => {
+                            format!("nested more than {MAX_NESTING} MessagePack levels deep")
+                        }
                         e => e.to_string(),
                     },
                 })
@@ -960,8 +961,7 @@ mod hostile {
             Level::UnknownField,
         ] {
             let bytes = nest(&vec![level.clone(); 100_000], &[0x80]);
-            let err = on_small_stack(move || RawSignature::decode(&bytes))
-                .expect_err("too deep");
+            let err = on_small_stack(move || RawSignature::decode(&bytes)).expect_err("too deep");
             let deep = matches!(
                 level,
                 Level::OnSuccess | Level::OnError | Level::ChordCallback | Level::UnknownField

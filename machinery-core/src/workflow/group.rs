@@ -69,7 +69,8 @@ impl<T> Group<T> {
     }
 
     /// Makes a chord: `callback` runs once every member succeeded, with the members'
-    /// results (`Vec<T>`, in member order) as its last argument.
+    /// results (`Vec<T>`, in member order) as its last argument. The callback of an
+    /// empty chord runs at once with an empty `Vec` (as in Celery).
     pub fn chord<S: Step<Vec<T>>>(self, callback: S) -> Chord<S::Output> {
         let group = Uuid::now_v7();
         let mut callback_links = callback.into_links();
