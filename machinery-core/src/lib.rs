@@ -69,7 +69,7 @@ pub use result::{AsyncResult, State, TaskState};
 pub use server::Server;
 #[doc(hidden)]
 pub use server::{ConnectBackend, ConnectBroker, EngineFactory};
-pub use signature::{RawSignature, Signature};
+pub use signature::{MAX_NESTING, RawSignature, Signature};
 pub use task_error::TaskError;
 pub use worker::{Worker, WorkerHandle};
 pub use workflow::{

@@ -197,18 +197,22 @@ impl Server {
 
     /// Gives `raw` and every task nested in it (callbacks, error callbacks, chord
     /// callback) without a routing key the default queue, so that where each task's
-    /// state is kept is decided once, by the producer.
+    /// state is kept is decided once, by the producer. (The steps of a workflow's chain
+    /// are routed when the workflow is built, before they are encoded into
+    /// [`RawSignature::chain`].) Walks without recursion, so callbacks nested too deep to
+    /// send reach [`RawSignature::encode`]'s refusal instead of overflowing the stack.
     pub fn route(&self, raw: &mut RawSignature) {
-        if raw.routing_key.is_empty() {
-            raw.routing_key.clone_from(&self.inner.config.default_queue);
-        }
-        for nested in raw
-            .on_success
-            .iter_mut()
-            .chain(raw.on_error.iter_mut())
-            .chain(raw.chord_callback.as_deref_mut())
-        {
-            self.route(nested);
+        let mut stack = vec![raw];
+        while let Some(raw) = stack.pop() {
+            if raw.routing_key.is_empty() {
+                raw.routing_key.clone_from(&self.inner.config.default_queue);
+            }
+            stack.extend(
+                raw.on_success
+                    .iter_mut()
+                    .chain(raw.on_error.iter_mut())
+                    .chain(raw.chord_callback.as_deref_mut()),
+            );
         }
     }
 

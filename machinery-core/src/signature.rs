@@ -69,6 +69,27 @@ pub struct RawSignature {
     /// Tasks to send with the error text when this one fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub on_error: Vec<RawSignature>,
+    /// The rest of this task's chain: the steps that run after it, one after another,
+    /// as a flat list (never nested, so a chain of any length decodes at a constant
+    /// depth). MessagePack `bin`, left out when empty.
+    ///
+    /// The bytes are a sequence of **steps**, each a big-endian `u32` length followed by
+    /// that many bytes; a step's bytes are a sequence of **entries**, each a big-endian
+    /// `u32` length followed by one envelope as [`RawSignature::encode`] writes it
+    /// (version byte included):
+    ///
+    /// ```text
+    /// chain = step*      step  = u32be len, entry+      entry = u32be len, envelope
+    /// ```
+    ///
+    /// A step of one entry is a task; a step of several is the members of a chord,
+    /// each of which may carry its own `chain` (a member that is a chain). A chord step
+    /// is always the last of a chain: what follows a chord is carried by the chord's
+    /// callback, stored once with the chord. When this task succeeds the worker decodes
+    /// step 0 only and hands the remaining bytes, as they are, to the step's task, so a
+    /// step costs the same whatever the chain's length.
+    #[serde(with = "codec::bytes", skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<u8>,
     /// Machinery's per-member copy of the chord callback. Chords sent by this crate keep
     /// the callback once in the result backend instead (see
     /// [`ResultBackend::init_chord`](crate::ResultBackend::init_chord)), so a
@@ -129,6 +150,7 @@ impl Default for RawSignature {
             retried: 0,
             on_success: Vec::new(),
             on_error: Vec::new(),
+            chain: Vec::new(),
             chord_callback: None,
             chord: false,
             chord_queue: String::new(),
@@ -189,7 +211,25 @@ impl RawSignature {
     /// # Errors
     /// [`Error::Decode`] when the chain carried by the message does not decode.
     pub(crate) fn followers(&self) -> Result<Vec<RawSignature>> {
-        Ok(self.on_success.clone())
+        let mut out = self.on_success.clone();
+        if self.chain.is_empty() {
+            return Ok(out);
+        }
+        let (step, rest) = take_framed(&self.chain, "chain step")?;
+        let mut entries = decode_step(step)?;
+        if !rest.is_empty() {
+            let [next] = entries.as_mut_slice() else {
+                return Err(bad_chain(format!(
+                    "a step of {} tasks is followed by more steps; only a chain's last step \
+                     may be a chord",
+                    entries.len()
+                )));
+            };
+            // A task step carries no chain of its own; should it, the rest follows it.
+            next.chain.extend_from_slice(rest);
+        }
+        out.append(&mut entries);
+        Ok(out)
     }
 
     /// Every task that would run after this one had it succeeded, transitively: success
@@ -200,12 +240,81 @@ impl RawSignature {
     /// [`Error::Decode`] when the chain carried by the message does not decode.
     pub(crate) fn downstream(&self) -> Result<Vec<RawSignature>> {
         let mut out = Vec::new();
-        let mut stack: Vec<&RawSignature> = self.on_success.iter().collect();
+        let mut stack = Vec::new();
+        self.push_next(&mut stack)?;
         while let Some(next) = stack.pop() {
-            out.push(next.clone());
-            stack.extend(next.on_success.iter());
+            next.push_next(&mut stack)?;
+            out.push(next);
         }
         Ok(out)
+    }
+
+    /// Pushes what runs right after this task: its success callbacks and every entry
+    /// of every step of its chain (not what those carry in turn).
+    fn push_next(&self, out: &mut Vec<RawSignature>) -> Result<()> {
+        out.extend(self.on_success.iter().cloned());
+        out.extend(self.chained()?);
+        Ok(())
+    }
+
+    /// The entries of every step of this task's chain, in order; each keeps its own
+    /// chain (a chord member that is a chain) but not the steps after it.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the chain does not decode.
+    pub(crate) fn chained(&self) -> Result<Vec<RawSignature>> {
+        let mut out = Vec::new();
+        let mut rest = self.chain.as_slice();
+        while !rest.is_empty() {
+            let (step, after) = take_framed(rest, "chain step")?;
+            out.extend(decode_step(step)?);
+            rest = after;
+        }
+        Ok(out)
+    }
+
+    /// Rewrites every entry of every step of this task's chain with `f`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the chain does not decode; `f`'s errors; [`Error::Encode`].
+    pub(crate) fn map_chain(
+        &mut self,
+        mut f: impl FnMut(&mut RawSignature) -> Result<()>,
+    ) -> Result<()> {
+        let mut chain = Vec::with_capacity(self.chain.len());
+        let mut rest = self.chain.as_slice();
+        while !rest.is_empty() {
+            let (step, after) = take_framed(rest, "chain step")?;
+            let mut entries = decode_step(step)?;
+            for e in &mut entries {
+                f(e)?;
+            }
+            push_step(&mut chain, &entries)?;
+            rest = after;
+        }
+        self.chain = chain;
+        Ok(())
+    }
+
+    /// How deeply the encoded message nests MessagePack maps and arrays: 1 for a
+    /// message without headers or callbacks, 2 more for each level of success or error
+    /// callbacks (an array of maps), 1 more for headers. Counted without recursion, so
+    /// any message can be measured.
+    pub fn nesting(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 1usize)];
+        while let Some((raw, depth)) = stack.pop() {
+            let headers = usize::from(!raw.headers.is_empty());
+            let arrays = usize::from(!raw.on_success.is_empty() || !raw.on_error.is_empty());
+            deepest = deepest.max(depth + headers.max(arrays));
+            for child in raw.on_success.iter().chain(&raw.on_error) {
+                stack.push((child, depth + 2));
+            }
+            if let Some(cb) = raw.chord_callback.as_deref() {
+                stack.push((cb, depth + 1));
+            }
+        }
+        deepest
     }
 
     /// A signature for `name` with encoded `args` and a fresh time-ordered UUID.
@@ -220,8 +329,25 @@ impl RawSignature {
     }
 
     /// Encodes the envelope: version byte, then a MessagePack map.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the message nests deeper than [`MAX_NESTING`] (callbacks
+    /// of callbacks, see [`nesting`](Self::nesting)): no worker could decode it.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(96 + self.args.len() + self.schema.len());
+        let nesting = self.nesting();
+        if nesting > MAX_NESTING {
+            return Err(Error::Encode {
+                what: "signature",
+                reason: format!(
+                    "task `{}` nests callbacks {nesting} MessagePack levels deep, over the \
+                     limit of {MAX_NESTING} a worker decodes; chain the steps with `.then(..)` \
+                     instead of nesting `.on_success(..)` callbacks",
+                    self.name
+                ),
+            });
+        }
+        let mut out =
+            Vec::with_capacity(96 + self.args.len() + self.schema.len() + self.chain.len());
         out.push(WIRE_VERSION);
         rmp_serde::encode::write_named(&mut out, self).map_err(|e| Error::Encode {
             what: "signature",
@@ -230,13 +356,29 @@ impl RawSignature {
         Ok(out)
     }
 
-    /// Decodes an envelope written by [`RawSignature::encode`].
+    /// Decodes an envelope written by [`RawSignature::encode`]. Any input is safe: the
+    /// MessagePack nesting is limited to [`MAX_NESTING`] levels, so hostile bytes cannot
+    /// exhaust the stack.
     ///
     /// # Errors
-    /// [`Error::Decode`] for an empty message, an unknown version byte or bad MessagePack.
+    /// [`Error::Decode`] for an empty message, an unknown version byte, bad MessagePack
+    /// or nesting deeper than [`MAX_NESTING`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         match bytes.split_first() {
-            Some((&WIRE_VERSION, rest)) => codec::from_slice(rest, "signature"),
+            Some((&WIRE_VERSION, rest)) => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(rest);
+                // rmp-serde fails when its counter reaches 0 on entering a level.
+                de.set_max_depth(MAX_NESTING + 1);
+                RawSignature::deserialize(&mut de).map_err(|e| Error::Decode {
+                    what: "signature",
+                    reason: match e {
+                        rmp_serde::decode::Error::DepthLimitExceeded => {
+                            format!("nested more than {MAX_NESTING} MessagePack levels deep")
+                        }
+                        e => e.to_string(),
+                    },
+                })
+            }
             Some((v, _)) => Err(Error::Decode {
                 what: "signature",
                 reason: format!(
@@ -254,6 +396,78 @@ impl RawSignature {
     pub fn eta_time(&self) -> Option<SystemTime> {
         self.eta.map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
     }
+}
+
+/// The deepest MessagePack nesting (maps and arrays inside each other) a message may
+/// have: [`RawSignature::decode`] refuses deeper input and [`RawSignature::encode`]
+/// refuses to write it. A message without callbacks nests 2 levels (its headers); each
+/// level of `.on_success(..)`/`.on_error(..)` callbacks adds 2. Chains do not nest (see
+/// [`RawSignature::chain`]). A debug build spends up to about 15 KiB of stack per level
+/// decoding a signature (measured: nested chord callbacks overflow a 2 MiB stack past
+/// about 140 levels, nested success callbacks past about 210), so this limit keeps a
+/// decode under about 0.5 MiB, a quarter of a tokio worker's 2 MiB stack.
+pub const MAX_NESTING: usize = 32;
+
+fn bad_chain(reason: String) -> Error {
+    Error::Decode {
+        what: "workflow chain",
+        reason,
+    }
+}
+
+/// Splits `bytes` into the item behind its big-endian `u32` length prefix and what
+/// follows it.
+fn take_framed<'a>(bytes: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8])> {
+    let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+        return Err(bad_chain(format!("{what}: truncated length")));
+    };
+    let len = usize::try_from(u32::from_be_bytes(*len))
+        .map_err(|_| bad_chain(format!("{what}: length out of range")))?;
+    if len > rest.len() {
+        return Err(bad_chain(format!(
+            "{what}: {len} bytes announced, {} left",
+            rest.len()
+        )));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// Appends `bytes` to `out` behind its big-endian `u32` length.
+fn put_framed(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(|_| Error::Encode {
+        what: "workflow chain",
+        reason: "a chain step over 4 GiB".into(),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Appends one step (a task, or the members of a chord) to the chain bytes `chain`
+/// (format in [`RawSignature::chain`]).
+///
+/// # Errors
+/// [`Error::Encode`] when an entry does not encode.
+pub(crate) fn push_step(chain: &mut Vec<u8>, entries: &[RawSignature]) -> Result<()> {
+    let mut step = Vec::new();
+    for e in entries {
+        put_framed(&mut step, &e.encode()?)?;
+    }
+    put_framed(chain, &step)
+}
+
+/// The entries of one step.
+fn decode_step(mut step: &[u8]) -> Result<Vec<RawSignature>> {
+    let mut entries = Vec::new();
+    while !step.is_empty() {
+        let (entry, rest) = take_framed(step, "chain step entry")?;
+        entries.push(RawSignature::decode(entry)?);
+        step = rest;
+    }
+    if entries.is_empty() {
+        return Err(bad_chain("a chain step without tasks".into()));
+    }
+    Ok(entries)
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -514,5 +728,309 @@ mod tests {
         );
         let raw = RawSignature::decode(&bytes).expect("decode");
         assert_eq!(raw.name, "x");
+    }
+
+    fn task(name: &str) -> RawSignature {
+        RawSignature::new(name, vec![0x90])
+    }
+
+    fn names(raws: &[RawSignature]) -> Vec<&str> {
+        raws.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn chain_of(steps: &[Vec<RawSignature>]) -> Vec<u8> {
+        let mut chain = Vec::new();
+        for step in steps {
+            push_step(&mut chain, step).expect("push");
+        }
+        chain
+    }
+
+    #[test]
+    fn chain_frames_are_length_prefixed_envelopes() {
+        let b = task("b");
+        let mut chain = Vec::new();
+        push_step(&mut chain, std::slice::from_ref(&b)).expect("push");
+        let envelope = b.encode().expect("encode");
+        let entry_len = u32::try_from(envelope.len()).expect("small");
+        let mut expected = (entry_len + 4).to_be_bytes().to_vec();
+        expected.extend_from_slice(&entry_len.to_be_bytes());
+        expected.extend_from_slice(&envelope);
+        assert_eq!(chain, expected);
+        // The chain travels as MessagePack `bin` and round-trips.
+        let mut a = task("a");
+        a.chain = chain;
+        let decoded = RawSignature::decode(&a.encode().expect("encode")).expect("decode");
+        assert_eq!(decoded, a);
+    }
+
+    #[test]
+    fn followers_pop_one_step_and_pass_the_rest_on_as_bytes() {
+        let mut a = task("a");
+        a.on_success.push(task("callback"));
+        let (c, d) = (task("c"), task("d"));
+        a.chain = chain_of(&[vec![task("b")], vec![c.clone()], vec![d.clone()]]);
+        let followers = a.followers().expect("followers");
+        assert_eq!(names(&followers), ["callback", "b"]);
+        let b = &followers[1];
+        assert_eq!(b.chain, chain_of(&[vec![c], vec![d]]));
+        let c = b.followers().expect("followers");
+        assert_eq!(names(&c), ["c"]);
+        let d = c[0].followers().expect("followers");
+        assert_eq!(names(&d), ["d"]);
+        assert!(d[0].chain.is_empty());
+        assert!(d[0].followers().expect("followers").is_empty());
+    }
+
+    #[test]
+    fn a_chord_step_ends_the_chain_and_members_keep_their_own_chains() {
+        // a → chord(m1, m2 → m2b) — the callback carries what follows the chord.
+        let mut m2 = task("m2");
+        m2.chain = chain_of(&[vec![task("m2b")]]);
+        let mut a = task("a");
+        a.chain = chain_of(&[vec![task("b")], vec![task("m1"), m2]]);
+        let b = a.followers().expect("followers").remove(0);
+        let members = b.followers().expect("followers");
+        assert_eq!(names(&members), ["m1", "m2"]);
+        assert!(members[0].chain.is_empty());
+        assert_eq!(names(&members[1].followers().expect("followers")), ["m2b"]);
+        // Every later task, transitively, member chains included.
+        let mut down = names(&a.downstream().expect("downstream"))
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        down.sort();
+        assert_eq!(down, ["b", "m1", "m2", "m2b"]);
+        assert_eq!(b.downstream().expect("downstream").len(), 3);
+    }
+
+    #[test]
+    fn a_chord_step_followed_by_more_steps_is_refused() {
+        let mut a = task("a");
+        a.chain = chain_of(&[vec![task("m1"), task("m2")], vec![task("after")]]);
+        assert!(matches!(a.followers(), Err(Error::Decode { .. })));
+    }
+
+    #[test]
+    fn broken_chains_fail_to_decode_without_panicking() {
+        let good = chain_of(&[vec![task("b")], vec![task("c")]]);
+        let boundary = 4 + u32::from_be_bytes([good[0], good[1], good[2], good[3]]) as usize;
+        for cut in 1..good.len() {
+            let mut a = task("a");
+            a.chain = good[..cut].to_vec();
+            // Only a cut on a step boundary still reads.
+            assert_eq!(a.downstream().is_ok(), cut == boundary, "cut {cut}");
+            assert_eq!(a.chained().is_ok(), cut == boundary, "cut {cut}");
+            let _ = a.followers();
+        }
+        let mut a = task("a");
+        a.chain = vec![0, 0, 0, 0];
+        assert!(a.followers().is_err(), "an empty step");
+        a.chain = vec![0, 0, 0, 5, 0, 0, 0, 1, 1];
+        assert!(a.followers().is_err(), "a bad envelope");
+        a.chain = vec![0xff, 0xff, 0xff, 0xff];
+        assert!(a.downstream().is_err(), "a length past the end");
+    }
+
+    #[test]
+    fn map_chain_rewrites_every_step() {
+        let mut a = task("a");
+        a.chain = chain_of(&[vec![task("b")], vec![task("m1"), task("m2")]]);
+        a.map_chain(|e| {
+            e.name.push('!');
+            Ok(())
+        })
+        .expect("map");
+        assert_eq!(names(&a.chained().expect("chained")), ["b!", "m1!", "m2!"]);
+    }
+
+    #[test]
+    fn nesting_counts_maps_and_arrays() {
+        let mut a = task("a");
+        assert_eq!(a.nesting(), 1);
+        a.headers.insert("k".into(), "v".into());
+        assert_eq!(a.nesting(), 2);
+        a.on_success.push(task("b"));
+        assert_eq!(a.nesting(), 3);
+        a.on_error.push(task("e").clone());
+        a.on_error[0].headers.insert("k".into(), "v".into());
+        assert_eq!(a.nesting(), 4);
+        a.chord_callback = Some(Box::new(task("cb")));
+        assert_eq!(a.nesting(), 4);
+        // What encode accepts, decode reads back; one level more is refused.
+        let mut deep = task("leaf");
+        while deep.nesting() + 2 <= MAX_NESTING {
+            let mut parent = task("p");
+            parent.on_success.push(deep);
+            deep = parent;
+        }
+        let bytes = deep.encode().expect("at the limit");
+        assert_eq!(RawSignature::decode(&bytes).expect("decodes"), deep);
+        let mut parent = task("p");
+        parent.on_success.push(deep);
+        let err = parent.encode().expect_err("over the limit").to_string();
+        assert!(err.contains("nests callbacks"), "{err}");
+    }
+}
+
+/// Hostile input: [`RawSignature::decode`] never panics and never exhausts a 2 MiB
+/// stack (tokio's worker stack), whatever the nesting.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `f` on a thread with tokio's default 2 MiB worker stack.
+    fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("thread")
+            .join()
+            .expect("no panic")
+    }
+
+    /// One level of nesting, as MessagePack prefix bytes.
+    #[derive(Debug, Clone)]
+    enum Level {
+        Array,
+        Map,
+        OnSuccess,
+        OnError,
+        ChordCallback,
+        Headers,
+        UnknownField,
+        Ext,
+    }
+
+    fn key(out: &mut Vec<u8>, name: &str) {
+        out.push(0xa0 | u8::try_from(name.len()).expect("short"));
+        out.extend_from_slice(name.as_bytes());
+    }
+
+    /// Bytes opening each level in turn around `leaf`; a level that needs an envelope
+    /// around it opens one.
+    fn nest(levels: &[Level], leaf: &[u8]) -> Vec<u8> {
+        let mut out = vec![WIRE_VERSION];
+        for level in levels {
+            match level {
+                Level::Array => out.push(0x91),
+                Level::Map => out.extend_from_slice(&[0x81, 0x01]),
+                Level::OnSuccess => {
+                    out.push(0x81);
+                    key(&mut out, "on_success");
+                    out.push(0x91);
+                }
+                Level::OnError => {
+                    out.push(0x81);
+                    key(&mut out, "on_error");
+                    out.push(0x91);
+                }
+                Level::ChordCallback => {
+                    out.push(0x81);
+                    key(&mut out, "chord_callback");
+                }
+                Level::Headers => {
+                    out.push(0x81);
+                    key(&mut out, "headers");
+                    out.extend_from_slice(&[0x81, 0xa1, b'k']);
+                }
+                Level::UnknownField => {
+                    out.push(0x81);
+                    key(&mut out, "brand_new");
+                }
+                Level::Ext => out.extend_from_slice(&[0xc7, 0x01, 0x05]),
+            }
+        }
+        out.extend_from_slice(leaf);
+        out
+    }
+
+    fn level() -> impl Strategy<Value = Level> {
+        prop_oneof![
+            Just(Level::Array),
+            Just(Level::Map),
+            Just(Level::OnSuccess),
+            Just(Level::OnError),
+            Just(Level::ChordCallback),
+            Just(Level::Headers),
+            Just(Level::UnknownField),
+            Just(Level::Ext),
+        ]
+    }
+
+    #[test]
+    fn the_deepest_nestings_are_refused_on_a_small_stack() {
+        for level in [
+            Level::Array,
+            Level::Map,
+            Level::OnSuccess,
+            Level::OnError,
+            Level::ChordCallback,
+            Level::UnknownField,
+        ] {
+            let bytes = nest(&vec![level.clone(); 100_000], &[0x80]);
+            let err = on_small_stack(move || RawSignature::decode(&bytes)).expect_err("too deep");
+            let deep = matches!(
+                level,
+                Level::OnSuccess | Level::OnError | Level::ChordCallback | Level::UnknownField
+            );
+            if deep {
+                assert!(err.to_string().contains("levels deep"), "{level:?}: {err}");
+            }
+        }
+        // Just below the limit still decodes (chord callbacks cost the most stack).
+        let bytes = nest(&vec![Level::ChordCallback; MAX_NESTING - 1], &[0x80]);
+        on_small_stack(move || RawSignature::decode(&bytes)).expect("at the limit");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            on_small_stack(move || {
+                let _ = RawSignature::decode(&bytes);
+                let mut with_version = vec![WIRE_VERSION];
+                with_version.extend_from_slice(&bytes);
+                let _ = RawSignature::decode(&with_version);
+            });
+        }
+
+        #[test]
+        fn adversarial_nesting_never_overflows(
+            levels in proptest::collection::vec(level(), 0..3_000),
+            leaf in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let bytes = nest(&levels, &leaf);
+            on_small_stack(move || {
+                if let Ok(raw) = RawSignature::decode(&bytes) {
+                    // What decodes can be walked and sent on.
+                    let _ = raw.followers();
+                    let _ = raw.downstream();
+                    assert!(raw.nesting() <= MAX_NESTING);
+                }
+            });
+        }
+
+        #[test]
+        fn chains_of_hostile_envelopes_never_panic(
+            levels in proptest::collection::vec(level(), 0..200),
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let entry = nest(&levels, &[0x80]);
+            on_small_stack(move || {
+                let mut step = Vec::new();
+                put_framed(&mut step, &entry).expect("frame");
+                step.extend_from_slice(&junk);
+                let mut chain = Vec::new();
+                put_framed(&mut chain, &step).expect("frame");
+                let mut raw = RawSignature::new("a", vec![0x90]);
+                raw.chain = chain;
+                let _ = raw.followers();
+                let _ = raw.downstream();
+                let _ = raw.chained();
+            });
+        }
     }
 }

@@ -155,10 +155,12 @@ impl Template {
                     group, callback, ..
                 } => {
                     number(*group);
-                    raw_uuids(callback, &mut number);
+                    raw_uuids(callback, &mut number)?;
                 }
                 Op::Publish { messages, states } => {
-                    messages.iter().for_each(|m| raw_uuids(m, &mut number));
+                    for m in messages {
+                        raw_uuids(m, &mut number)?;
+                    }
                     states.iter().for_each(|s| state_uuids(s, &mut number));
                 }
             }
@@ -198,8 +200,8 @@ impl Template {
         };
         let rename_raw = |raw: &RawSignature| {
             let mut raw = raw.clone();
-            self.rename_raw(&mut raw, entry, at_ms, &at, now);
-            raw
+            self.rename_raw(&mut raw, entry, at_ms, &at, now)?;
+            Ok::<_, Error>(raw)
         };
         for op in &self.ops {
             match op {
@@ -212,7 +214,7 @@ impl Template {
                     count,
                     callback,
                 } => {
-                    let mut callback = rename_raw(callback);
+                    let mut callback = rename_raw(callback)?;
                     let outgoing = server.outgoing(&mut callback)?;
                     let group = self.rename(entry, at_ms, *group);
                     server
@@ -223,7 +225,7 @@ impl Template {
                 Op::Publish { messages, states } => {
                     let mut outgoing = Vec::with_capacity(messages.len());
                     for m in messages {
-                        let mut raw = rename_raw(m);
+                        let mut raw = rename_raw(m)?;
                         outgoing.push(server.outgoing(&mut raw)?);
                     }
                     let states: Vec<TaskState> = states.iter().map(rename_state).collect();
@@ -237,7 +239,14 @@ impl Template {
         Ok(self.handle_uuid(entry, at_ms))
     }
 
-    fn rename_raw(&self, raw: &mut RawSignature, entry: &str, at_ms: u64, at: &str, now: u64) {
+    fn rename_raw(
+        &self,
+        raw: &mut RawSignature,
+        entry: &str,
+        at_ms: u64,
+        at: &str,
+        now: u64,
+    ) -> Result<()> {
         raw.uuid = self.rename(entry, at_ms, raw.uuid);
         raw.group_uuid = raw.group_uuid.map(|g| self.rename(entry, at_ms, g));
         raw.chord_of = raw.chord_of.map(|g| self.rename(entry, at_ms, g));
@@ -255,8 +264,9 @@ impl Template {
             .chain(raw.on_error.iter_mut())
             .chain(raw.chord_callback.as_deref_mut())
         {
-            self.rename_raw(child, entry, at_ms, at, now);
+            self.rename_raw(child, entry, at_ms, at, now)?;
         }
+        raw.map_chain(|step| self.rename_raw(step, entry, at_ms, at, now))
     }
 }
 
@@ -274,7 +284,7 @@ fn state_uuids(s: &TaskState, number: &mut impl FnMut(Uuid)) {
     }
 }
 
-fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) {
+fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) -> Result<()> {
     number(raw.uuid);
     if let Some(g) = raw.group_uuid {
         number(g);
@@ -288,8 +298,12 @@ fn raw_uuids(raw: &RawSignature, number: &mut impl FnMut(Uuid)) {
         .chain(raw.on_error.iter())
         .chain(raw.chord_callback.as_deref())
     {
-        raw_uuids(child, number);
+        raw_uuids(child, number)?;
     }
+    for step in raw.chained()? {
+        raw_uuids(&step, number)?;
+    }
+    Ok(())
 }
 
 /// Runs a future that never waits (it only calls the [`Recorder`]) to completion.
@@ -516,6 +530,33 @@ mod tests {
                 Some("1970-01-01T00:00:01Z")
             );
             assert!(m.chord);
+        }
+    }
+
+    #[tokio::test]
+    async fn chained_steps_are_renamed_too() {
+        let server = Server::memory();
+        let flow = add::s(1, 1).then(add::partial(2)).then(add::partial(3));
+        let t = Template::record(&server, flow).expect("records");
+        assert_eq!(t.index.len(), 3);
+        let s1 = Server::memory();
+        let handle = t.publish(&s1, "e", 1_000).await.expect("publishes");
+        let pending = s1.pending_tasks("machinery_tasks").await.expect("pending");
+        let [first] = &pending[..] else {
+            panic!("one message: {pending:?}");
+        };
+        let steps = first.chained().expect("chain");
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].uuid, handle);
+        let ticks: Vec<Uuid> = (0..3).map(|n| tick_uuid("e", 1_000, n)).collect();
+        for step in std::iter::once(first).chain(&steps) {
+            assert!(ticks.contains(&step.uuid), "{}", step.uuid);
+            assert_eq!(
+                step.headers.get(HEADER_ENTRY).map(String::as_str),
+                Some("e")
+            );
+            let state = s1.result::<i64>(step.uuid, &step.name).state().await;
+            assert!(matches!(state, Ok(crate::State::Pending)), "{state:?}");
         }
     }
 }

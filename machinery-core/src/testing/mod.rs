@@ -89,8 +89,10 @@ macro_rules! conformance_suite {
             final_state_stays, open_states_outlive_the_results_ttl,
             chord_outlives_the_results_ttl, ends_chord_starts_the_chord_ttl,
             dead_letter_with_the_state, dead_letter_completion_is_fenced, forget_wakes_waiters,
- lookup_in_any_queue, lookup_waits_for_the_task,
-            lookup_unknown_is_missing, saved_handles_restore, lookup_finds_later_steps
+            lookup_in_any_queue, lookup_waits_for_the_task,
+            lookup_unknown_is_missing, saved_handles_restore, lookup_finds_later_steps,
+            wf_long_chain, wf_long_chain_failure, wf_chord_step_then_more,
+            wf_empty_chord, wf_deep_callbacks_refused
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

@@ -1860,3 +1860,255 @@ pub async fn lookup_finds_later_steps<H: Harness>(h: &H) {
     assert_eq!(r.state().await.unwrap(), State::Pending);
     assert_eq!(r.queue(), "lookup-never-published");
 }
+
+/// A long chain travels flat: each step carries the rest of the chain as bytes, so
+/// 10,000 steps neither nest 10,000 deep nor cost a decode of the whole chain per step.
+///
+/// Each step's message still carries the rest of the chain (about 100 bytes a step), so
+/// a chain costs O(steps²) bytes in all. The memory engine runs 10,000 steps (5 to 20 s
+/// in a debug build, by the machine's load); other engines run 2,000, because on Redis a
+/// debug build moves those bytes too slowly for the suite's two-minute bound alongside
+/// the other tests (10,000 steps alone: about 90 s).
+pub async fn wf_long_chain<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let steps: i64 = if server.broker().engine() == "memory" {
+        10_000
+    } else {
+        2_000
+    };
+    let started = std::time::Instant::now();
+    let mut chain = add::s(0, 0).then(add::partial(1));
+    for _ in 2..steps {
+        chain = chain.then(add::partial(1));
+    }
+    let chain = chain.send_with(&server).await.unwrap();
+    assert_eq!(chain.steps().len() as i64, steps);
+    assert_eq!(
+        chain.get_timeout(Duration::from_secs(110)).await.unwrap(),
+        steps - 1
+    );
+    eprintln!("a chain of {steps} steps took {:?}", started.elapsed());
+    w.shutdown().await.unwrap();
+}
+
+/// A failure in the middle of a long chain fails its last step at once.
+pub async fn wf_long_chain_failure<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let k = key("long-stopped");
+    // Step i (from 0) computes i; step 1,000 allows at most 500.
+    let mut chain = add::s(0, 0).then(add::partial(1));
+    for i in 2..2_000 {
+        chain = if i == 1_000 {
+            chain.then(at_most::partial(500))
+        } else if i == 1_999 {
+            chain.then(add::partial(0))
+        } else {
+            chain.then(add::partial(1))
+        };
+    }
+    let chain = chain.then(note::partial(k.clone()));
+    let chain = chain.send_with(&server).await.unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("999 is over 500"), "{err}");
+    assert!(err.contains("conformance.at_most"), "{err}");
+    assert_eq!(chain.state().await.unwrap(), State::Failure);
+    let before = server
+        .result::<i64>(chain.steps()[999], "conformance.add")
+        .state()
+        .await;
+    assert!(matches!(before, Ok(State::Success)), "{before:?}");
+    let after = server
+        .result::<i64>(chain.steps()[1_500], "conformance.add")
+        .state()
+        .await;
+    assert!(matches!(after, Ok(State::Failure)), "{after:?}");
+    assert!(tasks::log(&k).is_empty(), "the last step did not run");
+    w.shutdown().await.unwrap();
+}
+
+/// A chord step in the middle of a chain: the steps after it run after its callback,
+/// with member chains inside the chord.
+pub async fn wf_chord_step_then_more<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    // add(1, 1) = 2 → sum([(1 + 1) × 3, 2 + 2]) = 10 → 10 + 10 → 20 × 2 → 40 + 1.
+    let members = vec![
+        add::s(1, 1).then(multiply::partial(3)),
+        crate::Chain::from(add::s(2, 2)),
+    ];
+    let chain = add::s(1, 1)
+        .then(crate::group(members).chord(sum::partial()))
+        .then(add::partial(10))
+        .then(multiply::partial(2))
+        .then(add::partial(1))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 41);
+    // Two chords in a row, the first one first.
+    let chain = crate::group(three())
+        .chord(sum::partial())
+        .then(add::partial(1))
+        .then(crate::group(three()).chord(product::partial()))
+        .then(add::partial(2))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 90);
+    // A member failing stops the steps after the chord.
+    let k = key("chord-step-stopped");
+    let chain = add::s(1, 1)
+        .then(crate::group(vec![at_most::s(1, 5), add::s(1, 1)]).chord(sum::partial()))
+        .then(note::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("5 is over 1"), "{err}");
+    assert!(
+        tasks::log(&k).is_empty(),
+        "the step after the chord did not run"
+    );
+    // A step failing before a chord fails its members and, through them, the rest.
+    let chain = add::s(5, 5)
+        .then(at_most::partial(3))
+        .then(crate::group(three()).chord(sum::partial()))
+        .then(note::partial(k.clone()))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("10 is over 3"), "{err}");
+    assert!(
+        tasks::log(&k).is_empty(),
+        "the step after the chord did not run"
+    );
+    w.shutdown().await.unwrap();
+}
+
+fn none() -> Vec<crate::Signature<i64>> {
+    Vec::new()
+}
+
+/// An empty chord runs its callback at once with no results, as Celery does.
+pub async fn wf_empty_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let c = crate::group(none())
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 0);
+    // An immutable callback gets no results.
+    let c = crate::group(none())
+        .chord(add::s(2, 3))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 5);
+    // As a later chain step, followed by another.
+    let chain = add::s(1, 1)
+        .then(crate::group(none()).chord(sum::partial()))
+        .then(add::partial(7))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 7);
+    let k = key("empty-chord-step");
+    let chain = add::s(1, 1)
+        .then(crate::group(none()).chord(count_values::partial(k.clone())))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 0);
+    assert_eq!(tasks::count(&k), 1);
+    // As a group member and as a chord member.
+    let g = crate::group(vec![
+        crate::group(none()).chord(sum::partial()),
+        crate::group(three()).chord(sum::partial()),
+    ])
+    .send_with(&server)
+    .await
+    .unwrap();
+    assert_eq!(g.get_timeout(WAIT).await.unwrap(), vec![0, 17]);
+    let c = crate::group(vec![
+        crate::group(none()).chord(sum::partial()),
+        crate::group(three()).chord(product::partial()),
+    ])
+    .chord(sum::partial())
+    .send_with(&server)
+    .await
+    .unwrap();
+    assert_eq!(c.get_timeout(WAIT).await.unwrap(), 88);
+    // An empty group has an empty result.
+    let g = crate::group(none()).send_with(&server).await.unwrap();
+    assert_eq!(g.get_timeout(WAIT).await.unwrap(), Vec::<i64>::new());
+    w.shutdown().await.unwrap();
+}
+
+/// What a worker could not decode is refused at send: callbacks nested by hand deeper
+/// than the decoder's limit.
+pub async fn wf_deep_callbacks_refused<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let mut sig = add::s(1, 1);
+    for _ in 0..10_000 {
+        sig = add::s(1, 1).on_success(sig);
+    }
+    let err = sig.send_with(&server).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Encode { reason, .. } if reason.contains("nests callbacks")),
+        "{err}"
+    );
+    // Within the limit, nested callbacks still run.
+    let k = key("nested-callbacks");
+    let mut sig = add::s(1, 1).on_success(note::si(k.clone(), 1));
+    for _ in 0..4 {
+        sig = add::s(1, 1).on_success(sig);
+    }
+    let w = worker(&server);
+    sig.send_with(&server).await.unwrap();
+    eventually("the innermost callback ran", || async {
+        tasks::log(&k).len() == 1
+    })
+    .await;
+    w.shutdown().await.unwrap();
+}
+
+/// A group of 100,000 members. Heavy (about 20 s on the memory engine in a debug
+/// build): not in [`conformance_suite!`](crate::conformance_suite), run by the `tests`
+/// crate on the memory engine.
+pub async fn wf_huge_group<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let started = std::time::Instant::now();
+    let g = crate::group((0..100_000).map(|i| add::s(i, 1)))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let results = g.get_timeout(Duration::from_secs(110)).await.unwrap();
+    assert_eq!(results.len(), 100_000);
+    assert!(results.iter().enumerate().all(|(i, r)| *r == i as i64 + 1));
+    eprintln!("a group of 100,000 members took {:?}", started.elapsed());
+    w.shutdown().await.unwrap();
+}
+
+/// A chord of 100,000 members. Heavy, like [`wf_huge_group`].
+pub async fn wf_huge_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let started = std::time::Instant::now();
+    let c = crate::group((0..100_000).map(|i| add::s(i, 0)))
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_timeout(Duration::from_secs(110)).await.unwrap(),
+        (0..100_000).sum::<i64>()
+    );
+    eprintln!("a chord of 100,000 members took {:?}", started.elapsed());
+    w.shutdown().await.unwrap();
+}

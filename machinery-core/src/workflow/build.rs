@@ -1,14 +1,14 @@
-//! Turning a workflow into messages: nesting steps into success callbacks, marking
-//! group members, collecting chords to register before anything is published.
-
-use std::collections::HashMap;
+//! Turning a workflow into messages: encoding the later steps of a chain into its first
+//! step's flat [`RawSignature::chain`], marking group members, collecting chords to
+//! register and PENDING states to store before anything is published.
 
 use uuid::Uuid;
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::result::{State, TaskState};
 use crate::server::Server;
-use crate::signature::{RawSignature, Signature};
+use crate::signature::{RawSignature, Signature, push_step};
 
 /// One step of a workflow.
 #[doc(hidden)]
@@ -47,6 +47,8 @@ pub(crate) struct Plan {
     pub(crate) entries: Vec<RawSignature>,
     /// Chords to register before publishing: group, member count, callback.
     pub(crate) chords: Vec<(Uuid, u32, RawSignature)>,
+    /// PENDING states of everything that runs later (every task but the entries).
+    pub(crate) later: Vec<TaskState>,
 }
 
 /// Where a flow's result will be: the UUID, name and routing key (empty: the default
@@ -73,12 +75,24 @@ pub(crate) fn mark_member(links: &mut [Link], group: Uuid, index: u32, count: u3
     raw.chord = chord;
 }
 
-/// Builds the messages of a flow; returns its entry messages. `plan` collects the
-/// chords to register.
-pub(crate) fn build(links: Vec<Link>, plan: &mut Plan) -> Result<Vec<RawSignature>> {
-    let mut next: Vec<RawSignature> = Vec::new();
-    for (i, link) in links.into_iter().enumerate().rev() {
-        next = match link {
+/// Builds the messages of a flow; returns its entry messages (routed to their
+/// queues). `plan` collects the chords to register and the PENDING states of every
+/// task that runs later, except the returned entries themselves.
+///
+/// The steps after the first travel in the first step's [`RawSignature::chain`], flat.
+/// A chord step ends a chain: the steps after it travel in the chord's callback.
+pub(crate) fn build(
+    server: &Server,
+    links: Vec<Link>,
+    plan: &mut Plan,
+) -> Result<Vec<RawSignature>> {
+    // The flow's first step: the messages published now.
+    let mut entries: Option<Vec<RawSignature>> = None;
+    // Who carries `tail`: a chord callback (index in `plan.chords`) or the first step.
+    let mut owner: Option<usize> = None;
+    let mut tail = Vec::new();
+    for (i, link) in links.into_iter().enumerate() {
+        let (step, callback) = match link {
             Link::Broken(reason) => {
                 return Err(Error::Encode {
                     what: "workflow step arguments",
@@ -86,52 +100,116 @@ pub(crate) fn build(links: Vec<Link>, plan: &mut Plan) -> Result<Vec<RawSignatur
                 });
             }
             Link::Task(mut raw) => {
-                raw.on_success.append(&mut next);
-                vec![*raw]
+                server.route(&mut raw);
+                (vec![*raw], None)
+            }
+            Link::Chord(c) if c.members.is_empty() => {
+                // As in Celery, the callback of an empty chord runs at once with no
+                // results; it is a plain step, so it takes no result from the step
+                // before it either.
+                let mut callback = *c.callback;
+                if !callback.immutable {
+                    callback.args = codec::append_arg(&callback.args, &[0x90])?;
+                    callback.immutable = true;
+                }
+                server.route(&mut callback);
+                (vec![callback], None)
             }
             Link::Chord(c) => {
                 let mut callback = *c.callback;
-                callback.on_success.append(&mut next);
+                server.route(&mut callback);
                 callback.chord_of = Some(c.group);
                 let count = u32::try_from(c.members.len()).map_err(|_| Error::Encode {
                     what: "chord",
                     reason: "more than u32::MAX members".into(),
                 })?;
-                plan.chords.push((c.group, count, callback));
-                let mut entries = Vec::new();
-                for member in c.members {
-                    entries.extend(build(member, plan)?);
+                let mut members = Vec::new();
+                for mut member in c.members {
+                    set_chord_queues(&mut member, c.group, &callback.routing_key);
+                    members.extend(build(server, member, plan)?);
                 }
                 if i > 0 {
                     // Members of a chord that follows a step do not take its result.
-                    for e in &mut entries {
+                    for e in &mut members {
                         e.immutable = true;
                     }
                 }
-                entries
+                (members, Some((c.group, count, callback)))
             }
         };
+        if entries.is_none() {
+            entries = Some(step);
+        } else {
+            for e in &step {
+                plan.later.push(pending(e));
+            }
+            push_step(&mut tail, &step)?;
+        }
+        if let Some((group, count, callback)) = callback {
+            attach(std::mem::take(&mut tail), owner, &mut entries, plan)?;
+            plan.later.push(pending(&callback));
+            collect_nested(&callback, &mut plan.later);
+            owner = Some(plan.chords.len());
+            plan.chords.push((group, count, callback));
+        }
     }
-    Ok(next)
+    attach(tail, owner, &mut entries, plan)?;
+    let entries = entries.unwrap_or_default();
+    for e in &entries {
+        collect_nested(e, &mut plan.later);
+    }
+    Ok(entries)
 }
 
-/// Tells each chord member in `raw` (nested ones too) the queue its chord is kept in.
-fn set_chord_queues(raw: &mut RawSignature, chord_queues: &HashMap<Uuid, String>) {
-    if raw.chord
-        && let Some(queue) = raw.group_uuid.and_then(|g| chord_queues.get(&g))
-    {
-        raw.chord_queue.clone_from(queue);
+/// Gives the chain bytes `tail` to whoever runs before them: the chord callback
+/// `owner`, or the flow's first step.
+fn attach(
+    tail: Vec<u8>,
+    owner: Option<usize>,
+    entries: &mut Option<Vec<RawSignature>>,
+    plan: &mut Plan,
+) -> Result<()> {
+    if tail.is_empty() {
+        return Ok(());
     }
-    for cb in &mut raw.on_success {
-        set_chord_queues(cb, chord_queues);
+    let carrier = match owner {
+        Some(k) => plan.chords.get_mut(k).map(|(_, _, callback)| callback),
+        None => match entries.as_deref_mut() {
+            Some([first]) => Some(first),
+            _ => None,
+        },
+    };
+    let Some(carrier) = carrier else {
+        return Err(Error::Encode {
+            what: "chain",
+            reason: "steps follow a step that is not a single task".into(),
+        });
+    };
+    carrier.chain = tail;
+    Ok(())
+}
+
+/// Tells the chord member that ends flow `member` (its last task, or the callback of
+/// its last chord) the queue its chord `group` is kept in, before the flow is built
+/// (and its later steps encoded into a chain).
+fn set_chord_queues(member: &mut [Link], group: Uuid, queue: &str) {
+    let raw = match member.last_mut() {
+        Some(Link::Task(raw)) => raw,
+        Some(Link::Chord(c)) => &mut c.callback,
+        _ => return,
+    };
+    if raw.chord && raw.group_uuid == Some(group) {
+        queue.clone_into(&mut raw.chord_queue);
     }
 }
 
-/// PENDING states for everything nested in `raw`'s success callbacks.
+/// PENDING states for everything nested in `raw`'s success callbacks (the steps of
+/// its chain are recorded by [`build`] as it encodes them).
 fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
-    for cb in &raw.on_success {
+    let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
+    while let Some(cb) = stack.pop() {
         out.push(pending(cb));
-        collect_nested(cb, out);
+        stack.extend(cb.on_success.iter());
     }
 }
 
@@ -148,33 +226,10 @@ fn pending(raw: &RawSignature) -> TaskState {
 
 /// Stores PENDING states, registers the plan's chords, then publishes the entries in
 /// batches of `batch` messages.
-pub(crate) async fn send(server: &Server, mut plan: Plan, batch: usize) -> Result<()> {
-    // Every task gets its queue now, and every chord member the queue its chord is kept
-    // in (the callback's), before any state is written.
-    let mut chord_queues = HashMap::new();
-    for (group, _, callback) in &mut plan.chords {
-        server.route(callback);
-        chord_queues.insert(*group, callback.routing_key.clone());
-    }
-    for raw in plan
-        .entries
-        .iter_mut()
-        .chain(plan.chords.iter_mut().map(|(_, _, callback)| callback))
-    {
-        server.route(raw);
-        set_chord_queues(raw, &chord_queues);
-    }
+pub(crate) async fn send(server: &Server, plan: Plan, batch: usize) -> Result<()> {
     // Everything that runs later gets a PENDING state now, so handles can wait on it.
-    let mut later = Vec::new();
-    for e in &plan.entries {
-        collect_nested(e, &mut later);
-    }
-    for (_, _, callback) in &plan.chords {
-        later.push(pending(callback));
-        collect_nested(callback, &mut later);
-    }
-    if !later.is_empty() {
-        server.backend().store(&later).await?;
+    if !plan.later.is_empty() {
+        server.backend().store(&plan.later).await?;
     }
     for (group, count, mut callback) in plan.chords {
         let outgoing = server.outgoing(&mut callback)?;

@@ -68,7 +68,7 @@ impl<T> Chain<T> {
             reason: "a chain needs at least one step".into(),
         })?;
         let mut plan = Plan::default();
-        plan.entries = build::build(self.links, &mut plan)?;
+        plan.entries = build::build(server, self.links, &mut plan)?;
         build::send(server, plan, usize::MAX).await?;
         Ok(ChainResult {
             last: AsyncResult::new(last, name, server.queue_or(queue), server.backend().clone()),

@@ -70,7 +70,8 @@ impl<T> Group<T> {
     }
 
     /// Makes a chord: `callback` runs once every member succeeded, with the members'
-    /// results (`Vec<T>`, in member order) as its last argument.
+    /// results (`Vec<T>`, in member order) as its last argument. The callback of an
+    /// empty chord runs at once with an empty `Vec` (as in Celery).
     pub fn chord<S: Step<Vec<T>>>(self, callback: S) -> Chord<S::Output> {
         let group = Uuid::now_v7();
         let mut callback_links = callback.into_links();
@@ -109,7 +110,7 @@ impl<T> Group<T> {
         for (i, mut member) in self.members.into_iter().enumerate() {
             build::mark_member(&mut member, group, i as u32, count, false);
             ends.push(end(&member)?);
-            let entries = build::build(member, &mut plan)?;
+            let entries = build::build(server, member, &mut plan)?;
             plan.entries.extend(entries);
         }
         build::send(server, plan, self.batch).await?;
@@ -300,7 +301,7 @@ impl<U> Chord<U> {
         let links = vec![link];
         let (uuid, name, queue) = end(&links)?;
         let mut plan = Plan::default();
-        plan.entries = build::build(links, &mut plan)?;
+        plan.entries = build::build(server, links, &mut plan)?;
         build::send(server, plan, batch).await?;
         Ok(ChordResult {
             group,

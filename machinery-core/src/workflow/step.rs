@@ -133,6 +133,11 @@ impl<T> Signature<T> {
     /// Sends `callback` when this task succeeds, with the result appended to its
     /// arguments (unless `callback` is a full signature, which ignores it). Its result
     /// is not tracked by this task's handle; keep `callback`'s UUID to follow it.
+    ///
+    /// Callbacks of callbacks nest the message; sending fails with
+    /// [`Error::Encode`](crate::Error::Encode) past [`MAX_NESTING`](crate::MAX_NESTING)
+    /// levels (about 15 callbacks deep). Chain steps with [`then`](Self::then) instead:
+    /// chains do not nest.
     pub fn on_success<S: Step<T>>(mut self, callback: S) -> Self {
         for link in callback.into_links() {
             match link {
