@@ -262,13 +262,27 @@ async fn complete_one<B: Broker + ?Sized>(
             receipt: c.delivery.receipt.clone(),
         });
     }
+    record(broker, c, backend).await?;
+    match &c.dead_letter {
+        Some(reason) => broker.dead_letter(&c.delivery, reason).await,
+        None => broker.ack(&c.delivery).await,
+    }
+}
+
+/// What a completion writes besides settling its delivery, in order: its states, its
+/// chord step, the end of the chord it is the callback of, its follow-up messages.
+pub(crate) async fn record<B: Broker + ?Sized>(
+    broker: &B,
+    c: &Completion,
+    backend: &dyn ResultBackend,
+) -> Result<()> {
     let mut states = Vec::with_capacity(1 + c.also_store.len());
     states.push(c.state.clone());
     states.extend(c.also_store.iter().cloned());
     backend.store(&states).await?;
     let mut publish = c.publish.clone();
     if let Some(member) = &c.group
-        && let Some(callback) = backend.chord_member_done(member, &states[0]).await?
+        && let Some(callback) = backend.chord_member_done(member, &c.state).await?
     {
         publish.push(callback);
     }
@@ -280,8 +294,5 @@ async fn complete_one<B: Broker + ?Sized>(
     if !publish.is_empty() {
         broker.publish(publish).await?;
     }
-    match &c.dead_letter {
-        Some(reason) => broker.dead_letter(&c.delivery, reason).await,
-        None => broker.ack(&c.delivery).await,
-    }
+    Ok(())
 }

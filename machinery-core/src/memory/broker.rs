@@ -239,25 +239,7 @@ impl MemoryBroker {
         let reason = c.dead_letter.as_deref().unwrap_or_default();
         self.check_sizes(&c.publish)?;
         self.bury(&c.delivery, reason)?;
-        let mut states = Vec::with_capacity(1 + c.also_store.len());
-        states.push(c.state.clone());
-        states.extend(c.also_store.iter().cloned());
-        backend.store(&states).await?;
-        let mut publish = c.publish.clone();
-        if let Some(member) = &c.group
-            && let Some(callback) = backend.chord_member_done(member, &c.state).await?
-        {
-            publish.push(callback);
-        }
-        if let Some(group) = c.ends_chord
-            && c.state.state.is_terminal()
-        {
-            backend.chord_finished(&c.state.queue, group).await?;
-        }
-        if !publish.is_empty() {
-            self.publish(publish).await?;
-        }
-        Ok(())
+        crate::broker::record(self, c, backend).await
     }
 
     fn take_inflight(&self, inner: &mut Inner, delivery: &Delivery) -> Result<Message> {
