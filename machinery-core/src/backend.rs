@@ -82,7 +82,9 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// Records the final state (SUCCESS or FAILURE) of a chord member. Returns the
     /// callback message **exactly once** over all calls for the group: when the last
     /// member succeeded, or when the first member failed. Recording the same member
-    /// again (a redelivery) changes nothing. The chord keeps no TTL.
+    /// again (a redelivery) changes nothing. The chord keeps no TTL. A member of a chord
+    /// the backend does not know (it ended and expired, and the member ran again from
+    /// the dead letters; or it was never registered) changes nothing and returns `None`.
     async fn chord_member_done(
         &self,
         member: &GroupMember,

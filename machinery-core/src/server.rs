@@ -240,11 +240,21 @@ impl Server {
     pub async fn send_batch(&self, raws: Vec<RawSignature>) -> Result<()> {
         let mut messages = Vec::with_capacity(raws.len());
         let mut states = Vec::with_capacity(raws.len());
+        // Success callbacks run later: PENDING now, so a handle made from a callback's
+        // UUID finds it (and learns its FAILURE when the task before it fails).
+        let mut later = Vec::new();
         for mut raw in raws {
+            if !raw.on_success.is_empty() {
+                self.route(&mut raw);
+                crate::workflow::build::collect_nested(&raw, &mut later);
+            }
             messages.push(self.outgoing(&mut raw)?);
             let mut state = TaskState::new(raw.uuid, raw.name, raw.routing_key, State::Pending);
             state.group_uuid = raw.group_uuid;
             states.push(state);
+        }
+        if !later.is_empty() {
+            self.inner.backend.store(&later).await?;
         }
         self.inner
             .broker

@@ -475,7 +475,12 @@ fn eval_chord(c: &ChordM, gate: Result<(), Failure>, out: &mut HashMap<u32, Expe
         }
     }
     let input = match gate {
-        Err(f) => Err(f),
+        // Members stopped by the gate fail with its causes, and an unknown chord
+        // callback among them may report itself instead: either is a fair report.
+        Err(mut f) => {
+            f.0.extend(causes);
+            Err(f)
+        }
         Ok(()) if !causes.is_empty() => Err(Failure(causes)),
         // The callback reads the members' results itself: a big member result is not
         // passed in a message.

@@ -92,7 +92,8 @@ macro_rules! conformance_suite {
             lookup_in_any_queue, lookup_waits_for_the_task,
             lookup_unknown_is_missing, saved_handles_restore, lookup_finds_later_steps,
             wf_long_chain, wf_long_chain_failure, wf_chord_step_then_more,
-            wf_empty_chord, wf_deep_callbacks_refused
+            wf_empty_chord, wf_deep_callbacks_refused, outcome_member_of_unknown_chord,
+            outcome_extreme_counters, outcome_callbacks_and_groups_are_found
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

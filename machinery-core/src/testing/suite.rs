@@ -2112,3 +2112,74 @@ pub async fn wf_huge_chord<H: Harness>(h: &H) {
     eprintln!("a chord of 100,000 members took {:?}", started.elapsed());
     w.shutdown().await.unwrap();
 }
+
+/// A member of a chord the engine does not know (it ended and expired, or the fields
+/// were set by hand) settles with its own state: nothing to count toward, no error, no
+/// redelivery, no second final state.
+pub async fn outcome_member_of_unknown_chord<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker_on(&server, &["unknown-chord-elsewhere"]);
+    let q = server.config().default_queue.clone();
+    for chord_queue in ["", "unknown-chord-elsewhere"] {
+        let mut sig = add::s(1, 5);
+        let raw = sig.raw_mut();
+        raw.chord = true;
+        raw.group_uuid = Some(Uuid::now_v7());
+        raw.group_task_count = 2;
+        raw.chord_queue = chord_queue.to_owned();
+        let r = sig.send_with(&server).await.unwrap();
+        assert_eq!(r.get_timeout(WAIT).await.unwrap(), 6);
+        // Settled once: it stays SUCCESS, nothing is dead-lettered.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.state().await.unwrap(), State::Success);
+        assert!(server.dead_letters(&q).await.unwrap().is_empty());
+    }
+    w.shutdown().await.unwrap();
+}
+
+/// Counters at their limits (a hand-set `retried = u32::MAX`) never overflow.
+pub async fn outcome_extreme_counters<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let w = worker(&server);
+    let mut sig = fail::s("again".into()).retries(2);
+    sig.raw_mut().retried = u32::MAX;
+    let r = sig.send_with(&server).await.unwrap();
+    eventually("RETRY", || async {
+        r.state().await.unwrap() == State::Retry
+    })
+    .await;
+    assert_eq!(r.task_state().await.unwrap().retried, u32::MAX);
+    w.shutdown().await.unwrap();
+}
+
+/// A success callback's UUID finds its result, before and after it ran; a group's
+/// timed-out wait names the member it waited for.
+pub async fn outcome_callbacks_and_groups_are_found<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let cb = Uuid::now_v7();
+    let k = key("callback-lookup");
+    gate::s(k.clone())
+        .on_success(record::partial(k.clone()).map(|s| s.with_uuid(cb)))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let r = server.result::<usize>(cb, "conformance.record");
+    assert_eq!(r.state().await.unwrap(), State::Pending);
+    let w = worker(&server);
+    tasks::open(&k);
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 1);
+    let g = crate::group(vec![add::s(1, 1).queue("nobody-consumes-this-either")])
+        .send_with(&server)
+        .await
+        .unwrap();
+    match g.get_timeout(Duration::from_millis(100)).await {
+        Err(Error::Timeout {
+            uuid: Some(_),
+            last_state: Some(State::Pending),
+            queue: Some(queue),
+            ..
+        }) => assert_eq!(queue, "nobody-consumes-this-either"),
+        other => panic!("expected a timeout naming the member, got {other:?}"),
+    }
+    w.shutdown().await.unwrap();
+}

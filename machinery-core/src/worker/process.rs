@@ -292,7 +292,7 @@ fn settle_outcome(
         });
         let mut next = raw.clone();
         next.retry_count -= 1;
-        next.retried += 1;
+        next.retried = next.retried.saturating_add(1);
         next.eta = Some(eta_after(delay));
         match shared.server.outgoing(&mut next) {
             Ok(retry) => {

@@ -142,6 +142,7 @@ pub(crate) fn build(
         } else {
             for e in &step {
                 plan.later.push(pending(e));
+                collect_nested(e, &mut plan.later);
             }
             push_step(&mut tail, &step)?;
         }
@@ -154,11 +155,9 @@ pub(crate) fn build(
         }
     }
     attach(tail, owner, &mut entries, plan)?;
-    let entries = entries.unwrap_or_default();
-    for e in &entries {
-        collect_nested(e, &mut plan.later);
-    }
-    Ok(entries)
+    // The entries' success callbacks get their PENDING states when the entries are
+    // sent (`Server::send_batch`).
+    Ok(entries.unwrap_or_default())
 }
 
 /// Gives the chain bytes `tail` to whoever runs before them: the chord callback
@@ -205,7 +204,7 @@ fn set_chord_queues(member: &mut [Link], group: Uuid, queue: &str) {
 
 /// PENDING states for everything nested in `raw`'s success callbacks (the steps of
 /// its chain are recorded by [`build`] as it encodes them).
-fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
+pub(crate) fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
     let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
     while let Some(cb) = stack.pop() {
         out.push(pending(cb));

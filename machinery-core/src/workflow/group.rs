@@ -225,11 +225,33 @@ impl<T: DeserializeOwned> GroupResult<T> {
     /// Like [`get`](GroupResult::get), giving up after `timeout` in all.
     ///
     /// # Errors
-    /// As [`get`](GroupResult::get), plus [`Error::Timeout`].
+    /// As [`get`](GroupResult::get), plus [`Error::Timeout`], which names the first
+    /// member still unfinished, its queue and its last state.
     pub async fn get_timeout(&self, timeout: Duration) -> Result<Vec<T>> {
-        tokio::time::timeout(timeout, self.get())
-            .await
-            .map_err(|_| Error::timeout(timeout))?
+        let started = tokio::time::Instant::now();
+        let mut out = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let left = timeout.saturating_sub(started.elapsed());
+            match m.get_timeout(left).await {
+                Ok(v) => out.push(v),
+                // The whole wait, not the member's share of it.
+                Err(Error::Timeout {
+                    uuid,
+                    queue,
+                    last_state,
+                    ..
+                }) => {
+                    return Err(Error::Timeout {
+                        after: timeout,
+                        uuid,
+                        queue,
+                        last_state,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 }
 

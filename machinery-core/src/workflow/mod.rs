@@ -45,7 +45,7 @@
 //! # }
 //! ```
 
-mod build;
+pub(crate) mod build;
 mod chain;
 mod group;
 mod step;

@@ -6,9 +6,8 @@
 -- broker). Otherwise false.
 local prefix, queue, group = ARGV[1], ARGV[2], ARGV[3]
 local fired = chord_member(prefix, queue, group, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-if fired == nil then
-  return redis.error_reply('chord ' .. group .. ' is unknown or expired')
-end
+-- An unknown chord (ended and expired, or never registered): nothing to count toward.
+if fired == nil then return false end
 if not fired then return false end
 if ARGV[9] == '1' then
   enqueue_callback(prefix, queue, group, now_ms())
