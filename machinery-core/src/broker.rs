@@ -240,9 +240,22 @@ pub async fn complete_step_by_step<B: Broker + ?Sized>(
     completions: &[Completion],
     backend: &dyn ResultBackend,
 ) -> Result<Vec<Result<()>>> {
+    settle_each(completions, |c| complete_one(broker, c, backend)).await
+}
+
+/// Settles completions one after the other with `settle`: a lost lease is that
+/// completion's own result; any other error fails the batch (the caller retries it).
+pub(crate) async fn settle_each<'a, F, Fut>(
+    completions: &'a [Completion],
+    mut settle: F,
+) -> Result<Vec<Result<()>>>
+where
+    F: FnMut(&'a Completion) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let mut out = Vec::with_capacity(completions.len());
     for c in completions {
-        match complete_one(broker, c, backend).await {
+        match settle(c).await {
             Err(e @ crate::Error::LeaseLost { .. }) => out.push(Err(e)),
             Err(e) => return Err(e),
             Ok(()) => out.push(Ok(())),
@@ -251,7 +264,7 @@ pub async fn complete_step_by_step<B: Broker + ?Sized>(
     Ok(out)
 }
 
-async fn complete_one<B: Broker + ?Sized>(
+pub(crate) async fn complete_one<B: Broker + ?Sized>(
     broker: &B,
     c: &Completion,
     backend: &dyn ResultBackend,

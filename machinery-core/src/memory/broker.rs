@@ -457,26 +457,14 @@ impl Broker for MemoryBroker {
         let Some(memory) = backend.as_any().downcast_ref::<MemoryBackend>() else {
             return complete_step_by_step(self, completions, backend).await;
         };
-        let mut out = Vec::with_capacity(completions.len());
-        for c in completions {
-            let r = if c.dead_letter.is_some() {
+        crate::broker::settle_each(completions, |c| async move {
+            if c.dead_letter.is_some() {
                 self.complete_dead(c, memory).await
             } else {
-                match complete_step_by_step(self, std::slice::from_ref(c), backend)
-                    .await?
-                    .pop()
-                {
-                    Some(r) => r,
-                    None => Ok(()),
-                }
-            };
-            match r {
-                Err(e @ Error::LeaseLost { .. }) => out.push(Err(e)),
-                Err(e) => return Err(e),
-                Ok(()) => out.push(Ok(())),
+                crate::broker::complete_one(self, c, backend).await
             }
-        }
-        Ok(out)
+        })
+        .await
     }
 
     fn as_any(&self) -> &dyn Any {
