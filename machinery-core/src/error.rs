@@ -63,6 +63,14 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The engine does not offer this operation.
+    #[error("the {engine} engine does not support {what}")]
+    Unsupported {
+        /// Which engine.
+        engine: &'static str,
+        /// What was asked of it.
+        what: &'static str,
+    },
     /// A message is larger than the broker accepts.
     #[error("message of {size} bytes exceeds the broker's limit of {limit} bytes")]
     MessageTooLarge {

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::ResultBackend;
 use crate::codec;
+use crate::engine::ResultBackend;
 use crate::error::{Error, Result};
 use crate::server::Server;
 

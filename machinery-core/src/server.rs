@@ -5,9 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
-use crate::backend::ResultBackend;
-use crate::broker::{Broker, DeadLetter, Outgoing};
 use crate::config::Config;
+use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend};
 use crate::error::{Error, Result};
 use crate::memory::{MemoryBackend, MemoryBroker};
 use crate::registry::BoxFuture;
@@ -288,13 +287,25 @@ impl Server {
         AsyncResult::new(uuid, name, queue, self.inner.backend.clone())
     }
 
+    /// The broker's admin plane: listings, counts and dead letters.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the broker's engine has none.
+    pub fn admin(&self) -> Result<&dyn BrokerAdmin> {
+        let broker = &self.inner.broker;
+        broker.admin().ok_or(Error::Unsupported {
+            engine: broker.engine(),
+            what: "listing and administering queues",
+        })
+    }
+
     /// The signatures ready in `queue`, in delivery order. Messages that do not decode
     /// are left out (they go to the dead-letter queue when consumed).
     ///
     /// # Errors
-    /// Engine errors.
+    /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn pending_tasks(&self, queue: &str) -> Result<Vec<RawSignature>> {
-        let payloads = self.inner.broker.pending(queue).await?;
+        let payloads = self.admin()?.pending(queue).await?;
         Ok(decode_all(&payloads))
     }
 
@@ -302,34 +313,34 @@ impl Server {
     /// first.
     ///
     /// # Errors
-    /// Engine errors.
+    /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn delayed_tasks(&self, queue: Option<&str>) -> Result<Vec<RawSignature>> {
-        let payloads = self.inner.broker.delayed(queue).await?;
+        let payloads = self.admin()?.delayed(queue).await?;
         Ok(decode_all(&payloads))
     }
 
     /// The dead-letter queue of `queue`.
     ///
     /// # Errors
-    /// Engine errors.
+    /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>> {
-        self.inner.broker.dead_letters(queue).await
+        self.admin()?.dead_letters(queue).await
     }
 
     /// Moves the dead letters of `queue` back into it.
     ///
     /// # Errors
-    /// Engine errors.
+    /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn requeue_dead_letters(&self, queue: &str) -> Result<usize> {
-        self.inner.broker.requeue_dead_letters(queue).await
+        self.admin()?.requeue_dead_letters(queue).await
     }
 
     /// Deletes the dead letters of `queue`.
     ///
     /// # Errors
-    /// Engine errors.
+    /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
-        self.inner.broker.purge_dead_letters(queue).await
+        self.admin()?.purge_dead_letters(queue).await
     }
 }
 

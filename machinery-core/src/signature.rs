@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::broker::GroupMember;
 use crate::codec::{self, WIRE_VERSION};
+use crate::engine::GroupMember;
 use crate::error::{Error, Result};
 use crate::registry::TaskEntry;
 use crate::result::{AsyncResult, State, TaskState};
@@ -92,7 +92,7 @@ pub struct RawSignature {
     pub chain: Vec<u8>,
     /// Machinery's per-member copy of the chord callback. Chords sent by this crate keep
     /// the callback once in the result backend instead (see
-    /// [`ResultBackend::init_chord`](crate::ResultBackend::init_chord)), so a
+    /// [`ResultBackend::init_chord`](crate::engine::ResultBackend::init_chord)), so a
     /// 10,000-member chord does not carry it 10,000 times.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chord_callback: Option<Box<RawSignature>>,

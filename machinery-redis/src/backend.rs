@@ -1,6 +1,5 @@
 //! The Redis result backend.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
@@ -8,8 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use machinery_core::backend::{ChordOutcome, ResultBackend};
-use machinery_core::broker::{GroupMember, Outgoing};
+use machinery_core::engine::{ChordOutcome, GroupMember, Outgoing, ResultBackend, StoreId};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{Mutex, oneshot};
@@ -476,6 +474,10 @@ impl ResultBackend for RedisBackend {
         Ok(())
     }
 
+    async fn store_new(&self, states: &[TaskState]) -> CoreResult<()> {
+        self.store_with(states, Write::Fresh).await
+    }
+
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
         if queue.is_empty() {
             // The queue is not known, and the state is kept under its queue's hash tag:
@@ -683,7 +685,7 @@ impl ResultBackend for RedisBackend {
         })
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
+    fn store_id(&self) -> Option<&StoreId> {
+        Some(&self.engine.store_id)
     }
 }

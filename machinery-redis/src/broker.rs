@@ -1,16 +1,15 @@
 //! The Redis broker.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use machinery_core::backend::ResultBackend;
-use machinery_core::broker::{
+use machinery_core::engine::{
     Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, complete_step_by_step,
 };
+use machinery_core::engine::{BrokerAdmin, ResultBackend};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::Value;
 use tokio::sync::oneshot;
@@ -51,6 +50,9 @@ pub struct RedisBroker {
     /// script that would find nothing (anything queued since pushed a token, so the read
     /// returns at once, and the script pipelined behind it runs then).
     drained: Mutex<HashMap<String, Option<tokio::time::Instant>>>,
+    /// The states of this store, written by the broker itself for a result backend that
+    /// shares it (see `colocated`).
+    states: RedisBackend,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -314,6 +316,7 @@ impl RedisBroker {
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let visibility = Duration::from_secs(engine.config.visibility_timeout);
         RedisBroker {
+            states: RedisBackend::new(engine.clone()),
             engine,
             blocking: Arc::default(),
             visibility,
@@ -686,11 +689,10 @@ impl RedisBroker {
         Ok(())
     }
 
-    fn colocated<'a>(&self, backend: &'a dyn ResultBackend) -> Option<&'a RedisBackend> {
-        backend
-            .as_any()
-            .downcast_ref::<RedisBackend>()
-            .filter(|b| b.engine.same_as(&self.engine))
+    /// This store's states when `backend` keeps its states in the same store (same
+    /// server, prefix and TTL): the broker then writes them in its own scripts.
+    fn colocated(&self, backend: &dyn ResultBackend) -> Option<&RedisBackend> {
+        (backend.store_id() == Some(&self.engine.store_id)).then_some(&self.states)
     }
 }
 
@@ -846,6 +848,146 @@ impl Broker for RedisBroker {
         self.settle(delivery, "dead", reason).await
     }
 
+    async fn publish_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<()> {
+        self.check_sizes(&messages)?;
+        let Some(b) = self.colocated(backend) else {
+            backend.store_new(states).await?;
+            return Ok(self.publish_raw(redis::pipe(), &messages).await?);
+        };
+        // States and messages in one pipeline (one round trip for a send), the states
+        // first so that a fast worker's STARTED is never overwritten by PENDING.
+        let mut first = redis::pipe();
+        // The states of tasks being sent are written as they are: a UUID sent again
+        // starts over at PENDING.
+        if messages.len() <= PUBLISH_CHUNK {
+            b.store_into(&mut first, states, Write::Fresh)?;
+        } else {
+            b.store_with(states, Write::Fresh).await?;
+        }
+        Ok(self.publish_raw(first, &messages).await?)
+    }
+
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Vec<CoreResult<()>>> {
+        let Some(b) = self.colocated(backend) else {
+            // Another result backend: the step-by-step default.
+            return complete_step_by_step(self, completions, backend).await;
+        };
+        let mut out: Vec<Option<CoreResult<()>>> = completions.iter().map(|_| None).collect();
+        let lost = |c: &Completion| {
+            Err(CoreError::LeaseLost {
+                receipt: c.delivery.receipt.clone(),
+            })
+        };
+        // Work in other queues' slots first, for the deliveries still held.
+        let foreign: Vec<usize> = (0..completions.len())
+            .filter(|&i| reaches_other_queues(&completions[i]))
+            .collect();
+        if !foreign.is_empty() {
+            let deliveries: Vec<Delivery> = foreign
+                .iter()
+                .map(|&i| completions[i].delivery.clone())
+                .collect();
+            let held = self.extend(&deliveries).await?;
+            let mut still_held = Vec::with_capacity(foreign.len());
+            for (&i, held) in foreign.iter().zip(held) {
+                if held {
+                    still_held.push(i);
+                } else {
+                    out[i] = Some(lost(&completions[i]));
+                }
+            }
+            let held: Vec<&Completion> = still_held.iter().map(|&i| &completions[i]).collect();
+            if let Err(e) = self.foreign_work(b, &held).await {
+                // Not acknowledged: delivered again after the visibility timeout.
+                tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
+                for &i in &still_held {
+                    out[i] = Some(Err(CoreError::engine_msg("redis", e.to_string())));
+                }
+            }
+        }
+        // Then each queue's deliveries in one script call, fenced by their leases, every
+        // call in one round trip: up to a whole batch of finished tasks at once.
+        let queues = group_by_queue(
+            completions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| out[*i].is_none()),
+            |c| &c.delivery.queue,
+        );
+        let mut pipe = redis::pipe();
+        let mut calls: Vec<Vec<usize>> = Vec::with_capacity(queues.len());
+        for (queue, list) in queues {
+            let mut items = Vec::with_capacity(list.len());
+            let mut included = Vec::with_capacity(list.len());
+            for i in list {
+                let c = &completions[i];
+                match split_receipt(&c.delivery) {
+                    Ok((id, token)) => {
+                        items.push((c, id, token));
+                        included.push(i);
+                    }
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            pipe.invoke_script(&self.complete_invocation(queue, &items)?);
+            if items
+                .iter()
+                .any(|(c, _, _)| !c.publish.is_empty() || c.group.is_some())
+            {
+                add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
+            }
+            calls.push(included);
+        }
+        if !calls.is_empty() {
+            let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
+            if replies.len() != calls.len() {
+                return Err(Error::Protocol(
+                    "complete returned the wrong number of replies".into(),
+                )
+                .into());
+            }
+            for (included, reply) in calls.iter().zip(replies) {
+                if reply.len() != included.len() {
+                    return Err(Error::Protocol(
+                        "complete returned the wrong number of flags".into(),
+                    )
+                    .into());
+                }
+                for (&i, h) in included.iter().zip(reply) {
+                    out[i] = Some(if h == 1 {
+                        Ok(())
+                    } else {
+                        lost(&completions[i])
+                    });
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .zip(completions)
+            .map(|(r, c)| r.unwrap_or_else(|| lost(c)))
+            .collect())
+    }
+
+    fn admin(&self) -> Option<&dyn BrokerAdmin> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl BrokerAdmin for RedisBroker {
     async fn pending(&self, queue: &str) -> CoreResult<Vec<Vec<u8>>> {
         let now = self.server_ms().await?;
         let mut conn = self.conn();
@@ -977,143 +1119,6 @@ impl Broker for RedisBroker {
             .await
             .map_err(Error::from)?;
         Ok(n)
-    }
-
-    async fn publish_with_states(
-        &self,
-        messages: Vec<Outgoing>,
-        states: &[TaskState],
-        backend: &dyn ResultBackend,
-    ) -> CoreResult<()> {
-        self.check_sizes(&messages)?;
-        let Some(b) = self.colocated(backend) else {
-            backend.store(states).await?;
-            return Ok(self.publish_raw(redis::pipe(), &messages).await?);
-        };
-        // States and messages in one pipeline (one round trip for a send), the states
-        // first so that a fast worker's STARTED is never overwritten by PENDING.
-        let mut first = redis::pipe();
-        // The states of tasks being sent are written as they are: a UUID sent again
-        // starts over at PENDING.
-        if messages.len() <= PUBLISH_CHUNK {
-            b.store_into(&mut first, states, Write::Fresh)?;
-        } else {
-            b.store_with(states, Write::Fresh).await?;
-        }
-        Ok(self.publish_raw(first, &messages).await?)
-    }
-
-    async fn complete(
-        &self,
-        completions: &[Completion],
-        backend: &dyn ResultBackend,
-    ) -> CoreResult<Vec<CoreResult<()>>> {
-        let Some(b) = self.colocated(backend) else {
-            // Another result backend: the step-by-step default.
-            return complete_step_by_step(self, completions, backend).await;
-        };
-        let mut out: Vec<Option<CoreResult<()>>> = completions.iter().map(|_| None).collect();
-        let lost = |c: &Completion| {
-            Err(CoreError::LeaseLost {
-                receipt: c.delivery.receipt.clone(),
-            })
-        };
-        // Work in other queues' slots first, for the deliveries still held.
-        let foreign: Vec<usize> = (0..completions.len())
-            .filter(|&i| reaches_other_queues(&completions[i]))
-            .collect();
-        if !foreign.is_empty() {
-            let deliveries: Vec<Delivery> = foreign
-                .iter()
-                .map(|&i| completions[i].delivery.clone())
-                .collect();
-            let held = self.extend(&deliveries).await?;
-            let mut still_held = Vec::with_capacity(foreign.len());
-            for (&i, held) in foreign.iter().zip(held) {
-                if held {
-                    still_held.push(i);
-                } else {
-                    out[i] = Some(lost(&completions[i]));
-                }
-            }
-            let held: Vec<&Completion> = still_held.iter().map(|&i| &completions[i]).collect();
-            if let Err(e) = self.foreign_work(b, &held).await {
-                // Not acknowledged: delivered again after the visibility timeout.
-                tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
-                for &i in &still_held {
-                    out[i] = Some(Err(CoreError::engine_msg("redis", e.to_string())));
-                }
-            }
-        }
-        // Then each queue's deliveries in one script call, fenced by their leases, every
-        // call in one round trip: up to a whole batch of finished tasks at once.
-        let queues = group_by_queue(
-            completions
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| out[*i].is_none()),
-            |c| &c.delivery.queue,
-        );
-        let mut pipe = redis::pipe();
-        let mut calls: Vec<Vec<usize>> = Vec::with_capacity(queues.len());
-        for (queue, list) in queues {
-            let mut items = Vec::with_capacity(list.len());
-            let mut included = Vec::with_capacity(list.len());
-            for i in list {
-                let c = &completions[i];
-                match split_receipt(&c.delivery) {
-                    Ok((id, token)) => {
-                        items.push((c, id, token));
-                        included.push(i);
-                    }
-                    Err(e) => out[i] = Some(Err(e)),
-                }
-            }
-            if items.is_empty() {
-                continue;
-            }
-            pipe.invoke_script(&self.complete_invocation(queue, &items)?);
-            if items
-                .iter()
-                .any(|(c, _, _)| !c.publish.is_empty() || c.group.is_some())
-            {
-                add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
-            }
-            calls.push(included);
-        }
-        if !calls.is_empty() {
-            let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
-            if replies.len() != calls.len() {
-                return Err(Error::Protocol(
-                    "complete returned the wrong number of replies".into(),
-                )
-                .into());
-            }
-            for (included, reply) in calls.iter().zip(replies) {
-                if reply.len() != included.len() {
-                    return Err(Error::Protocol(
-                        "complete returned the wrong number of flags".into(),
-                    )
-                    .into());
-                }
-                for (&i, h) in included.iter().zip(reply) {
-                    out[i] = Some(if h == 1 {
-                        Ok(())
-                    } else {
-                        lost(&completions[i])
-                    });
-                }
-            }
-        }
-        Ok(out
-            .into_iter()
-            .zip(completions)
-            .map(|(r, c)| r.unwrap_or_else(|| lost(c)))
-            .collect())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

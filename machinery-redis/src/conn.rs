@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use machinery_core::Config;
 use machinery_core::config::redact_url;
+use machinery_core::engine::StoreId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client};
 
@@ -59,6 +60,8 @@ pub(crate) struct Engine {
     pub(crate) single_node: bool,
     pub(crate) url: String,
     pub(crate) config: Config,
+    /// What makes a broker and a backend one store: server, URL, prefix, results TTL.
+    pub(crate) store_id: StoreId,
 }
 
 impl std::fmt::Debug for Engine {
@@ -120,11 +123,20 @@ impl Engine {
             }
         };
         let mut engine = Engine {
-            client,
             conn,
             keys: Keys::new(&r.key_prefix),
             scripts: Scripts::new(false),
             single_node: false,
+            store_id: StoreId::new(
+                "redis",
+                format!(
+                    "{:?} {redacted} {} ttl={}",
+                    client.get_connection_info().addr(),
+                    r.key_prefix,
+                    config.results_expire_in
+                ),
+            ),
+            client,
             url: redacted,
             config: config.clone(),
         };
@@ -192,13 +204,6 @@ impl Engine {
             }
             r => Ok(r?),
         }
-    }
-
-    /// Whether `other` talks to the same server under the same prefix.
-    pub(crate) fn same_as(&self, other: &Engine) -> bool {
-        self.client.get_connection_info().addr() == other.client.get_connection_info().addr()
-            && self.url == other.url
-            && self.keys == other.keys
     }
 
     /// The results TTL in milliseconds, 0 for none.

@@ -104,13 +104,17 @@
 //!   a reason. A member pushed into a ready set by anything other than this engine is
 //!   delivered as a payload of its own (and dead-lettered when it is not a message), so
 //!   it never blocks the queue. Dead letters are listed, requeued (atomically, in
-//!   batches) and purged through the [`Broker`] API.
+//!   batches) and purged through the broker's admin plane
+//!   ([`BrokerAdmin`](machinery_core::engine::BrokerAdmin)).
 //! - **Listings** (`pending`, `delayed`, `depth`) compare ETAs with the server's clock:
 //!   a delayed message whose ETA has passed is listed and counted as ready, in its place
 //!   by priority and age, even before a fetch promotes it.
 //!
-//! With another result backend the broker falls back to
-//! [`complete_step_by_step`](machinery_core::broker::complete_step_by_step): correct, but
+//! The broker writes states itself when the result backend is one of this crate's on the
+//! same server, prefix and results TTL (equal
+//! [`StoreId`](machinery_core::engine::StoreId)s). With another result backend it falls
+//! back to
+//! [`complete_step_by_step`](machinery_core::engine::complete_step_by_step): correct, but
 //! several round trips and no atomic fencing of the state write.
 //!
 //! **Result waiters** (`AsyncResult::get`) subscribe to `<prefix>:done:<uuid>` on one
@@ -186,9 +190,8 @@ mod scripts;
 use std::sync::Arc;
 
 use machinery_core::__private::inventory;
-use machinery_core::backend::ResultBackend;
-use machinery_core::broker::Broker;
-use machinery_core::{BoxFuture, Config, EngineFactory};
+use machinery_core::Config;
+use machinery_core::engine::{BoxFuture, Broker, EngineFactory, ResultBackend};
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;

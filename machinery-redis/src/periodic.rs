@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use machinery_core::config::redact_url;
+use machinery_core::engine::BoxFuture;
 use machinery_core::periodic::{
     Claim, EntrySpec, PeriodicEntry, PeriodicStore, PeriodicStoreFactory,
 };
-use machinery_core::{BoxFuture, Config, Error, Result};
+use machinery_core::{Config, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;

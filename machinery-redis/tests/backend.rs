@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use machinery_core::{Config, Error, ResultBackend, State, TaskState};
+use machinery_core::engine::ResultBackend;
+use machinery_core::{Config, Error, State, TaskState};
 use machinery_redis::RedisBackend;
 use uuid::Uuid;
 

@@ -7,9 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use machinery_core::{
-    Broker, Completion, Config, Delivery, Error, Outgoing, ResultBackend, State, TaskState,
-};
+use machinery_core::engine::{Broker, BrokerAdmin, Completion, Delivery, Outgoing, ResultBackend};
+use machinery_core::{Config, Error, State, TaskState};
 use machinery_redis::{RedisBackend, RedisBroker};
 use uuid::Uuid;
 
@@ -756,7 +755,7 @@ async fn chords_expire_only_after_their_callback() {
                 let mut state = TaskState::new(Uuid::new_v4(), "t", "m", State::Success);
                 state.result = Some(vec![i as u8]);
                 let mut c = completion(d, state);
-                c.group = Some(machinery_core::broker::GroupMember {
+                c.group = Some(machinery_core::engine::GroupMember {
                     group_uuid: group,
                     queue: "cb".into(),
                     index: i as u32,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use machinery_core::broker::Outgoing;
+use machinery_core::engine::Outgoing;
 use machinery_core::{Config, Server};
 use machinery_redis as _;
 use uuid::Uuid;
@@ -62,6 +62,6 @@ async fn the_engine_runs_its_scripts_with_flags() {
         .query(&mut con)
         .unwrap();
     assert_eq!(exists, [1]);
-    let depth = server.broker().depth("q").await.unwrap();
+    let depth = server.admin().unwrap().depth("q").await.unwrap();
     assert_eq!(depth.ready, 1);
 }

@@ -7,8 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::RedisServer;
+use machinery_core::engine::{Broker, ResultBackend};
 use machinery_core::prelude::*;
-use machinery_core::{Broker, Config, ResultBackend, Server};
+use machinery_core::{Config, Server};
 use machinery_redis as _;
 
 fn config(url: String) -> Config {
@@ -135,7 +136,7 @@ async fn unix_socket_urls_work() {
         assert_eq!(server.broker().engine(), "redis");
         server
             .broker()
-            .publish(vec![machinery_core::Outgoing {
+            .publish(vec![machinery_core::engine::Outgoing {
                 uuid: uuid::Uuid::new_v4(),
                 queue: "q".into(),
                 eta: None,

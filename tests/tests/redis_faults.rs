@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use machinery_core::broker::Outgoing;
+use machinery_core::engine::Outgoing;
 use machinery_core::{Config, Server, State};
 use machinery_redis as _;
 use tests::RedisServer;

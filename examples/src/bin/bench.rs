@@ -16,8 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use machinery_core::engine::Completion;
 use machinery_core::prelude::*;
-use machinery_core::{Completion, Config, Error, RawSignature, State, TaskState};
+use machinery_core::{Config, Error, RawSignature, State, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -361,7 +362,7 @@ async fn drain_in_process(ctx: &Ctx, server: &Server, n: u64) -> Result<f64, Box
     // after_task runs before the completion is stored: wait until the queue is settled.
     let queue = server.config().default_queue.clone();
     loop {
-        let depth = server.broker().depth(&queue).await?;
+        let depth = server.admin()?.depth(&queue).await?;
         if depth.ready == 0 && depth.in_flight.unwrap_or(0) == 0 {
             break;
         }
@@ -482,7 +483,7 @@ async fn drain_in_children(
     let bar = progress(n, "drain");
     let mut peak: f64 = 0.0;
     loop {
-        let depth = server.broker().depth(&queue).await?;
+        let depth = server.admin()?.depth(&queue).await?;
         for c in &children {
             peak = peak.max(kib_field(c.id(), "VmRSS:").unwrap_or(0.0));
         }
@@ -589,7 +590,7 @@ async fn delayed_scenario(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     }
     let queue = server.config().default_queue.clone();
     loop {
-        let d = server.broker().depth(&queue).await?;
+        let d = server.admin()?.depth(&queue).await?;
         if d.ready == 0 && d.delayed == 0 && d.in_flight.unwrap_or(0) == 0 {
             break;
         }

@@ -1,6 +1,5 @@
-use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,11 +7,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::backend::{ChordOutcome, ResultBackend};
-use crate::broker::{GroupMember, Outgoing};
+use crate::engine::{ChordOutcome, GroupMember, Outgoing, ResultBackend, StoreId};
 use crate::error::{Error, Result};
 use crate::result::State;
 use crate::result::TaskState;
+
+/// The store of every memory backend: the process.
+pub(crate) static STORE: LazyLock<StoreId> = LazyLock::new(|| StoreId::new("memory", "process"));
 
 /// The in-memory result backend. See the [module docs](crate::memory).
 pub struct MemoryBackend {
@@ -56,12 +57,6 @@ impl MemoryBackend {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stores the states of tasks being sent as they are: a UUID sent again starts over
-    /// at PENDING (the memory broker's `publish_with_states`).
-    pub(crate) fn store_fresh(&self, states: &[TaskState]) {
-        self.write(states, false);
     }
 
     /// Writes `states`; with `guarded`, a non-final state does not replace a final one.
@@ -149,6 +144,11 @@ impl ResultBackend for MemoryBackend {
 
     async fn store(&self, states: &[TaskState]) -> Result<()> {
         self.write(states, true);
+        Ok(())
+    }
+
+    async fn store_new(&self, states: &[TaskState]) -> Result<()> {
+        self.write(states, false);
         Ok(())
     }
 
@@ -281,7 +281,9 @@ impl ResultBackend for MemoryBackend {
         Ok(())
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
+    // Every memory backend lives in this process: its writes cannot fail, which is what
+    // the memory broker relies on when it shares the store.
+    fn store_id(&self) -> Option<&StoreId> {
+        Some(&STORE)
     }
 }

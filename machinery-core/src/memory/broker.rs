@@ -1,4 +1,3 @@
-use std::any::Any;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -8,13 +7,13 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::ResultBackend;
-use crate::broker::{
-    Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, complete_step_by_step,
-};
 use crate::config::Config;
+use crate::engine::{
+    Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, ResultBackend,
+    complete_step_by_step,
+};
 use crate::error::{Error, Result};
-use crate::memory::MemoryBackend;
+use crate::memory::backend::STORE;
 use crate::result::TaskState;
 use crate::signature::{now_ms, to_ms};
 
@@ -235,11 +234,11 @@ impl MemoryBroker {
     /// then the states, so whoever sees the FAILURE finds the dead letter. Nothing can
     /// fail in between but an unknown chord (a caller's error); one process, no crash
     /// window.
-    async fn complete_dead(&self, c: &Completion, backend: &MemoryBackend) -> Result<()> {
+    async fn complete_dead(&self, c: &Completion, backend: &dyn ResultBackend) -> Result<()> {
         let reason = c.dead_letter.as_deref().unwrap_or_default();
         self.check_sizes(&c.publish)?;
         self.bury(&c.delivery, reason)?;
-        crate::broker::record(self, c, backend).await
+        crate::engine::record(self, c, backend).await
     }
 
     fn take_inflight(&self, inner: &mut Inner, delivery: &Delivery) -> Result<Message> {
@@ -365,6 +364,45 @@ impl Broker for MemoryBroker {
         self.bury(delivery, reason)
     }
 
+    async fn publish_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> Result<()> {
+        // Refuse an oversized message before any state is stored for it.
+        self.check_sizes(&messages)?;
+        backend.store_new(states).await?;
+        self.publish(messages).await
+    }
+
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        backend: &dyn ResultBackend,
+    ) -> Result<Vec<Result<()>>> {
+        // The dead-letter-first order needs a backend that cannot fail between the two
+        // writes: the in-process one. Any other goes step by step.
+        if backend.store_id() != Some(&*STORE) {
+            return complete_step_by_step(self, completions, backend).await;
+        }
+        crate::engine::settle_each(completions, |c| async move {
+            if c.dead_letter.is_some() {
+                self.complete_dead(c, backend).await
+            } else {
+                crate::engine::complete_one(self, c, backend).await
+            }
+        })
+        .await
+    }
+
+    fn admin(&self) -> Option<&dyn BrokerAdmin> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl BrokerAdmin for MemoryBroker {
     async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
         let mut inner = self.lock();
         inner.promote(Instant::now());
@@ -431,43 +469,5 @@ impl Broker for MemoryBroker {
 
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
         Ok(self.lock().dead.remove(queue).map_or(0, |d| d.len()))
-    }
-
-    async fn publish_with_states(
-        &self,
-        messages: Vec<Outgoing>,
-        states: &[TaskState],
-        backend: &dyn ResultBackend,
-    ) -> Result<()> {
-        match backend.as_any().downcast_ref::<MemoryBackend>() {
-            Some(b) => {
-                self.check_sizes(&messages)?;
-                b.store_fresh(states);
-            }
-            None => backend.store(states).await?,
-        }
-        self.publish(messages).await
-    }
-
-    async fn complete(
-        &self,
-        completions: &[Completion],
-        backend: &dyn ResultBackend,
-    ) -> Result<Vec<Result<()>>> {
-        let Some(memory) = backend.as_any().downcast_ref::<MemoryBackend>() else {
-            return complete_step_by_step(self, completions, backend).await;
-        };
-        crate::broker::settle_each(completions, |c| async move {
-            if c.dead_letter.is_some() {
-                self.complete_dead(c, memory).await
-            } else {
-                crate::broker::complete_one(self, c, backend).await
-            }
-        })
-        .await
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

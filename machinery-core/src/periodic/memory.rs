@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::backend::ResultBackend;
+use crate::engine::ResultBackend;
 use crate::error::Result;
 use crate::server::Server;
 

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backend::ResultBackend;
+use crate::engine::ResultBackend;
 use crate::error::{Error, Result};
 use crate::server::Server;
 
@@ -925,6 +925,9 @@ mod tests {
         async fn store(&self, _: &[crate::result::TaskState]) -> Result<()> {
             Ok(())
         }
+        async fn store_new(&self, _: &[crate::result::TaskState]) -> Result<()> {
+            Ok(())
+        }
         async fn load(&self, _: &str, _: Uuid) -> Result<Option<crate::result::TaskState>> {
             Ok(None)
         }
@@ -936,27 +939,24 @@ mod tests {
         ) -> Result<crate::result::TaskState> {
             Err(Error::ResultMissing(u))
         }
-        async fn init_chord(&self, _: Uuid, _: u32, _: &crate::broker::Outgoing) -> Result<()> {
+        async fn init_chord(&self, _: Uuid, _: u32, _: &crate::engine::Outgoing) -> Result<()> {
             Ok(())
         }
         async fn chord_member_done(
             &self,
-            _: &crate::broker::GroupMember,
+            _: &crate::engine::GroupMember,
             _: &crate::result::TaskState,
-        ) -> Result<Option<crate::broker::Outgoing>> {
+        ) -> Result<Option<crate::engine::Outgoing>> {
             Ok(None)
         }
-        async fn chord_outcome(&self, _: &str, _: Uuid) -> Result<crate::backend::ChordOutcome> {
-            Ok(crate::backend::ChordOutcome::default())
+        async fn chord_outcome(&self, _: &str, _: Uuid) -> Result<crate::engine::ChordOutcome> {
+            Ok(crate::engine::ChordOutcome::default())
         }
         async fn chord_finished(&self, _: &str, _: Uuid) -> Result<()> {
             Ok(())
         }
         async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
             Ok(())
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
         }
     }
 }

@@ -9,7 +9,6 @@
 //! direct ones, and two schedulers publishing the same tick would publish the very
 //! same messages.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,9 +19,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::backend::{ChordOutcome, ResultBackend};
-use crate::broker::{Broker, DeadLetter, Delivery, GroupMember, Outgoing};
 use crate::context::TaskContext;
+use crate::engine::{Broker, Delivery, GroupMember, Outgoing};
+use crate::engine::{ChordOutcome, ResultBackend};
 use crate::error::{Error, Result};
 use crate::result::TaskState;
 use crate::server::Server;
@@ -393,30 +392,6 @@ impl Broker for Recorder {
     async fn dead_letter(&self, _: &Delivery, _: &str) -> Result<()> {
         Self::unsupported("dead-letter")
     }
-
-    async fn pending(&self, _: &str) -> Result<Vec<Vec<u8>>> {
-        Self::unsupported("list messages")
-    }
-
-    async fn delayed(&self, _: Option<&str>) -> Result<Vec<Vec<u8>>> {
-        Self::unsupported("list messages")
-    }
-
-    async fn dead_letters(&self, _: &str) -> Result<Vec<DeadLetter>> {
-        Self::unsupported("list dead letters")
-    }
-
-    async fn requeue_dead_letters(&self, _: &str) -> Result<usize> {
-        Self::unsupported("requeue dead letters")
-    }
-
-    async fn purge_dead_letters(&self, _: &str) -> Result<usize> {
-        Self::unsupported("purge dead letters")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 #[async_trait]
@@ -428,6 +403,10 @@ impl ResultBackend for Recorder {
     async fn store(&self, states: &[TaskState]) -> Result<()> {
         self.lock().push(Op::Store(states.to_vec()));
         Ok(())
+    }
+
+    async fn store_new(&self, states: &[TaskState]) -> Result<()> {
+        self.store(states).await
     }
 
     async fn load(&self, _: &str, _: Uuid) -> Result<Option<TaskState>> {
@@ -462,10 +441,6 @@ impl ResultBackend for Recorder {
 
     async fn forget(&self, _: &str, _: Uuid) -> Result<()> {
         Self::unsupported("forget states")
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

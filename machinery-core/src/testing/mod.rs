@@ -93,7 +93,8 @@ macro_rules! conformance_suite {
             lookup_unknown_is_missing, saved_handles_restore, lookup_finds_later_steps,
             wf_long_chain, wf_long_chain_failure, wf_chord_step_then_more,
             wf_empty_chord, wf_deep_callbacks_refused, outcome_member_of_unknown_chord,
-            outcome_extreme_counters, outcome_callbacks_and_groups_are_found
+            outcome_extreme_counters, outcome_callbacks_and_groups_are_found,
+            engine_step_by_step_settles
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

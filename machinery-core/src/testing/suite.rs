@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::Harness;
 use super::tasks::{self, *};
-use crate::broker::{Completion, Outgoing};
 use crate::config::Config;
+use crate::engine::{Completion, Outgoing};
 use crate::error::Error;
 use crate::result::{State, TaskState};
 use crate::server::Server;
@@ -1234,7 +1234,7 @@ pub async fn outcome_timeout_names_state<H: Harness>(h: &H) {
 // ---- state and chord lifetimes, dead letters in completions ----
 
 /// A message on the default queue and its delivery, taken at once.
-async fn one_delivery(server: &Server, payload: &[u8]) -> crate::broker::Delivery {
+async fn one_delivery(server: &Server, payload: &[u8]) -> crate::engine::Delivery {
     let q = server.config().default_queue.clone();
     let broker = server.broker();
     broker
@@ -1255,7 +1255,7 @@ async fn one_delivery(server: &Server, payload: &[u8]) -> crate::broker::Deliver
         .expect("the message is delivered")
 }
 
-fn completion(delivery: &crate::broker::Delivery, state: TaskState) -> Completion {
+fn completion(delivery: &crate::engine::Delivery, state: TaskState) -> Completion {
     Completion {
         delivery: delivery.clone(),
         state,
@@ -1459,7 +1459,7 @@ pub async fn ends_chord_starts_the_chord_ttl<H: Harness>(h: &H) {
         payload: b"callback".to_vec(),
     };
     backend.init_chord(group, 1, &callback).await.unwrap();
-    let member = crate::broker::GroupMember {
+    let member = crate::engine::GroupMember {
         group_uuid: group,
         queue: q.clone(),
         index: 0,
@@ -1542,7 +1542,7 @@ pub async fn dead_letter_with_the_state<H: Harness>(h: &H) {
     assert_eq!(dead.len(), 1, "the dead letter is there with the FAILURE");
     assert_eq!(dead[0].reason, "too many deliveries");
     assert_eq!(dead[0].payload, b"poison");
-    let depth = server.broker().depth(&q).await.unwrap();
+    let depth = server.admin().unwrap().depth(&q).await.unwrap();
     assert_eq!((depth.ready, depth.in_flight.unwrap_or(0)), (0, 0));
 }
 
@@ -1583,7 +1583,15 @@ pub async fn dead_letter_completion_is_fenced<H: Harness>(h: &H) {
     assert!(matches!(r[0], Err(Error::LeaseLost { .. })), "{r:?}");
     assert!(server.backend().load(&q, uuid).await.unwrap().is_none());
     assert!(server.dead_letters(&q).await.unwrap().is_empty());
-    assert!(server.broker().pending(&q).await.unwrap().is_empty());
+    assert!(
+        server
+            .admin()
+            .unwrap()
+            .pending(&q)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     server.broker().ack(&current).await.unwrap();
 }
 
@@ -2181,5 +2189,111 @@ pub async fn outcome_callbacks_and_groups_are_found<H: Harness>(h: &H) {
         }) => assert_eq!(queue, "nobody-consumes-this-either"),
         other => panic!("expected a timeout naming the member, got {other:?}"),
     }
+    w.shutdown().await.unwrap();
+}
+
+/// A result backend that hides which store it uses: the broker must settle through the
+/// traits, step by step, as it would with a backend of another engine.
+struct Opaque(Arc<dyn crate::engine::ResultBackend>);
+
+#[async_trait::async_trait]
+impl crate::engine::ResultBackend for Opaque {
+    fn engine(&self) -> &'static str {
+        "opaque"
+    }
+    async fn store(&self, states: &[TaskState]) -> crate::Result<()> {
+        self.0.store(states).await
+    }
+    async fn store_new(&self, states: &[TaskState]) -> crate::Result<()> {
+        self.0.store_new(states).await
+    }
+    async fn load(&self, queue: &str, uuid: Uuid) -> crate::Result<Option<TaskState>> {
+        self.0.load(queue, uuid).await
+    }
+    async fn wait(
+        &self,
+        queue: &str,
+        uuid: Uuid,
+        timeout: Option<Duration>,
+    ) -> crate::Result<TaskState> {
+        self.0.wait(queue, uuid, timeout).await
+    }
+    async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> crate::Result<()> {
+        self.0.init_chord(group, count, callback).await
+    }
+    async fn chord_member_done(
+        &self,
+        member: &crate::engine::GroupMember,
+        state: &TaskState,
+    ) -> crate::Result<Option<Outgoing>> {
+        self.0.chord_member_done(member, state).await
+    }
+    async fn chord_outcome(
+        &self,
+        queue: &str,
+        group: Uuid,
+    ) -> crate::Result<crate::engine::ChordOutcome> {
+        self.0.chord_outcome(queue, group).await
+    }
+    async fn chord_finished(&self, queue: &str, group: Uuid) -> crate::Result<()> {
+        self.0.chord_finished(queue, group).await
+    }
+    async fn forget(&self, queue: &str, uuid: Uuid) -> crate::Result<()> {
+        self.0.forget(queue, uuid).await
+    }
+}
+
+/// The engine's own broker and backend share one store (the atomic path); paired with a
+/// backend it does not recognise, the broker settles step by step through the traits,
+/// with the same outcomes: results, workflows, dead letters, and a UUID sent again
+/// starting over.
+pub async fn engine_step_by_step_settles<H: Harness>(h: &H) {
+    let own = server(h).await;
+    let id = own
+        .backend()
+        .store_id()
+        .expect("an engine's own backend names its store");
+    assert_eq!(id.engine(), own.broker().engine());
+    assert!(own.admin().is_ok(), "the engine has an admin plane");
+    let server = Server::new(
+        own.config().clone(),
+        own.broker().clone(),
+        Arc::new(Opaque(own.backend().clone())),
+    );
+    let w = worker(&server);
+    let r = add::s(1, 2).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(WAIT).await.unwrap(), 3);
+    let chain = add::s(1, 1)
+        .then(add::partial(1))
+        .then(add::partial(1))
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chain.get_timeout(WAIT).await.unwrap(), 4);
+    let chord = crate::group(vec![add::s(1, 1), add::s(2, 2), add::s(3, 3)])
+        .chord(sum::partial())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(chord.get_timeout(WAIT).await.unwrap(), 12);
+    // A dead-lettered step fails its chain, and the dead letter is listed.
+    let unknown = crate::Partial::<i64, i64>::new(Signature::from_raw(foreign(
+        "conformance.nobody_runs_this_opaque_step",
+    )));
+    let chain = add::s(1, 1).then(unknown).send_with(&server).await.unwrap();
+    let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
+    assert!(err.contains("not registered"), "{err}");
+    let q = server.config().default_queue.clone();
+    eventually("the dead letter is listed", || async {
+        !server.dead_letters(&q).await.unwrap().is_empty()
+    })
+    .await;
+    // The same UUID sent again starts over: PENDING replaces the final state.
+    let again = add::s(5, 5)
+        .with_uuid(r.uuid())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(again.get_timeout(WAIT).await.unwrap(), 10);
     w.shutdown().await.unwrap();
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::broker::{Completion, Delivery, Outgoing};
 use crate::codec;
 use crate::context::TaskContext;
+use crate::engine::{Completion, Delivery, Outgoing};
 use crate::error::Result;
 use crate::registry::{Invocation, TaskEntry};
 use crate::result::{State, TaskState};

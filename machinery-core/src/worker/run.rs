@@ -11,7 +11,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Completion, Delivery};
+use crate::engine::{Completion, Delivery};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::result::State;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::ResultBackend;
+use crate::engine::ResultBackend;
 use crate::result::TaskState;
 
 /// The task runs and nobody picked it for the STARTED write yet.

@@ -1,12 +1,12 @@
 //! The result backend: where task states and results are kept.
 
-use std::any::Any;
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::broker::{GroupMember, Outgoing};
+use super::broker::{GroupMember, Outgoing};
 use crate::error::Result;
 use crate::result::TaskState;
 
@@ -51,6 +51,12 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// Engines decide this atomically per state (on Redis: one script per queue).
     async fn store(&self, states: &[TaskState]) -> Result<()>;
 
+    /// Stores the PENDING states of tasks being sent, as they are: each replaces
+    /// whatever is stored under its UUID, a final state included (a UUID sent again
+    /// starts over), and is kept without TTL. Called before their messages are
+    /// published ([`Broker::publish_with_states`](super::Broker::publish_with_states)).
+    async fn store_new(&self, states: &[TaskState]) -> Result<()>;
+
     /// The stored state of task `uuid`, sent to `queue`; `None` when unknown or expired.
     ///
     /// An empty `queue` means the caller does not know it (a handle made from a UUID
@@ -76,7 +82,7 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// Registers a chord: `count` members and the callback message, kept without TTL
     /// until [`chord_finished`](ResultBackend::chord_finished). The chord is known by its
     /// group and the callback's queue (members carry it in
-    /// [`GroupMember::queue`](crate::broker::GroupMember::queue)).
+    /// [`GroupMember::queue`](super::GroupMember::queue)).
     async fn init_chord(&self, group: Uuid, count: u32, callback: &Outgoing) -> Result<()>;
 
     /// Records the final state (SUCCESS or FAILURE) of a chord member. Returns the
@@ -98,7 +104,7 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// The callback of chord `group`, kept under `queue` (the callback's queue), reached
     /// its final state: the chord's bookkeeping is kept for the results TTL from now
     /// (forever when the TTL is 0), then it expires. Calling it again restarts that TTL;
-    /// an unknown chord is no error. [`Completion::ends_chord`](crate::broker::Completion)
+    /// an unknown chord is no error. [`Completion::ends_chord`](super::Completion::ends_chord)
     /// makes the broker call it (or do the same atomically) when it settles the
     /// callback.
     async fn chord_finished(&self, queue: &str, group: Uuid) -> Result<()>;
@@ -108,6 +114,49 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// [`Error::ResultMissing`](crate::Error::ResultMissing).
     async fn forget(&self, queue: &str, uuid: Uuid) -> Result<()>;
 
-    /// The engine object, for brokers that recognise a result backend of their own.
-    fn as_any(&self) -> &dyn Any;
+    /// The store this backend keeps its states in, when a broker may share it: a broker
+    /// whose own [`StoreId`] is equal writes states itself, in the same atomic step as
+    /// its own changes ([`Broker::complete`](super::Broker::complete),
+    /// [`Broker::publish_with_states`](super::Broker::publish_with_states)). `None` (the
+    /// default): no broker shares it, and brokers go through this trait's methods.
+    fn store_id(&self) -> Option<&StoreId> {
+        None
+    }
+}
+
+/// Names one store that a broker and a result backend may share: equal ids mean the
+/// two write to the same place under the same rules (same server, key prefix and
+/// results TTL on Redis), so the broker can write the backend's states itself.
+///
+/// An engine builds the same id for its broker and its backend from what makes them
+/// one store; ids of different engines never compare equal.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoreId {
+    engine: &'static str,
+    location: String,
+}
+
+impl StoreId {
+    /// The id of the store at `location` (any text that is equal exactly when the
+    /// store is the same) of engine `engine`.
+    pub fn new(engine: &'static str, location: impl Into<String>) -> Self {
+        StoreId {
+            engine,
+            location: location.into(),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+}
+
+impl fmt::Debug for StoreId {
+    // The location may hold credentials: only the engine is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreId")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
 }
