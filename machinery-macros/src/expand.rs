@@ -29,26 +29,37 @@ use crate::args;
 use crate::model::{Return, Task, TaskFn};
 use crate::validate::{self, Ctxt};
 
-/// `#[task]`: the user's function unchanged, then either the generated module or, when
-/// anything is wrong, the errors alone (so that the user sees those and no cascade).
+/// `#[task]`: the user's function unchanged, then the generated module and the errors.
+///
+/// A wrong option leaves the function a valid task: the module is generated with that
+/// option's default beside the error, so every use of `add::` elsewhere still resolves
+/// and the user sees that one error (tokio's macros do the same). A signature that
+/// cannot be a task leaves nothing to generate: the function and the errors alone, so
+/// that the user sees those and no cascade.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut cx = Ctxt::new();
-    let options = args::parse(attr, &mut cx);
+    let mut option_cx = Ctxt::new();
+    let options = args::parse(attr, &mut option_cx);
+    let mut errors = option_cx.into_errors();
     let func = match syn::parse2::<TaskFn>(item.clone()) {
         Ok(func) => func,
         Err(err) => {
-            cx.syn_error(err);
-            return with_errors(item, cx.into_errors());
+            errors.push(err);
+            return with_errors(item, errors);
         }
     };
     let task = Task::new(&func, options);
+    let mut cx = Ctxt::new();
     validate::check(&mut cx, &task);
     match cx.check() {
         Ok(()) => {
             let generated = generate(&task);
-            quote!(#item #generated)
+            let errors = errors.into_iter().map(syn::Error::into_compile_error);
+            quote!(#item #generated #(#errors)*)
         }
-        Err(errors) => with_errors(item, errors),
+        Err(signature_errors) => {
+            errors.extend(signature_errors);
+            with_errors(item, errors)
+        }
     }
 }
 
@@ -688,6 +699,59 @@ mod tests {
         }
     }
 
+    fn compile_errors(file: &syn::File) -> usize {
+        file.items
+            .iter()
+            .filter(|item| matches!(item, Item::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "compile_error")))
+            .count()
+    }
+
+    #[test]
+    fn option_errors_still_generate_the_module_with_defaults() {
+        let file = expand(
+            quote!(
+                name = "",
+                queue = "math",
+                queue = "fast",
+                retry = 3,
+                timeout = "soon",
+                retries = 2
+            ),
+            quote!(
+                async fn add(a: i64, b: i64) -> Result<i64, TaskError> {
+                    Ok(a + b)
+                }
+            ),
+        );
+        assert!(matches!(file.items.first(), Some(Item::Fn(_))));
+        assert_eq!(compile_errors(&file), 4);
+        let m = module(&file, "add");
+        assert_eq!(text(&constant(m, "NAME").expr), "\"add\"");
+        let entry = text(&constant(m, "ENTRY").expr);
+        for expected in [
+            "queue : :: core :: option :: Option :: Some (\"math\")",
+            "retries : :: core :: option :: Option :: Some (2)",
+            "timeout_ms : :: core :: option :: Option :: None",
+        ] {
+            assert!(entry.contains(expected), "{expected} in {entry}");
+        }
+    }
+
+    #[test]
+    fn malformed_options_still_generate_the_module() {
+        let file = expand(
+            quote!(queue = "math", timeout),
+            quote!(
+                fn f() -> Result<(), TaskError> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(compile_errors(&file), 1);
+        let entry = text(&constant(module(&file, "f"), "ENTRY").expr);
+        assert!(entry.contains("Some (\"math\")"), "{entry}");
+    }
+
     #[test]
     fn errors_keep_the_function_and_add_nothing_else() {
         let out = task(
@@ -700,12 +764,7 @@ mod tests {
         );
         let file: syn::File = syn::parse2(out).expect("items");
         assert!(matches!(file.items.first(), Some(Item::Fn(_))));
-        let errors = file
-            .items
-            .iter()
-            .filter(|item| matches!(item, Item::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "compile_error")))
-            .count();
-        assert_eq!(errors, 3);
+        assert_eq!(compile_errors(&file), 3);
         assert!(!file.items.iter().any(|item| matches!(item, Item::Mod(_))));
     }
 
