@@ -8,8 +8,9 @@
 //! generated item (`Output`, `NAME`) is not shadowed there.
 //!
 //! Each type requirement is asserted by a `const` calling `assert_arg`/`assert_output`/
-//! `assert_return` with the user's type as explicit generic argument, where rustc points
-//! the error. A body that needs the same bound first repeats that assertion, then names
+//! `assert_return`/`assert_error` with the user's type as explicit generic argument,
+//! where rustc points the error: the error type's conversion into `TaskError` is asserted
+//! at `E` itself, not at the whole `Result<T, E>`. A body that needs the same bound first repeats that assertion, then names
 //! the type as the explicit generic argument of the call that needs it: the repeated
 //! assertion's diagnostic is identical to the const's (rustc prints it once), and the
 //! call's failure sits at the same span and is implied by it (rustc suppresses it). So a
@@ -69,7 +70,7 @@ fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
 }
 
 fn generate(task: &Task) -> TokenStream {
-    let Return::Result { ty: ret, ok } = &task.ret else {
+    let Return::Result { ty: ret, ok, err } = &task.ret else {
         // Refused by `validate`; nothing to generate.
         return TokenStream::new();
     };
@@ -88,7 +89,15 @@ fn generate(task: &Task) -> TokenStream {
     let (ok_ty, ok_span) = match ok {
         Some(ok) => (quote!(#ok), ok.span()),
         None => (
-            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::IntoTaskResult>::Ok),
+            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::TaskReturn>::Ok),
+            ret.span(),
+        ),
+    };
+    // The error type as written, else projected out of the return type (`io::Result<T>`).
+    let (err_ty, err_span) = match err {
+        Some(err) => (quote!(#err), err.span()),
+        None => (
+            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::TaskReturn>::Err),
             ret.span(),
         ),
     };
@@ -100,10 +109,12 @@ fn generate(task: &Task) -> TokenStream {
         quote_spanned!(ok_span=> ::machinery_core::__private::assert_output::<#ok_ty>(););
     let assert_return =
         quote_spanned!(ret.span()=> ::machinery_core::__private::assert_return::<#ret>(););
+    let assert_error =
+        quote_spanned!(err_span=> ::machinery_core::__private::assert_error::<#err_ty>(););
 
     let args_struct = args_struct(task, &arg_tys, &assert_args);
     let output_struct = output_struct(&ok_ty, ok_span, &assert_output);
-    let handler = handler(task, ret, &assert_return);
+    let handler = handler(task, ret, &err_ty, &[&assert_return, &assert_error]);
 
     let call = format!(
         "`{}({})`",
@@ -185,6 +196,7 @@ fn generate(task: &Task) -> TokenStream {
                 #( const _: () = #assert_args )*
                 const _: () = #assert_output
                 const _: () = #assert_return
+                const _: () = #assert_error
 
                 #args_struct
                 #output_struct
@@ -461,7 +473,12 @@ fn output_struct(ok_ty: &TokenStream, ok_span: Span, assert: &TokenStream) -> To
 
 /// The type-erased entry point: decodes the arguments, calls the function, converts and
 /// encodes its result.
-fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenStream {
+fn handler(
+    task: &Task,
+    ret: &syn::Type,
+    err_ty: &TokenStream,
+    asserts: &[&TokenStream],
+) -> TokenStream {
     let ident = task.ident();
     let idents: Vec<_> = task.args.iter().map(|a| &a.ident).collect();
     let ctx = if task.context.is_some() {
@@ -470,9 +487,10 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         TokenStream::new()
     };
     let call = quote!(super::super::#ident(#ctx #(#idents),*));
-    // Naming the return type as an explicit generic argument puts a failure of its bound
-    // at the same span as `assert_return`'s, where rustc suppresses it.
-    let convert = quote!(__machinery_into_result::<#ret>);
+    // Naming the return and error types as explicit generic arguments puts a failure of
+    // their bounds at the same spans as `assert_return`'s and `assert_error`'s, where
+    // rustc suppresses it.
+    let convert = quote!(__machinery_into_result::<#ret, #err_ty>);
     let body = if task.is_async() {
         quote! {
             ::machinery_core::__private::run_async::<__machinery_Args, _, _, _>(
@@ -495,14 +513,18 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         }
     };
     quote! {
-        fn __machinery_into_result<__machinery_R>(
+        fn __machinery_into_result<__machinery_R, __machinery_E>(
             __machinery_result: __machinery_R,
         ) -> ::core::result::Result<__machinery_Ok, ::machinery_core::__private::TaskError>
         where
-            __machinery_R: ::machinery_core::__private::IntoTaskResult<Ok = __machinery_Output>,
+            __machinery_R: ::machinery_core::__private::TaskReturn<
+                Ok = __machinery_Output,
+                Err = __machinery_E,
+            >,
+            __machinery_E: ::machinery_core::__private::TaskFailure,
         {
             ::core::result::Result::map(
-                ::machinery_core::__private::IntoTaskResult::into_task_result(__machinery_result),
+                ::machinery_core::__private::into_task_result(__machinery_result),
                 __machinery_Ok,
             )
         }
@@ -510,7 +532,7 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         pub(super) fn __machinery_handler(
             __machinery_inv: ::machinery_core::__private::Invocation,
         ) -> ::machinery_core::__private::BoxFuture<::machinery_core::__private::Outcome> {
-            #assert_return
+            #(#asserts)*
             #body
         }
     }
