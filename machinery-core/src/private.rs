@@ -41,34 +41,60 @@ pub trait TaskOutput: Serialize + DeserializeOwned + Send + 'static {}
 
 impl<T> TaskOutput for T where T: Serialize + DeserializeOwned + Send + 'static {}
 
-/// The return type of a task: `Result<T, E>` with `E: Into<TaskError>`.
+/// The shape of a task's return type: any `Result<T, E>`. Whether `E` converts into
+/// [`TaskError`] is [`TaskFailure`]'s question, asked at `E`'s own span.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid task return type",
     label = "a task must return `Result<T, E>` where `E` converts into `TaskError`",
     note = "any `std::error::Error + Send + Sync + 'static` converts into `TaskError`; so does `TaskError` itself"
 )]
-pub trait IntoTaskResult {
+pub trait TaskReturn {
     /// The `Ok` type.
     type Ok;
-    /// Converts the error side.
-    fn into_task_result(self) -> Result<Self::Ok, TaskError>;
+    /// The error type.
+    type Err;
+    /// The value as a plain `Result`.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
 }
 
-impl<T, E: Into<TaskError>> IntoTaskResult for Result<T, E> {
+impl<T, E> TaskReturn for Result<T, E> {
     type Ok = T;
-    fn into_task_result(self) -> Result<T, TaskError> {
-        self.map_err(Into::into)
+    type Err = E;
+    fn into_result(self) -> Result<T, E> {
+        self
     }
 }
+
+/// A type that can be a task's error: anything that converts into [`TaskError`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a task: it does not convert into `TaskError`",
+    label = "a task's error type must convert into `TaskError`",
+    note = "return `Result<T, TaskError>` and convert the error where it is made, with `.map_err(TaskError::msg)`; or, for an error type of your own, implement `std::error::Error` (it must also be `Send + Sync + 'static`)"
+)]
+pub trait TaskFailure: Into<TaskError> {}
+
+impl<E: Into<TaskError>> TaskFailure for E {}
 
 /// Compile-time check that an argument type qualifies; called at the argument's span.
 pub const fn assert_arg<T: TaskArg>() {}
 
-/// Compile-time check that the output type qualifies; called at the return type's span.
+/// Compile-time check that the output type qualifies; called at the `Ok` type's span.
 pub const fn assert_output<T: TaskOutput>() {}
 
-/// Compile-time check of the return type; called at the return type's span.
-pub const fn assert_return<T: IntoTaskResult>() {}
+/// Compile-time check of the return type's shape; called at the return type's span.
+pub const fn assert_return<T: TaskReturn>() {}
+
+/// Compile-time check that the error type converts; called at the error type's span.
+pub const fn assert_error<E: TaskFailure>() {}
+
+/// The task's result with its error converted into [`TaskError`].
+pub fn into_task_result<R, E>(value: R) -> Result<R::Ok, TaskError>
+where
+    R: TaskReturn<Err = E>,
+    E: TaskFailure,
+{
+    value.into_result().map_err(Into::into)
+}
 
 fn decode_args<A: DeserializeOwned>(inv: &Invocation, schema: &str) -> Result<A, TaskError> {
     rmp_serde::from_slice(&inv.args).map_err(|e| {
@@ -85,36 +111,34 @@ fn encode_output<T: Serialize>(value: &T) -> Outcome {
 }
 
 /// Runs an `async fn` task: decodes `A`, awaits `f`, encodes the `Ok` value.
-pub fn run_async<A, F, Fut, R>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
+pub fn run_async<A, F, Fut, T>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
 where
     A: DeserializeOwned + Send + 'static,
     F: FnOnce(TaskContext, A) -> Fut + Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoTaskResult,
-    R::Ok: Serialize,
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+    T: Serialize,
 {
     let args = decode_args::<A>(&inv, schema);
     Box::pin(async move {
         let args = args?;
-        let value = f(inv.ctx, args).await.into_task_result()?;
+        let value = f(inv.ctx, args).await?;
         encode_output(&value)
     })
 }
 
 /// Runs a plain `fn` task on tokio's blocking pool.
-pub fn run_blocking<A, F, R>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
+pub fn run_blocking<A, F, T>(inv: Invocation, schema: &'static str, f: F) -> BoxFuture<Outcome>
 where
     A: DeserializeOwned + Send + 'static,
-    F: FnOnce(TaskContext, A) -> R + Send + 'static,
-    R: IntoTaskResult + Send + 'static,
-    R::Ok: Serialize,
+    F: FnOnce(TaskContext, A) -> Result<T, TaskError> + Send + 'static,
+    T: Serialize + Send + 'static,
 {
     let args = decode_args::<A>(&inv, schema);
     Box::pin(async move {
         let args = args?;
         let ctx = inv.ctx;
         let joined = tokio::task::spawn_blocking(move || {
-            let value = f(ctx, args).into_task_result()?;
+            let value = f(ctx, args)?;
             encode_output(&value)
         })
         .await;

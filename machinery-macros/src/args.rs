@@ -10,7 +10,9 @@ use crate::validate::Ctxt;
 /// The options a `#[task(...)]` attribute accepts, in the order the docs list them.
 const OPTIONS: &[&str] = &["name", "queue", "retries", "retry_timeout", "timeout"];
 
-/// The options given in `#[task(...)]`; `None` where the option was not given.
+/// The options given in `#[task(...)]`; `None` where the option was not given or its
+/// value was refused, so that a wrong option falls back to its default. A repeated
+/// option keeps its first value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct TaskArgs {
     /// `name = "..."`: the registered name.

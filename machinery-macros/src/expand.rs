@@ -8,8 +8,9 @@
 //! generated item (`Output`, `NAME`) is not shadowed there.
 //!
 //! Each type requirement is asserted by a `const` calling `assert_arg`/`assert_output`/
-//! `assert_return` with the user's type as explicit generic argument, where rustc points
-//! the error. A body that needs the same bound first repeats that assertion, then names
+//! `assert_return`/`assert_error` with the user's type as explicit generic argument,
+//! where rustc points the error: the error type's conversion into `TaskError` is asserted
+//! at `E` itself, not at the whole `Result<T, E>`. A body that needs the same bound first repeats that assertion, then names
 //! the type as the explicit generic argument of the call that needs it: the repeated
 //! assertion's diagnostic is identical to the const's (rustc prints it once), and the
 //! call's failure sits at the same span and is implied by it (rustc suppresses it). So a
@@ -29,26 +30,37 @@ use crate::args;
 use crate::model::{Return, Task, TaskFn};
 use crate::validate::{self, Ctxt};
 
-/// `#[task]`: the user's function unchanged, then either the generated module or, when
-/// anything is wrong, the errors alone (so that the user sees those and no cascade).
+/// `#[task]`: the user's function unchanged, then the generated module and the errors.
+///
+/// A wrong option leaves the function a valid task: the module is generated with that
+/// option's default beside the error, so every use of `add::` elsewhere still resolves
+/// and the user sees that one error (tokio's macros do the same). A signature that
+/// cannot be a task leaves nothing to generate: the function and the errors alone, so
+/// that the user sees those and no cascade.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut cx = Ctxt::new();
-    let options = args::parse(attr, &mut cx);
+    let mut option_cx = Ctxt::new();
+    let options = args::parse(attr, &mut option_cx);
+    let mut errors = option_cx.into_errors();
     let func = match syn::parse2::<TaskFn>(item.clone()) {
         Ok(func) => func,
         Err(err) => {
-            cx.syn_error(err);
-            return with_errors(item, cx.into_errors());
+            errors.push(err);
+            return with_errors(item, errors);
         }
     };
     let task = Task::new(&func, options);
+    let mut cx = Ctxt::new();
     validate::check(&mut cx, &task);
     match cx.check() {
         Ok(()) => {
             let generated = generate(&task);
-            quote!(#item #generated)
+            let errors = errors.into_iter().map(syn::Error::into_compile_error);
+            quote!(#item #generated #(#errors)*)
         }
-        Err(errors) => with_errors(item, errors),
+        Err(signature_errors) => {
+            errors.extend(signature_errors);
+            with_errors(item, errors)
+        }
     }
 }
 
@@ -58,7 +70,7 @@ fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
 }
 
 fn generate(task: &Task) -> TokenStream {
-    let Return::Result { ty: ret, ok } = &task.ret else {
+    let Return::Result { ty: ret, ok, err } = &task.ret else {
         // Refused by `validate`; nothing to generate.
         return TokenStream::new();
     };
@@ -77,7 +89,15 @@ fn generate(task: &Task) -> TokenStream {
     let (ok_ty, ok_span) = match ok {
         Some(ok) => (quote!(#ok), ok.span()),
         None => (
-            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::IntoTaskResult>::Ok),
+            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::TaskReturn>::Ok),
+            ret.span(),
+        ),
+    };
+    // The error type as written, else projected out of the return type (`io::Result<T>`).
+    let (err_ty, err_span) = match err {
+        Some(err) => (quote!(#err), err.span()),
+        None => (
+            quote_spanned!(ret.span()=> <#ret as ::machinery_core::__private::TaskReturn>::Err),
             ret.span(),
         ),
     };
@@ -89,10 +109,12 @@ fn generate(task: &Task) -> TokenStream {
         quote_spanned!(ok_span=> ::machinery_core::__private::assert_output::<#ok_ty>(););
     let assert_return =
         quote_spanned!(ret.span()=> ::machinery_core::__private::assert_return::<#ret>(););
+    let assert_error =
+        quote_spanned!(err_span=> ::machinery_core::__private::assert_error::<#err_ty>(););
 
     let args_struct = args_struct(task, &arg_tys, &assert_args);
     let output_struct = output_struct(&ok_ty, ok_span, &assert_output);
-    let handler = handler(task, ret, &assert_return);
+    let handler = handler(task, ret, &err_ty, &[&assert_return, &assert_error]);
 
     let call = format!(
         "`{}({})`",
@@ -174,6 +196,7 @@ fn generate(task: &Task) -> TokenStream {
                 #( const _: () = #assert_args )*
                 const _: () = #assert_output
                 const _: () = #assert_return
+                const _: () = #assert_error
 
                 #args_struct
                 #output_struct
@@ -450,7 +473,12 @@ fn output_struct(ok_ty: &TokenStream, ok_span: Span, assert: &TokenStream) -> To
 
 /// The type-erased entry point: decodes the arguments, calls the function, converts and
 /// encodes its result.
-fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenStream {
+fn handler(
+    task: &Task,
+    ret: &syn::Type,
+    err_ty: &TokenStream,
+    asserts: &[&TokenStream],
+) -> TokenStream {
     let ident = task.ident();
     let idents: Vec<_> = task.args.iter().map(|a| &a.ident).collect();
     let ctx = if task.context.is_some() {
@@ -459,9 +487,10 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         TokenStream::new()
     };
     let call = quote!(super::super::#ident(#ctx #(#idents),*));
-    // Naming the return type as an explicit generic argument puts a failure of its bound
-    // at the same span as `assert_return`'s, where rustc suppresses it.
-    let convert = quote!(__machinery_into_result::<#ret>);
+    // Naming the return and error types as explicit generic arguments puts a failure of
+    // their bounds at the same spans as `assert_return`'s and `assert_error`'s, where
+    // rustc suppresses it.
+    let convert = quote!(__machinery_into_result::<#ret, #err_ty>);
     let body = if task.is_async() {
         quote! {
             ::machinery_core::__private::run_async::<__machinery_Args, _, _, _>(
@@ -484,14 +513,18 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         }
     };
     quote! {
-        fn __machinery_into_result<__machinery_R>(
+        fn __machinery_into_result<__machinery_R, __machinery_E>(
             __machinery_result: __machinery_R,
         ) -> ::core::result::Result<__machinery_Ok, ::machinery_core::__private::TaskError>
         where
-            __machinery_R: ::machinery_core::__private::IntoTaskResult<Ok = __machinery_Output>,
+            __machinery_R: ::machinery_core::__private::TaskReturn<
+                Ok = __machinery_Output,
+                Err = __machinery_E,
+            >,
+            __machinery_E: ::machinery_core::__private::TaskFailure,
         {
             ::core::result::Result::map(
-                ::machinery_core::__private::IntoTaskResult::into_task_result(__machinery_result),
+                ::machinery_core::__private::into_task_result(__machinery_result),
                 __machinery_Ok,
             )
         }
@@ -499,7 +532,7 @@ fn handler(task: &Task, ret: &syn::Type, assert_return: &TokenStream) -> TokenSt
         pub(super) fn __machinery_handler(
             __machinery_inv: ::machinery_core::__private::Invocation,
         ) -> ::machinery_core::__private::BoxFuture<::machinery_core::__private::Outcome> {
-            #assert_return
+            #(#asserts)*
             #body
         }
     }
@@ -688,6 +721,59 @@ mod tests {
         }
     }
 
+    fn compile_errors(file: &syn::File) -> usize {
+        file.items
+            .iter()
+            .filter(|item| matches!(item, Item::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "compile_error")))
+            .count()
+    }
+
+    #[test]
+    fn option_errors_still_generate_the_module_with_defaults() {
+        let file = expand(
+            quote!(
+                name = "",
+                queue = "math",
+                queue = "fast",
+                retry = 3,
+                timeout = "soon",
+                retries = 2
+            ),
+            quote!(
+                async fn add(a: i64, b: i64) -> Result<i64, TaskError> {
+                    Ok(a + b)
+                }
+            ),
+        );
+        assert!(matches!(file.items.first(), Some(Item::Fn(_))));
+        assert_eq!(compile_errors(&file), 4);
+        let m = module(&file, "add");
+        assert_eq!(text(&constant(m, "NAME").expr), "\"add\"");
+        let entry = text(&constant(m, "ENTRY").expr);
+        for expected in [
+            "queue : :: core :: option :: Option :: Some (\"math\")",
+            "retries : :: core :: option :: Option :: Some (2)",
+            "timeout_ms : :: core :: option :: Option :: None",
+        ] {
+            assert!(entry.contains(expected), "{expected} in {entry}");
+        }
+    }
+
+    #[test]
+    fn malformed_options_still_generate_the_module() {
+        let file = expand(
+            quote!(queue = "math", timeout),
+            quote!(
+                fn f() -> Result<(), TaskError> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(compile_errors(&file), 1);
+        let entry = text(&constant(module(&file, "f"), "ENTRY").expr);
+        assert!(entry.contains("Some (\"math\")"), "{entry}");
+    }
+
     #[test]
     fn errors_keep_the_function_and_add_nothing_else() {
         let out = task(
@@ -700,12 +786,7 @@ mod tests {
         );
         let file: syn::File = syn::parse2(out).expect("items");
         assert!(matches!(file.items.first(), Some(Item::Fn(_))));
-        let errors = file
-            .items
-            .iter()
-            .filter(|item| matches!(item, Item::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "compile_error")))
-            .count();
-        assert_eq!(errors, 3);
+        assert_eq!(compile_errors(&file), 3);
         assert!(!file.items.iter().any(|item| matches!(item, Item::Mod(_))));
     }
 

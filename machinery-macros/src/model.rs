@@ -66,8 +66,13 @@ pub(crate) enum Return<'a> {
     Missing,
     /// A type whose path does not end in `Result`.
     NotResult(&'a Type),
-    /// `Result<T, E>`, `io::Result<T>`, ...: `ok` is `T` when it is written out.
-    Result { ty: &'a Type, ok: Option<&'a Type> },
+    /// `Result<T, E>`, `io::Result<T>`, ...: `ok` is `T` and `err` is `E` when they are
+    /// written out.
+    Result {
+        ty: &'a Type,
+        ok: Option<&'a Type>,
+        err: Option<&'a Type>,
+    },
 }
 
 /// The model of a `#[task]` function.
@@ -106,7 +111,8 @@ impl<'a> Task<'a> {
             ReturnType::Type(_, ty) => match result_path(ty) {
                 Some(arguments) => Return::Result {
                     ty,
-                    ok: first_type_argument(arguments),
+                    ok: type_argument(arguments, 0),
+                    err: type_argument(arguments, 1),
                 },
                 None => Return::NotResult(ty),
             },
@@ -191,12 +197,17 @@ fn result_path(ty: &Type) -> Option<&PathArguments> {
     }
 }
 
-fn first_type_argument(arguments: &PathArguments) -> Option<&Type> {
+/// The `index`th type argument (lifetimes and constants skipped).
+fn type_argument(arguments: &PathArguments, index: usize) -> Option<&Type> {
     match arguments {
-        PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
-            GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        }),
+        PathArguments::AngleBracketed(a) => a
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+            .nth(index),
         _ => None,
     }
 }
@@ -493,9 +504,26 @@ mod tests {
         let f = task_fn(quote!(
             fn f() -> std::result::Result<u8, E> {}
         ));
+        let task = Task::new(&f, TaskArgs::default());
+        let Return::Result {
+            ok: Some(ok),
+            err: Some(err),
+            ..
+        } = task.ret
+        else {
+            panic!("both type arguments");
+        };
+        assert_eq!((type_text(ok), type_text(err)), ("u8".into(), "E".into()));
+        let f = task_fn(quote!(
+            fn f() -> io::Result<'static, u8> {}
+        ));
         assert!(matches!(
             Task::new(&f, TaskArgs::default()).ret,
-            Return::Result { ok: Some(_), .. }
+            Return::Result {
+                ok: Some(_),
+                err: None,
+                ..
+            }
         ));
     }
 

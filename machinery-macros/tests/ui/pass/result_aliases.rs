@@ -1,5 +1,5 @@
 //! Any path ending in `Result` is accepted; the `Ok` type comes from its first type
-//! argument, or from `IntoTaskResult` when the alias takes none.
+//! argument, or from the return type itself when the alias takes none.
 use machinery_core::prelude::*;
 
 mod fixed {
