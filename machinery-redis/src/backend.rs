@@ -16,8 +16,8 @@ use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
 use crate::conn::Engine;
-use crate::scripts::{ChordDoneArgs, MemberArgs, StoreOpenArgs};
 use crate::error::{Error, Result};
+use crate::scripts::{ChordDoneArgs, MemberArgs, StoreOpenArgs};
 
 /// The Redis result backend. See the [crate docs](crate) for the key layout.
 #[derive(Debug)]

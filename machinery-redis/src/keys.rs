@@ -223,7 +223,14 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n");
             for part in [
-                "{q:", "{wake}", "{periodic}", ":state:", "chord:", ":done:", ":results", "prefix",
+                "{q:",
+                "{wake}",
+                "{periodic}",
+                ":state:",
+                "chord:",
+                ":done:",
+                ":results",
+                "prefix",
             ] {
                 assert!(
                     !code.contains(part),

@@ -350,7 +350,8 @@ impl<'a> CompleteArgs<'a> {
         let member = c.group.as_ref().filter(|g| g.queue == queue);
         if let Some(g) = member {
             self.member_keys.push(keys.chord(queue, g.group_uuid));
-            self.member_keys.push(keys.chord_results(queue, g.group_uuid));
+            self.member_keys
+                .push(keys.chord_results(queue, g.group_uuid));
             self.members.push(MemberArgs {
                 index: g.index,
                 success: c.state.state == State::Success,

@@ -1,7 +1,7 @@
 //! Listings and dead-letter administration: what an operator asks of a queue.
 
-use machinery_core::broker::{DeadLetter, QueueDepth};
 use machinery_core::Result as CoreResult;
+use machinery_core::broker::{DeadLetter, QueueDepth};
 
 use super::reply::parse_dead;
 use super::{RedisBroker, add_wakes};
