@@ -48,11 +48,11 @@
 //! **Priorities**: ten levels, 0–9, higher first, oldest first within a level (a value
 //! above 9 counts as 9). A message's id is `<priority>:<sequence>` and its score in the
 //! ready set is `(9 − priority) · 10¹³ + sequence` (written once, `ready_score` in
-//! `lua/lib.lua`; the `pending` listing runs in a script to use it), so its lowest ranks are the next
-//! messages in order, and a message that comes back (expired lease, release) takes its
-//! old place again rather than going to the back. (Ready *lists*, one per level, were
-//! the alternative: they cost a pop per level, and a message coming back loses its
-//! place or jumps the whole level.)
+//! `lua/lib.lua`; the `pending` listing runs in a script to use it), so its lowest
+//! ranks are the next messages in order, and a message that comes back (expired lease,
+//! release) takes its old place again rather than going to the back. (Ready *lists*,
+//! one per level, were the alternative: they cost a pop per level, and a message coming
+//! back loses its place or jumps the whole level.)
 //!
 //! - **publish** stores the payloads and queues the ids (or parks them in the delayed
 //!   set when their ETA is ahead): one script call per queue and 1,000 messages, followed
