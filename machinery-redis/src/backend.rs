@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::conn::Engine;
 use crate::error::{Error, Result};
+use crate::scripts::{ChordDoneArgs, MemberArgs, StoreOpenArgs};
 
 /// The Redis result backend. See the [crate docs](crate) for the key layout.
 #[derive(Debug)]
@@ -323,7 +324,7 @@ impl RedisBackend {
     ) -> CoreResult<()> {
         let ttl = self.engine.ttl_ms();
         // Guarded non-final states: one script call per queue (one slot each).
-        let mut guarded: Vec<(&str, redis::ScriptInvocation<'_>)> = Vec::new();
+        let mut guarded: Vec<(&str, StoreOpenArgs<'_>)> = Vec::new();
         for s in states {
             let bytes = s.encode()?;
             let key = self.engine.keys.state(&s.queue, s.uuid);
@@ -348,16 +349,15 @@ impl RedisBackend {
                 let at = match guarded.iter().position(|(q, _)| *q == s.queue) {
                     Some(at) => at,
                     None => {
-                        let invocation = self.engine.scripts.store_open.prepare_invoke();
-                        guarded.push((&s.queue, invocation));
+                        guarded.push((&s.queue, StoreOpenArgs::new(&self.engine.scripts)));
                         guarded.len() - 1
                     }
                 };
-                guarded[at].1.key(key).arg(bytes);
+                guarded[at].1.push(key, bytes);
             }
         }
-        for (_, invocation) in &guarded {
-            pipe.invoke_script(invocation).ignore();
+        for (_, args) in &guarded {
+            pipe.invoke_script(args.invocation()).ignore();
         }
         Ok(())
     }
@@ -414,24 +414,13 @@ impl RedisBackend {
         state: &TaskState,
         enqueue: bool,
     ) -> Option<redis::ScriptInvocation<'_>> {
-        let success = match state.state {
-            State::Success => "1",
-            State::Failure => "0",
-            _ => return None,
+        let args = ChordDoneArgs {
+            queue: &member.queue,
+            group: member.group_uuid,
+            member: MemberArgs::new(member.index, state)?,
+            enqueue,
         };
-        let mut invocation = self.engine.scripts.chord_done.prepare_invoke();
-        invocation
-            .key(self.engine.keys.chord(&member.queue, member.group_uuid))
-            .arg(self.engine.keys.prefix())
-            .arg(&member.queue)
-            .arg(member.group_uuid.to_string())
-            .arg(member.index)
-            .arg(success)
-            .arg(state.result.as_deref().unwrap_or_default())
-            .arg(&state.name)
-            .arg(state.error.as_deref().unwrap_or_default())
-            .arg(if enqueue { "1" } else { "0" });
-        Some(invocation)
+        Some(args.invocation(&self.engine.scripts, &self.engine.keys))
     }
 }
 

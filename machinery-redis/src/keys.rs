@@ -1,4 +1,7 @@
-//! Every Redis key name, in one place. `lua/lib.lua` builds the same names.
+//! Every Redis key name, in one place: the table below is the layout, [`Keys`] builds
+//! it, and the scripts get every key they touch from here (in `KEYS`, through the
+//! encoders in `scripts.rs`). A unit test checks this table, the crate docs' copy and
+//! the Lua scripts against [`Keys`].
 //!
 //! Every key of a queue, the states of the tasks sent to it and the chords whose
 //! callback goes to it share the queue's hash tag `{q:<queue>}`: one Redis Cluster slot
@@ -6,21 +9,37 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
+//! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age; the rule is `ready_score` in `lua/lib.lua`) |
 //! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
-//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms), and `~` (score +inf) that keeps the set, and its skip-list encoding, when nothing is in flight |
+//! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms); a delivery is held while its member is there; `~` (score +inf) keeps the set, and its skip-list encoding, when nothing is in flight |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
-//! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); none for most messages |
-//! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and token counters |
+//! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); most messages have none |
+//! | `<p>:{q:<queue>}:seq` | string | message id counter |
+//! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while it is PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its final state (SUCCESS, FAILURE), which a non-final write never replaces |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
-//! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for every queue's list, so a worker blocks on all its queues in one `BLPOP` |
-//! | `<p>:queues` | set | every queue published to (written by clients, one key per command) |
-//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; anything else (`forget` publishes `forgotten`) makes waiters read the state again (a channel, not a key) |
+//! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
+//! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
+//! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
+//! | `<p>:{periodic}:entries` | set | every periodic entry name |
+//! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 
 use uuid::Uuid;
+
+/// The keys of one queue that every queue script takes first, `KEYS[1]` to `KEYS[8]`
+/// in this order (`lib.lua`'s `queue_keys` names them the same).
+pub(crate) const QUEUE_KEYS: [&str; 8] = [
+    "ready",
+    "delayed",
+    "inflight",
+    "msg",
+    "count",
+    "seq",
+    "lease_seq",
+    "dead",
+];
 
 /// Builds key names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +58,29 @@ impl Keys {
         &self.prefix
     }
 
+    /// One of the [`QUEUE_KEYS`] of `queue`.
     pub(crate) fn queue(&self, queue: &str, kind: &str) -> String {
         format!("{}:{{q:{queue}}}:{kind}", self.prefix)
     }
 
     pub(crate) fn ready(&self, queue: &str) -> String {
         self.queue(queue, "ready")
+    }
+
+    pub(crate) fn delayed(&self, queue: &str) -> String {
+        self.queue(queue, "delayed")
+    }
+
+    pub(crate) fn inflight(&self, queue: &str) -> String {
+        self.queue(queue, "inflight")
+    }
+
+    pub(crate) fn msg(&self, queue: &str) -> String {
+        self.queue(queue, "msg")
+    }
+
+    pub(crate) fn dead(&self, queue: &str) -> String {
+        self.queue(queue, "dead")
     }
 
     pub(crate) fn wake(&self, queue: &str) -> String {
@@ -59,6 +95,7 @@ impl Keys {
         format!("{}:{{q:{queue}}}:state:{uuid}", self.prefix)
     }
 
+    /// The pub/sub channel of a task's final state.
     pub(crate) fn done(&self, uuid: Uuid) -> String {
         format!("{}:done:{uuid}", self.prefix)
     }
@@ -69,5 +106,137 @@ impl Keys {
 
     pub(crate) fn chord_results(&self, queue: &str, group: Uuid) -> String {
         format!("{}:{{q:{queue}}}:chord:{group}:results", self.prefix)
+    }
+
+    pub(crate) fn periodic_entries(&self) -> String {
+        format!("{}:{{periodic}}:entries", self.prefix)
+    }
+
+    pub(crate) fn periodic_entry(&self, name: &str) -> String {
+        format!("{}:{{periodic}}:entry:{name}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name [`Keys`] builds, with the placeholders the tables use.
+    fn built() -> Vec<String> {
+        let k = Keys::new("<p>");
+        let (q, u) = ("<queue>", Uuid::nil());
+        let mut names: Vec<String> = QUEUE_KEYS.iter().map(|kind| k.queue(q, kind)).collect();
+        names.extend([
+            k.state(q, u),
+            k.chord(q, u),
+            k.chord_results(q, u),
+            k.wake(q),
+            k.queues(),
+            k.done(u),
+            k.periodic_entries(),
+            k.periodic_entry("<name>"),
+        ]);
+        names
+            .into_iter()
+            .map(|n| {
+                n.replace(&u.to_string(), "<uuid>")
+                    .replace(":chord:<uuid>", ":chord:<group>")
+            })
+            .collect()
+    }
+
+    /// The first column of each row of the markdown tables in `doc` whose header's
+    /// first column is `key`: one key name per row.
+    fn table(doc: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut in_table = false;
+        for line in doc.lines() {
+            let line = line.trim_start_matches("//!").trim();
+            if line.starts_with("| key |") {
+                in_table = true;
+                continue;
+            }
+            if !line.starts_with('|') {
+                in_table = false;
+                continue;
+            }
+            if !in_table || line.starts_with("|---") {
+                continue;
+            }
+            let cell = line.split('|').nth(1).unwrap_or_default();
+            names.push(cell.trim().trim_matches('`').to_owned());
+        }
+        names
+    }
+
+    #[test]
+    fn the_table_lists_every_key_built() {
+        let mut doc = table(include_str!("keys.rs"));
+        let mut keys = built();
+        doc.sort();
+        keys.sort();
+        assert_eq!(doc, keys);
+    }
+
+    #[test]
+    fn the_crate_docs_list_the_same_keys() {
+        let mut crate_doc = table(include_str!("lib.rs"));
+        let mut keys = built();
+        crate_doc.sort();
+        keys.sort();
+        assert_eq!(crate_doc, keys);
+    }
+
+    #[test]
+    fn lua_names_the_queue_keys_in_order() {
+        let lib = include_str!("lua/lib.lua");
+        for (i, kind) in QUEUE_KEYS.iter().enumerate() {
+            let entry = format!("{kind} = KEYS[{}]", i + 1);
+            assert!(lib.contains(&entry), "lib.lua's queue_keys lacks `{entry}`");
+        }
+        assert!(lib.contains(&format!("QUEUE_KEY_COUNT = {}", QUEUE_KEYS.len())));
+    }
+
+    #[test]
+    fn no_script_builds_a_key_name() {
+        let scripts = [
+            include_str!("lua/lib.lua"),
+            include_str!("lua/publish.lua"),
+            include_str!("lua/fetch.lua"),
+            include_str!("lua/settle.lua"),
+            include_str!("lua/extend.lua"),
+            include_str!("lua/complete.lua"),
+            include_str!("lua/chord_done.lua"),
+            include_str!("lua/requeue.lua"),
+            include_str!("lua/store_open.lua"),
+            include_str!("lua/pending.lua"),
+            include_str!("lua/periodic_claim.lua"),
+            include_str!("lua/periodic_pause.lua"),
+            include_str!("lua/periodic_record.lua"),
+            include_str!("lua/periodic_remove.lua"),
+            include_str!("lua/periodic_upsert.lua"),
+        ];
+        for script in scripts {
+            let code: String = script
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for part in [
+                "{q:",
+                "{wake}",
+                "{periodic}",
+                ":state:",
+                "chord:",
+                ":done:",
+                ":results",
+                "prefix",
+            ] {
+                assert!(
+                    !code.contains(part),
+                    "a script builds a key name with `{part}`:\n{code}"
+                );
+            }
+        }
     }
 }

@@ -35,13 +35,24 @@
 //! over batch promotion of delayed messages. Every step is one Lua script (`src/lua/`),
 //! so it is atomic; scripts run on the server's clock (`TIME`).
 //!
+//! **Script protocol**, as BullMQ writes its scripts: every key a script touches is
+//! passed in `KEYS` (the eight keys of its queue first, then per-task keys such as
+//! states and chords), so Redis Cluster can check the call's slot; no script builds a
+//! key name. Each script opens with a header listing its `KEYS`, `ARGV` and reply; one
+//! encoder struct per script (`scripts.rs`) builds both lists and one decoder at the top
+//! of the script reads them. The complete script's arguments come in sections
+//! (deliveries, states, messages, chord members), each record of fixed width, with the
+//! counts up front. Key names come from one table (below), which a unit test checks
+//! against the code that builds them and against this page.
+//!
 //! **Priorities**: ten levels, 0–9, higher first, oldest first within a level (a value
 //! above 9 counts as 9). A message's id is `<priority>:<sequence>` and its score in the
-//! ready set is `(9 − priority) · 10¹³ + sequence`, so its lowest ranks are the next
-//! messages in order, and a message that comes back (expired lease, release) takes its
-//! old place again rather than going to the back. (Ready *lists*, one per level, were
-//! the alternative: they cost a pop per level, and a message coming back loses its
-//! place or jumps the whole level.)
+//! ready set is `(9 − priority) · 10¹³ + sequence` (written once, `ready_score` in
+//! `lua/lib.lua`; the `pending` listing runs in a script to use it), so its lowest
+//! ranks are the next messages in order, and a message that comes back (expired lease,
+//! release) takes its old place again rather than going to the back. (Ready *lists*,
+//! one per level, were the alternative: they cost a pop per level, and a message coming
+//! back loses its place or jumps the whole level.)
 //!
 //! - **publish** stores the payloads and queues the ids (or parks them in the delayed
 //!   set when their ETA is ahead): one script call per queue and 1,000 messages, followed
@@ -139,19 +150,22 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age) |
+//! | `<p>:{q:<queue>}:ready` | zset | ids ready to deliver (score: priority, then age; the rule is `ready_score` in `lua/lib.lua`) |
 //! | `<p>:{q:<queue>}:delayed` | zset | ids waiting for their ETA (score: ETA, ms) |
 //! | `<p>:{q:<queue>}:inflight` | zset | deliveries not settled, as `<id>/<lease token>` (score: lease deadline, ms); a delivery is held while its member is there; `~` (score +inf) keeps the set, and its skip-list encoding, when nothing is in flight |
 //! | `<p>:{q:<queue>}:msg` | hash | id → payload |
 //! | `<p>:{q:<queue>}:count` | hash | id → deliveries that ended unsettled (lease expired, released); most messages have none |
-//! | `<p>:{q:<queue>}:seq`, `…:lease_seq` | string | id and lease-token counters |
+//! | `<p>:{q:<queue>}:seq` | string | message id counter |
+//! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
-//! | `<p>:{q:<queue>}:chord:<group>`, `…:results` | hash | a chord whose callback goes to the queue: count, callback, member results; no TTL until the callback's state is final, then the results TTL |
+//! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
+//! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
-//! | `<p>:queues` | set | every queue published to (for listings) |
+//! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
-//! | `<p>:{periodic}:…` | | periodic entries ([`RedisPeriodicStore`]) |
+//! | `<p>:{periodic}:entries` | set | every periodic entry name |
+//! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 //!
 //! A task's state is found by its UUID *and* queue, which
 //! [`AsyncResult`](machinery_core::AsyncResult) carries. On Redis 7 the scripts start

@@ -1,10 +1,8 @@
 //! The Redis periodic store: the entries, pause flags, last runs and tick claims every
 //! scheduler of a deployment shares.
 //!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `<p>:{periodic}:entries` | set | every entry name |
-//! | `<p>:{periodic}:entry:<name>` | hash | `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
+//! Its keys (`<p>:{periodic}:entries`, `<p>:{periodic}:entry:<name>`) are in the crate
+//! docs' key table.
 //!
 //! The `{periodic}` hash tag keeps every key in one Redis Cluster slot, so each script
 //! may touch the entry and the name set together. Every update is one Lua script
@@ -25,6 +23,8 @@ use machinery_core::{Config, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
+
+use crate::keys::Keys;
 
 /// Periodic entries kept in Redis, shared by every scheduler using the same server and
 /// key prefix. [`Scheduler::new`](machinery_core::periodic::Scheduler::new) connects one
@@ -141,11 +141,11 @@ impl RedisPeriodicStore {
     }
 
     fn names_key(&self) -> String {
-        format!("{}:{{periodic}}:entries", self.prefix)
+        Keys::new(&self.prefix).periodic_entries()
     }
 
     fn entry_key(&self, name: &str) -> String {
-        format!("{}:{{periodic}}:entry:{name}", self.prefix)
+        Keys::new(&self.prefix).periodic_entry(name)
     }
 
     fn parse(name: &str, fields: &HashMap<String, String>) -> Option<PeriodicEntry> {

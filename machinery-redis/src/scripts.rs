@@ -1,6 +1,18 @@
-//! The Lua scripts, each prefixed with `lua/lib.lua`.
+//! The Lua scripts, each prefixed with `lua/lib.lua`, and their argument encoders.
+//!
+//! Every script opens with a header listing its `KEYS`, `ARGV` and reply. One struct
+//! per script here builds both lists in that layout, and one decoder at the top of the
+//! script (with `lib.lua`'s `queue_keys`) reads them: the layout is written in those
+//! three places only. Every key a script touches is passed in `KEYS`, built by
+//! [`Keys`], so Redis Cluster can check that a call stays in one slot; no script builds
+//! a key name.
 
-use redis::Script;
+use machinery_core::engine::{Completion, Outgoing};
+use machinery_core::{Result as CoreResult, State, TaskState};
+use redis::{Script, ScriptInvocation};
+use uuid::Uuid;
+
+use crate::keys::{Keys, QUEUE_KEYS};
 
 const LIB: &str = include_str!("lua/lib.lua");
 
@@ -14,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_done: Script,
     pub(crate) requeue: Script,
     pub(crate) store_open: Script,
+    pub(crate) pending: Script,
 }
 
 impl Scripts {
@@ -34,11 +47,12 @@ impl Scripts {
             chord_done: script(include_str!("lua/chord_done.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
             store_open: script(include_str!("lua/store_open.lua")),
+            pending: script(include_str!("lua/pending.lua")),
         }
     }
 
     /// Every script, to load them all again (a restarted Redis forgets them).
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.publish,
             &self.fetch,
@@ -48,6 +62,365 @@ impl Scripts {
             &self.chord_done,
             &self.requeue,
             &self.store_open,
+            &self.pending,
         ]
+    }
+}
+
+/// A call of a queue script on `queue`: its keys (`lib.lua`'s `queue_keys`) come first.
+fn queue_call<'s>(script: &'s Script, keys: &Keys, queue: &str) -> ScriptInvocation<'s> {
+    let mut invocation = script.prepare_invoke();
+    for kind in QUEUE_KEYS {
+        invocation.key(keys.queue(queue, kind));
+    }
+    invocation
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// `publish.lua`: messages all sent to `queue`.
+pub(crate) struct PublishArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) messages: &'a [&'a Outgoing],
+}
+
+impl PublishArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.publish, keys, self.queue);
+        for m in self.messages {
+            message_args(&mut invocation, m);
+        }
+        invocation
+    }
+}
+
+/// A message's fields (publish.lua, complete.lua): ETA, priority, payload.
+fn message_args(invocation: &mut ScriptInvocation<'_>, m: &Outgoing) {
+    invocation
+        .arg(m.eta.unwrap_or(0))
+        .arg(m.priority.min(9))
+        .arg(m.payload.as_slice());
+}
+
+/// `fetch.lua`: up to `max` messages of `queue`, leased for `visibility_ms`.
+pub(crate) struct FetchArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) max: usize,
+    pub(crate) visibility_ms: u64,
+}
+
+impl FetchArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.fetch, keys, self.queue);
+        invocation.arg(self.max).arg(self.visibility_ms);
+        invocation
+    }
+}
+
+/// What `settle.lua` does with a delivery it still holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settle<'a> {
+    /// Done: forgotten.
+    Ack,
+    /// Ready again (after `delay_ms`), this delivery counted.
+    Release { delay_ms: u64 },
+    /// Into the dead-letter queue.
+    Dead { reason: &'a str },
+    /// Ready again at once, this delivery not counted (its fetch was cancelled).
+    Return,
+}
+
+/// `settle.lua`: one delivery of `queue`, message `id`, held as `receipt`.
+pub(crate) struct SettleArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) id: &'a str,
+    pub(crate) receipt: &'a str,
+    pub(crate) action: Settle<'a>,
+}
+
+impl SettleArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.settle, keys, self.queue);
+        invocation.arg(self.id).arg(self.receipt);
+        match self.action {
+            Settle::Ack => invocation.arg("ack").arg(""),
+            Settle::Release { delay_ms } => invocation.arg("release").arg(delay_ms),
+            Settle::Dead { reason } => invocation.arg("dead").arg(reason),
+            Settle::Return => invocation.arg("return").arg(0),
+        };
+        invocation
+    }
+}
+
+/// `extend.lua`: the leases `receipts` of deliveries of `queue`, extended by
+/// `visibility_ms`.
+pub(crate) struct ExtendArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) visibility_ms: u64,
+    pub(crate) receipts: Vec<&'a str>,
+}
+
+impl ExtendArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.extend, keys, self.queue);
+        invocation.arg(self.visibility_ms);
+        for r in &self.receipts {
+            invocation.arg(*r);
+        }
+        invocation
+    }
+}
+
+/// `requeue.lua`: up to `max` dead letters of `queue` back into it.
+pub(crate) struct RequeueArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) max: usize,
+}
+
+impl RequeueArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.requeue, keys, self.queue);
+        invocation.arg(self.max);
+        invocation
+    }
+}
+
+/// `pending.lua`: the ready messages of `queue`, next first.
+pub(crate) struct PendingArgs<'a> {
+    pub(crate) queue: &'a str,
+}
+
+impl PendingArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        queue_call(&scripts.pending, keys, self.queue)
+    }
+}
+
+/// A chord member's final state, as `chord_done.lua` and `complete.lua` record it.
+pub(crate) struct MemberArgs<'a> {
+    pub(crate) index: u32,
+    pub(crate) success: bool,
+    pub(crate) result: &'a [u8],
+    pub(crate) name: &'a str,
+    pub(crate) error: &'a str,
+}
+
+impl<'a> MemberArgs<'a> {
+    /// Member `index`'s final `state`; `None` when the state is not final.
+    pub(crate) fn new(index: u32, state: &'a TaskState) -> Option<Self> {
+        let success = match state.state {
+            State::Success => true,
+            State::Failure => false,
+            _ => return None,
+        };
+        Some(MemberArgs {
+            index,
+            success,
+            result: state.result.as_deref().unwrap_or_default(),
+            name: &state.name,
+            error: state.error.as_deref().unwrap_or_default(),
+        })
+    }
+
+    fn add(&self, invocation: &mut ScriptInvocation<'_>) {
+        invocation
+            .arg(self.index)
+            .arg(flag(self.success))
+            .arg(self.result)
+            .arg(self.name)
+            .arg(self.error);
+    }
+}
+
+/// `chord_done.lua`: a member of chord `group`, kept under `queue` (its callback's).
+pub(crate) struct ChordDoneArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) group: Uuid,
+    pub(crate) member: MemberArgs<'a>,
+    /// Queue a fired callback in the same step (else it is returned).
+    pub(crate) enqueue: bool,
+}
+
+impl ChordDoneArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.chord_done, keys, self.queue);
+        invocation
+            .key(keys.chord(self.queue, self.group))
+            .key(keys.chord_results(self.queue, self.group));
+        self.member.add(&mut invocation);
+        invocation.arg(flag(self.enqueue));
+        invocation
+    }
+}
+
+/// `store_open.lua`: non-final states of tasks sent to one queue.
+pub(crate) struct StoreOpenArgs<'s> {
+    invocation: ScriptInvocation<'s>,
+}
+
+impl<'s> StoreOpenArgs<'s> {
+    pub(crate) fn new(scripts: &'s Scripts) -> Self {
+        StoreOpenArgs {
+            invocation: scripts.store_open.prepare_invoke(),
+        }
+    }
+
+    /// Adds the state `bytes` to write at `key`.
+    pub(crate) fn push(&mut self, key: String, bytes: Vec<u8>) {
+        self.invocation.key(key).arg(bytes);
+    }
+
+    pub(crate) fn invocation(&self) -> &ScriptInvocation<'s> {
+        &self.invocation
+    }
+}
+
+/// `complete.lua`: finished deliveries of one queue, with the part of their work that
+/// belongs to that queue. Its sections (deliveries, states, messages, chord members)
+/// are gathered apart and joined in [`invocation`](Self::invocation).
+pub(crate) struct CompleteArgs<'a> {
+    queue: &'a str,
+    ttl_ms: u64,
+    only_subscribed: bool,
+    deliveries: Vec<Delivery<'a>>,
+    state_keys: Vec<String>,
+    states: Vec<(Option<String>, Vec<u8>)>,
+    messages: Vec<&'a Outgoing>,
+    member_keys: Vec<String>,
+    members: Vec<MemberArgs<'a>>,
+    ends_keys: Vec<String>,
+}
+
+/// One delivery's record in `complete.lua`'s first section.
+struct Delivery<'a> {
+    id: &'a str,
+    receipt: &'a str,
+    dead: Option<&'a str>,
+    states: usize,
+    messages: usize,
+    member: bool,
+    ends: bool,
+}
+
+impl<'a> CompleteArgs<'a> {
+    /// Completions of deliveries of `queue`: final states are written with `ttl_ms` (0 =
+    /// kept), and published only to channels with subscribers when `only_subscribed`.
+    pub(crate) fn new(queue: &'a str, ttl_ms: u64, only_subscribed: bool) -> Self {
+        CompleteArgs {
+            queue,
+            ttl_ms,
+            only_subscribed,
+            deliveries: Vec::new(),
+            state_keys: Vec::new(),
+            states: Vec::new(),
+            messages: Vec::new(),
+            member_keys: Vec::new(),
+            members: Vec::new(),
+            ends_keys: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Adds completion `c` of the delivery of message `id` (of this queue), with what
+    /// of its work belongs to this queue (the rest is done apart, in other slots).
+    ///
+    /// # Errors
+    /// A state that cannot be encoded.
+    pub(crate) fn push(&mut self, keys: &Keys, c: &'a Completion, id: &'a str) -> CoreResult<()> {
+        let queue = self.queue;
+        let before = self.states.len();
+        for state in std::iter::once(&c.state)
+            .chain(&c.also_store)
+            .filter(|s| s.queue == queue)
+        {
+            self.state_keys.push(keys.state(queue, state.uuid));
+            let channel = state.state.is_terminal().then(|| keys.done(state.uuid));
+            self.states.push((channel, state.encode()?));
+        }
+        let states = self.states.len() - before;
+        let before = self.messages.len();
+        self.messages
+            .extend(c.publish.iter().filter(|m| m.queue == queue));
+        let messages = self.messages.len() - before;
+        let member = c.group.as_ref().filter(|g| g.queue == queue);
+        if let Some(g) = member {
+            self.member_keys.push(keys.chord(queue, g.group_uuid));
+            self.member_keys
+                .push(keys.chord_results(queue, g.group_uuid));
+            self.members.push(MemberArgs {
+                index: g.index,
+                success: c.state.state == State::Success,
+                result: c.state.result.as_deref().unwrap_or_default(),
+                name: &c.state.name,
+                error: c.state.error.as_deref().unwrap_or_default(),
+            });
+        }
+        // The chord lives under its callback's queue, the state's: here only when that
+        // is this queue.
+        let ends = c
+            .ends_chord
+            .filter(|_| c.state.state.is_terminal() && c.state.queue == queue);
+        if let Some(group) = ends {
+            self.ends_keys.push(keys.chord(queue, group));
+            self.ends_keys.push(keys.chord_results(queue, group));
+        }
+        self.deliveries.push(Delivery {
+            id,
+            receipt: &c.delivery.receipt,
+            dead: c.dead_letter.as_deref(),
+            states,
+            messages,
+            member: member.is_some(),
+            ends: ends.is_some(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.complete, keys, self.queue);
+        for k in self
+            .state_keys
+            .iter()
+            .chain(&self.member_keys)
+            .chain(&self.ends_keys)
+        {
+            invocation.key(k);
+        }
+        invocation
+            .arg(self.ttl_ms)
+            .arg(flag(self.only_subscribed))
+            .arg(self.deliveries.len())
+            .arg(self.states.len())
+            .arg(self.messages.len())
+            .arg(self.members.len());
+        let on = |b: bool| if b { "1" } else { "" };
+        for d in &self.deliveries {
+            invocation
+                .arg(d.id)
+                .arg(d.receipt)
+                .arg(on(d.dead.is_some()))
+                .arg(d.dead.unwrap_or_default())
+                .arg(d.states)
+                .arg(d.messages)
+                .arg(on(d.member))
+                .arg(on(d.ends));
+        }
+        for (channel, bytes) in &self.states {
+            invocation
+                .arg(channel.as_deref().unwrap_or_default())
+                .arg(bytes.as_slice());
+        }
+        for m in &self.messages {
+            message_args(&mut invocation, m);
+        }
+        for m in &self.members {
+            m.add(&mut invocation);
+        }
+        invocation
     }
 }

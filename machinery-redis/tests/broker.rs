@@ -124,6 +124,37 @@ async fn priority_order_then_age() {
     assert_eq!(order, expected);
 }
 
+/// A delayed message whose ETA has passed is listed as ready at the place fetch gives
+/// it: by priority, then age, among the ready ones.
+#[tokio::test]
+async fn pending_lists_due_messages_in_their_place() {
+    let (b, _, _) = engine(Config::default()).await;
+    let eta = now_ms() + 1_000;
+    let due = |priority, payload| {
+        let mut m = msg("q", priority, payload);
+        m.eta = Some(eta);
+        m
+    };
+    b.publish(vec![
+        msg("q", 0, "low-old"),
+        due(5, "mid-due"),
+        msg("q", 9, "high"),
+        due(0, "low-due"),
+        msg("q", 0, "low-new"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(b.delayed(Some("q")).await.unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let expected = ["high", "mid-due", "low-old", "low-due", "low-new"];
+    assert_eq!(texts(&b.pending("q").await.unwrap()), expected);
+    let mut order = Vec::new();
+    while let Some(d) = b.fetch(&q(), 1, Duration::ZERO).await.unwrap().pop() {
+        order.push(text(&d));
+    }
+    assert_eq!(order, expected);
+}
+
 #[tokio::test]
 async fn delayed_messages_wait_for_their_eta() {
     let (b, _, _) = engine(Config::default()).await;

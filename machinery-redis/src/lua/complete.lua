@@ -1,113 +1,128 @@
 -- Finished deliveries of one queue, each settled atomically and fenced by its lease.
--- KEYS[1]: the queue's ready set.
--- ARGV: prefix, queue, ttl_ms (0 = keep), publish_only_to_subscribers 0/1, n, then per
---       delivery:
---       id, token,
---       dead ('' = acknowledge, '1' = dead-letter), dead-letter reason,
---       ends chord ('' or the group of the chord whose callback this task is),
---       n_states, (uuid, terminal 0/1, state bytes) * n_states,
---       n_publish, (eta, priority, payload) * n_publish,
---       chord group, index, success 0/1, result, name, error  (or only '': no chord).
+-- Encoded by `CompleteArgs` in scripts.rs and read by `decode` below, in sections
+-- (each section's records back to back, in delivery order; the counts say where each
+-- section starts):
+-- KEYS: the queue's keys (`queue_keys`, 8),
+--       then the key of each state (S),
+--       then (chord hash, chord results) of each chord member (C),
+--       then (chord hash, chord results) of each chord this delivery ends (E).
+-- ARGV: ttl_ms (0 = keep), publish_only_to_subscribers 0/1, n, S, P, C,
+--       then per delivery (8 fields): id, receipt ('<id>/<token>'),
+--         dead ('' = acknowledge, '1' = dead-letter), dead-letter reason,
+--         states (how many), publish (how many), chord ('' or '1': a member),
+--         ends ('' or '1': ends a chord, the group of the chord whose callback this
+--         task is),
+--       then per state (2): done channel ('' = not final), state bytes,
+--       then per message (3): eta ms, priority, payload,
+--       then per chord member (5): index, success 0/1, result, name, error.
+-- Reply: one flag per delivery: 0 when its lease was lost (nothing written), else 1.
+--
 -- Every state, message and chord here belongs to this queue; the client does the work
 -- of a delivery that concerns other queues before calling this.
 -- A final state is written with the results TTL (plain SET: this is the hot path); a
 -- non-final one (RETRY) without TTL, and only when the stored state is not final. A
--- dead-lettered delivery goes to the dead-letter queue ('<reason length>:<reason>
--- <payload>', as settle.lua's 'dead') in the same step as its state. 'ends chord'
--- starts the results TTL of that chord (kept under this queue): the client passes it
--- only with the callback's final state.
--- Returns one flag per delivery: 0 when its lease was lost (nothing written), else 1.
+-- dead-lettered delivery goes to the dead-letter queue (`dead_entry`) in the same step
+-- as its state. 'ends' starts the results TTL of that chord (kept under this queue):
+-- the client passes it only with the callback's final state.
 -- The client wakes the queue's blocked workers after a call that queued anything.
 --
 -- Lease checks, final-state notifications and the clean-up are one command each for
 -- the whole batch; only state writes and follow-up messages cost a command each.
-local prefix, queue, ttl_ms = ARGV[1], ARGV[2], ARGV[3]
-local ttl = tonumber(ttl_ms)
-local only_subscribed = ARGV[4] == '1'
-local n = tonumber(ARGV[5])
+
+-- Where each section starts; the records' fields are read at fixed offsets.
+local DELIVERY, STATE, MESSAGE, MEMBER = 8, 2, 3, 5
+local function decode()
+  local n, s, p, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local a = {ttl_ms = ARGV[1], only_subscribed = ARGV[2] == '1', n = n}
+  a.ttl = tonumber(a.ttl_ms)
+  a.delivery = 7
+  a.state = a.delivery + DELIVERY * n
+  a.message = a.state + STATE * s
+  a.member = a.message + MESSAGE * p
+  a.state_key = QUEUE_KEY_COUNT + 1
+  a.member_key = a.state_key + s
+  a.ends_key = a.member_key + 2 * c
+  return a
+end
+
+local q = queue_keys()
+local a = decode()
+local n, ttl, ttl_ms = a.n, a.ttl, a.ttl_ms
 local now = now_ms()
--- Small counts without strtod (tonumber), key and channel heads concatenated once.
+-- Small counts without strtod (tonumber).
 local small = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3}
 local function count(s)
   return small[s] or tonumber(s)
 end
-local state_key = qkey(prefix, queue, 'state:')
-local done_channel = prefix .. ':done:'
 
--- Where each delivery's arguments start, and its lease check, for all at once.
-local starts, members = {}, {}
-local i = 6
+-- Every lease check at once.
+local members = {}
 for k = 1, n do
-  starts[k] = i
-  members[k] = lease_member(ARGV[i], ARGV[i + 1])
-  i = i + 5
-  i = i + 1 + 3 * count(ARGV[i])
-  i = i + 1 + 3 * count(ARGV[i])
-  if ARGV[i] == '' then i = i + 1 else i = i + 6 end
+  members[k] = ARGV[a.delivery + DELIVERY * (k - 1) + 1]
 end
 local current = {}
 if n > 0 then
-  current = redis.call('ZMSCORE', qkey(prefix, queue, 'inflight'), unpack(members))
+  current = redis.call('ZMSCORE', q.inflight, unpack(members))
 end
 
 local out, settled, settled_members, channels, finals = {}, {}, {}, {}, {}
+local si, sk, mi, ci, ck, ek = a.state, a.state_key, a.message, a.member, a.member_key, a.ends_key
 for k = 1, n do
-  i = starts[k]
-  local id = ARGV[i]
-  local dead, reason, ends = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
+  local d = a.delivery + DELIVERY * (k - 1)
+  local id, dead, reason = ARGV[d], ARGV[d + 2], ARGV[d + 3]
+  local states, messages = count(ARGV[d + 4]), count(ARGV[d + 5])
+  local member, ends = ARGV[d + 6] == '1', ARGV[d + 7] == '1'
   local held = current[k] ~= false
-  local m = count(ARGV[i]); i = i + 1
-  for _ = 1, m do
-    if held then
-      local key = state_key .. ARGV[i]
-      if ARGV[i + 1] == '1' then
+  if held then
+    for _ = 1, states do
+      local key, channel, bytes = KEYS[sk], ARGV[si], ARGV[si + 1]
+      if channel ~= '' then
         if ttl > 0 then
-          redis.call('SET', key, ARGV[i + 2], 'PX', ttl_ms)
+          redis.call('SET', key, bytes, 'PX', ttl_ms)
         else
-          redis.call('SET', key, ARGV[i + 2])
+          redis.call('SET', key, bytes)
         end
-        channels[#channels + 1] = done_channel .. ARGV[i]
-        finals[#finals + 1] = ARGV[i + 2]
+        channels[#channels + 1] = channel
+        finals[#finals + 1] = bytes
       else
-        store_open(key, ARGV[i + 2])
+        store_open(key, bytes)
+      end
+      sk, si = sk + 1, si + STATE
+    end
+    for _ = 1, messages do
+      enqueue(q, tonumber(ARGV[mi]), ARGV[mi + 1], ARGV[mi + 2], now)
+      mi = mi + MESSAGE
+    end
+    if member then
+      if chord_member(KEYS[ck], KEYS[ck + 1], ARGV[ci], ARGV[ci + 1], ARGV[ci + 2], ARGV[ci + 3], ARGV[ci + 4]) then
+        enqueue_callback(q, KEYS[ck], now)
       end
     end
-    i = i + 3
-  end
-  m = count(ARGV[i]); i = i + 1
-  for _ = 1, m do
-    if held then
-      enqueue(prefix, queue, tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], now)
-    end
-    i = i + 3
-  end
-  if held then
-    local group = ARGV[i]
-    if group ~= '' and chord_member(prefix, queue, group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
-      enqueue_callback(prefix, queue, group, now)
-    end
-    if ends ~= '' then
-      chord_finished(prefix, queue, ends, ttl)
+    if ends then
+      chord_finished(KEYS[ek], KEYS[ek + 1], ttl)
     end
     if dead == '1' then
       -- Read before the clean-up below drops the payload.
-      local payload = redis.call('HGET', qkey(prefix, queue, 'msg'), id) or ''
-      redis.call('RPUSH', qkey(prefix, queue, 'dead'), #reason .. ':' .. reason .. payload)
+      local payload = redis.call('HGET', q.msg, id) or ''
+      redis.call('RPUSH', q.dead, dead_entry(reason, payload))
     end
     settled[#settled + 1] = id
     settled_members[#settled_members + 1] = members[k]
     out[k] = 1
   else
     out[k] = 0
+    sk, si = sk + states, si + STATE * states
+    mi = mi + MESSAGE * messages
   end
+  if member then ck, ci = ck + 2, ci + MEMBER end
+  if ends then ek = ek + 2 end
 end
 
 -- Waiters subscribe before they read the state, and this script is atomic: a final
 -- state nobody is subscribed to yet is seen by the read.
 if #channels > 0 then
   local wanted = nil
-  if only_subscribed then
+  if a.only_subscribed then
     wanted = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
   end
   for k = 1, #channels do
@@ -116,5 +131,5 @@ if #channels > 0 then
     end
   end
 end
-forget_all(prefix, queue, settled, settled_members)
+forget_all(q, settled, settled_members)
 return out

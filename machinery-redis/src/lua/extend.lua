@@ -1,13 +1,15 @@
--- KEYS[1]: the queue's ready set. ARGV: prefix, queue, visibility_ms, then
--- (id, token) per delivery. Returns 1/0 each: whether the lease was still held.
-local prefix, queue, visibility = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local deadline = now_ms() + visibility
-local inflight = qkey(prefix, queue, 'inflight')
+-- Pushes the lease deadlines of deliveries of one queue ahead.
+-- KEYS: the queue's keys (`queue_keys`, 8).
+-- ARGV: visibility_ms, then one receipt ('<id>/<token>') per delivery (`ExtendArgs` in
+--       scripts.rs).
+-- Reply: {1 or 0 per delivery}: whether its lease was still held (and is extended).
+local q = queue_keys()
+local deadline = now_ms() + tonumber(ARGV[1])
 local out = {}
-for i = 4, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  if holds(prefix, queue, id, token) then
-    redis.call('ZADD', inflight, 'XX', deadline, lease_member(id, token))
+for i = 2, #ARGV do
+  local member = ARGV[i]
+  if holds(q, member) then
+    redis.call('ZADD', q.inflight, 'XX', deadline, member)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

@@ -1,4 +1,9 @@
--- KEYS[1]: the queue's ready set. ARGV: prefix, queue, max, visibility_ms.
+-- Takes up to `max` ready messages of one queue.
+-- KEYS: the queue's keys (`queue_keys`, 8).
+-- ARGV: max, visibility_ms (`FetchArgs` in scripts.rs).
+-- Reply: {ms until the next delayed message or lease deadline is due (-1: none),
+--         1 when more messages are ready (the client wakes another worker) else 0,
+--         id, token, count, payload, ...}.
 -- Promotes due delayed messages and expired leases (bounded batches), then takes up to
 -- `max` ready messages, highest priority first, oldest first within a priority, giving
 -- each a new lease token, one more delivery and a lease deadline `visibility_ms` ahead
@@ -8,21 +13,16 @@
 -- own. Every step is one command for the whole batch, not one per message. The lease token
 -- is one per call, shared by the batch: a message is at most once in a batch, so
 -- (message, token) still names one delivery, and the token is formatted once.
--- Returns {ms until the next delayed message or lease deadline is due (-1: none),
---          1 when more messages are ready (the client wakes another worker) else 0,
---          id, token, count, payload, ...}.
-local prefix, queue = ARGV[1], ARGV[2]
-local max, visibility = tonumber(ARGV[3]), tonumber(ARGV[4])
+local q = queue_keys()
+local max, visibility = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local delayed = qkey(prefix, queue, 'delayed')
-local inflight = qkey(prefix, queue, 'inflight')
-local counts = qkey(prefix, queue, 'count')
+local delayed, inflight, counts = q.delayed, q.inflight, q.count
 
 -- Bounded so one call never stalls Redis; the next call promotes the rest.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 5000)
 if #due > 0 then
   bulk('ZREM', delayed, due, 1)
-  push_ready_all(prefix, queue, due)
+  push_ready_all(q, due)
 end
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
@@ -32,12 +32,11 @@ if #expired > 0 then
     ids[k] = member_id(member)
     redis.call('HINCRBY', counts, ids[k], 1)
   end
-  push_ready_all(prefix, queue, ids)
+  push_ready_all(q, ids)
 end
 
 local out = {-1, 0}
-local msgs = qkey(prefix, queue, 'msg')
-local ready = qkey(prefix, queue, 'ready')
+local msgs, ready = q.msg, q.ready
 -- Without scores: Redis would format each one as a float for the reply.
 local ids = redis.call('ZRANGE', ready, 0, max - 1)
 local n = #ids
@@ -72,11 +71,11 @@ if n > 0 then
       -- decodes it and dead-letters what is not a message, instead of the queue choking
       -- on it.
       payloads[k] = ids[k]
-      ids[k] = '0:' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
+      ids[k] = '0:' .. redis.call('INCR', q.seq)
       redis.call('HSET', msgs, ids[k], payloads[k])
     end
   end
-  local token = tostring(redis.call('INCR', qkey(prefix, queue, 'lease_seq')))
+  local token = tostring(redis.call('INCR', q.lease_seq))
   -- The member '~' (score +inf, never due) keeps the set alive when nothing is in
   -- flight. Redis 7.0 creates a sorted set as a listpack and inserts its first 128
   -- members one by one, parsing every score on the way (32,000 instructions each,

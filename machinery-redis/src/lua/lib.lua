@@ -1,23 +1,39 @@
--- Shared by every script. Key names mirror keys.rs: one hash tag per queue, so the
--- keys of one queue live in one Redis Cluster slot. Every script works on one queue's
--- keys only (KEYS[1] is one of them, for routing); work on other queues is done by the
--- client, one script call per queue. Wake-up tokens for blocked workers live in another
--- slot (one for all queues, so a worker can block on several queues in one command):
--- the client pushes them after a script queued something.
-local function qkey(prefix, queue, kind)
-  return prefix .. ':{q:' .. queue .. '}:' .. kind
+-- Shared by every script. Every key a script touches arrives in KEYS, built by the
+-- script's encoder in scripts.rs from keys.rs (the one key table): no script builds a
+-- key name. Every key of one call lives in one Redis Cluster slot (one hash tag per
+-- queue); work on other queues is done by the client, one script call per queue.
+-- Wake-up tokens for blocked workers live in another slot (one for all queues, so a
+-- worker can block on several queues in one command): the client pushes them after a
+-- script queued something.
+
+-- The keys of one queue, KEYS[1] to KEYS[8] of every queue script, in the order of
+-- `QUEUE_KEYS` in keys.rs (a unit test compares the two).
+local function queue_keys()
+  return {ready = KEYS[1], delayed = KEYS[2], inflight = KEYS[3], msg = KEYS[4],
+          count = KEYS[5], seq = KEYS[6], lease_seq = KEYS[7], dead = KEYS[8]}
 end
+local QUEUE_KEY_COUNT = 8
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Message ids are '<priority>:<sequence>'. The ready set is ordered by priority
--- (higher first), then by sequence (older first): the lowest ranks are the next messages, and a
--- message that comes back (expired lease, release) gets its old place again.
+-- The ready-score rule, the only one: message ids are '<priority>:<sequence>', and the
+-- ready set is ordered by priority (higher first), then by sequence (older first), with
+-- the score (9 - priority) * 1e13 + sequence. The lowest ranks are the next messages,
+-- and a message that comes back (expired lease, release) gets its old place again.
+-- Lua formats a number with sprintf and parses one with strtod: the score is put
+-- together from strings (the digit 9 - priority, then the sequence in 13 digits), and
+-- only computed as a number when it does not fit that form.
+local lead = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5',
+              ['5'] = '4', ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
 local function ready_score(priority, seq)
-  return (9 - priority) * 1e13 + seq
+  local digit = lead[priority]
+  if digit and #seq <= 13 then
+    return digit .. string.rep('0', 13 - #seq) .. seq
+  end
+  return (9 - (tonumber(priority) or 0)) * 1e13 + tonumber(seq)
 end
 
 -- The ready-set score of a message id; an id that is not ours (pushed by something
@@ -25,9 +41,9 @@ end
 local function id_score(id)
   local priority, seq = string.match(id, '^(%d):(%d+)$')
   if priority then
-    return ready_score(tonumber(priority), tonumber(seq))
+    return ready_score(priority, seq)
   end
-  return ready_score(0, 0)
+  return ready_score('0', '0')
 end
 
 -- Runs `cmd key <args...>` in calls of at most 2,000 arguments (Lua's unpack has a
@@ -40,29 +56,29 @@ local function bulk(cmd, key, args, step)
 end
 
 -- Makes `ids` ready again, each at its old place: one ZADD for all.
-local function push_ready_all(prefix, queue, ids)
+local function push_ready_all(q, ids)
   if #ids == 0 then return end
   local pairs_ = {}
   for _, id in ipairs(ids) do
     pairs_[#pairs_ + 1] = id_score(id)
     pairs_[#pairs_ + 1] = id
   end
-  bulk('ZADD', qkey(prefix, queue, 'ready'), pairs_, 2)
+  bulk('ZADD', q.ready, pairs_, 2)
 end
 
-local function push_ready(prefix, queue, id)
-  redis.call('ZADD', qkey(prefix, queue, 'ready'), id_score(id), id)
+local function push_ready(q, id)
+  redis.call('ZADD', q.ready, id_score(id), id)
 end
 
 -- Stores and queues one message; returns 1 when it is ready now, 0 when delayed.
-local function enqueue(prefix, queue, eta, priority, payload, now)
-  local id = priority .. ':' .. redis.call('INCR', qkey(prefix, queue, 'seq'))
-  redis.call('HSET', qkey(prefix, queue, 'msg'), id, payload)
+local function enqueue(q, eta, priority, payload, now)
+  local id = priority .. ':' .. redis.call('INCR', q.seq)
+  redis.call('HSET', q.msg, id, payload)
   if eta > now then
-    redis.call('ZADD', qkey(prefix, queue, 'delayed'), eta, id)
+    redis.call('ZADD', q.delayed, eta, id)
     return 0
   end
-  push_ready(prefix, queue, id)
+  push_ready(q, id)
   return 1
 end
 
@@ -70,6 +86,7 @@ end
 -- in-flight set, scored by its lease deadline: the lease check is one lookup in a set
 -- Redis indexes by member, whatever its size (a hash of leases is a listpack, searched
 -- end to end, up to `hash-max-listpack-entries`, and a batch in flight is that big).
+-- The client passes receipts as it got them from fetch.
 local function lease_member(id, token)
   return id .. '/' .. token
 end
@@ -79,34 +96,38 @@ local function member_id(member)
 end
 
 -- The lease check of every settling step: the delivery must still be in flight.
-local function holds(prefix, queue, id, token)
-  return redis.call('ZSCORE', qkey(prefix, queue, 'inflight'), lease_member(id, token)) ~= false
+local function holds(q, member)
+  return redis.call('ZSCORE', q.inflight, member) ~= false
 end
 
 -- Drops everything kept for the settled messages `ids`, in flight as `members`.
-local function forget_all(prefix, queue, ids, members)
+local function forget_all(q, ids, members)
   if #ids == 0 then return end
-  bulk('ZREM', qkey(prefix, queue, 'inflight'), members, 1)
-  bulk('HDEL', qkey(prefix, queue, 'msg'), ids, 1)
+  bulk('ZREM', q.inflight, members, 1)
+  bulk('HDEL', q.msg, ids, 1)
   -- Only a message delivered before has a count; usually no message has one.
-  local counts = qkey(prefix, queue, 'count')
-  if redis.call('EXISTS', counts) == 1 then
-    bulk('HDEL', counts, ids, 1)
+  if redis.call('EXISTS', q.count) == 1 then
+    bulk('HDEL', q.count, ids, 1)
   end
 end
 
-local function forget(prefix, queue, id, token)
-  forget_all(prefix, queue, {id}, {lease_member(id, token)})
+local function forget(q, id, member)
+  forget_all(q, {id}, {member})
 end
 
--- Records a chord member's final state; returns true when this call completes the
--- chord (last success, or first failure) and must publish the callback: exactly once.
+-- A dead-letter entry: '<reason length>:<reason><payload>', read back by `parse_dead`
+-- in broker/reply.rs and by requeue.lua.
+local function dead_entry(reason, payload)
+  return #reason .. ':' .. reason .. payload
+end
+
+-- Records a chord member's final state in the chord's hash `ck` and its results hash
+-- `rk`; returns true when this call completes the chord (last success, or first
+-- failure) and must publish the callback: exactly once, nil for an unknown chord.
 -- The chord is kept under the queue of its callback, which it publishes into. It has no
 -- TTL until its callback's state is final (`chord_finished`), however long its members
 -- take.
-local function chord_member(prefix, queue, group, index, success, result, name, err)
-  local ck = qkey(prefix, queue, 'chord:' .. group)
-  local rk = ck .. ':results'
+local function chord_member(ck, rk, index, success, result, name, err)
   if redis.call('EXISTS', ck) == 0 then return nil end
   if success == '1' then
     redis.call('HSET', rk, index, result)
@@ -120,17 +141,15 @@ end
 
 -- The chord's callback reached its final state: its bookkeeping is kept for the results
 -- TTL from now (forever when the TTL is 0).
-local function chord_finished(prefix, queue, group, ttl)
+local function chord_finished(ck, rk, ttl)
   if ttl <= 0 then return end
-  local ck = qkey(prefix, queue, 'chord:' .. group)
   redis.call('PEXPIRE', ck, ttl)
-  redis.call('PEXPIRE', ck .. ':results', ttl)
+  redis.call('PEXPIRE', rk, ttl)
 end
 
--- Queues a fired chord's callback into the chord's queue.
-local function enqueue_callback(prefix, queue, group, now)
-  local ck = qkey(prefix, queue, 'chord:' .. group)
-  enqueue(prefix, queue, 0, redis.call('HGET', ck, 'priority'), redis.call('HGET', ck, 'callback'), now)
+-- Queues a fired chord's callback (kept in the chord's hash `ck`) into queue `q`.
+local function enqueue_callback(q, ck, now)
+  enqueue(q, 0, redis.call('HGET', ck, 'priority'), redis.call('HGET', ck, 'callback'), now)
 end
 
 -- Stored states are MessagePack maps written by `TaskState::encode`. Whether one is

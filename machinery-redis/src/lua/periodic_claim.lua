@@ -1,8 +1,9 @@
 -- Claims one tick of a periodic entry: the claim is a watermark, so a tick is won once,
 -- by one caller, and only while it is later than every tick claimed before (and than
 -- the entry's creation or last resume).
--- KEYS[1] the entry's hash. ARGV[1] the tick's scheduled instant (ms).
--- Returns 1 won, 0 taken, 2 paused, 3 missing (removed).
+-- KEYS: the entry's hash.
+-- ARGV: the tick's scheduled instant (ms) (the one call in periodic.rs).
+-- Reply: 1 won, 0 taken, 2 paused, 3 missing (removed).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 3
 end

@@ -1,6 +1,8 @@
--- Pauses (ARGV[1] = '1') or resumes (ARGV[1] = '0') a periodic entry. A resume raises
--- the claim watermark to ARGV[2] (now, ms), so no tick of the pause is caught up.
--- KEYS[1] the entry's hash. Returns 1 when the entry exists.
+-- Pauses or resumes a periodic entry. A resume raises the claim watermark to now, so no
+-- tick of the pause is caught up.
+-- KEYS: the entry's hash.
+-- ARGV: '1' to pause or '0' to resume, now (ms) (the one call in periodic.rs).
+-- Reply: 1 when the entry exists, else 0.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end

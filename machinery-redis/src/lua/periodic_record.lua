@@ -1,6 +1,7 @@
 -- Records a published tick. Never recreates a removed entry, never goes back in time.
--- KEYS[1] the entry's hash. ARGV: the tick (ms), the task's UUID, next run (ms or '').
--- Returns 1 when recorded.
+-- KEYS: the entry's hash.
+-- ARGV: the tick (ms), the task's UUID, next run (ms or '') (the one call in periodic.rs).
+-- Reply: 1 when recorded, else 0.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end

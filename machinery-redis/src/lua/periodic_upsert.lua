@@ -1,8 +1,10 @@
 -- Registers a periodic entry, or updates the spec of an existing one.
--- KEYS[1] the entry's hash, KEYS[2] the set of entry names.
--- ARGV: name, spec, time zone, now (ms), next run (ms, or '' for none).
+-- KEYS: the entry's hash, the set of entry names.
+-- ARGV: name, spec, time zone, now (ms), next run (ms, or '' for none) (the one call in
+--       periodic.rs).
+-- Reply: 1 when created, 0 when updated.
 -- A new entry is not paused and cannot claim ticks at or before now; an existing one
--- keeps its pause flag, last run and claims. Returns 1 when created, 0 when updated.
+-- keeps its pause flag, last run and claims.
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'paused', '0', 'claimed', ARGV[4])

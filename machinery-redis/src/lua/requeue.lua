@@ -1,11 +1,11 @@
--- KEYS[1]: the queue's ready set. ARGV: prefix, queue, max.
--- Moves up to `max` dead letters of `queue` back into it (ready at once, priority 0),
+-- Moves up to `max` dead letters of one queue back into it (ready at once, priority 0),
 -- atomically: an entry is never both dead and queued, nor lost in between.
--- Entries are '<reason length>:<reason><payload>'; an unreadable one is requeued whole.
--- Returns how many were moved.
-local prefix, queue, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local dead = qkey(prefix, queue, 'dead')
-local entries = redis.call('LPOP', dead, max)
+-- KEYS: the queue's keys (`queue_keys`, 8).
+-- ARGV: max (`RequeueArgs` in scripts.rs).
+-- Reply: how many were moved.
+-- Entries are `dead_entry`s; an unreadable one is requeued whole.
+local q = queue_keys()
+local entries = redis.call('LPOP', q.dead, tonumber(ARGV[1]))
 if not entries then return 0 end
 local now = now_ms()
 for _, entry in ipairs(entries) do
@@ -15,6 +15,6 @@ for _, entry in ipairs(entries) do
     local start = #len + 2 + tonumber(len)
     if start <= #entry + 1 then payload = string.sub(entry, start) end
   end
-  enqueue(prefix, queue, 0, 0, payload, now)
+  enqueue(q, 0, 0, payload, now)
 end
 return #entries

@@ -1,0 +1,108 @@
+//! Sending messages: the publish script, one call per queue and chunk.
+
+use machinery_core::engine::Outgoing;
+use machinery_core::engine::ResultBackend;
+use machinery_core::{Error as CoreError, Result as CoreResult, TaskState};
+
+use super::{RedisBroker, add_wakes, group_by_queue};
+use crate::backend::Write;
+use crate::error::Result;
+use crate::scripts::PublishArgs;
+
+/// Messages per publish script call: large enough to amortise the round trip, small
+/// enough not to stall Redis.
+pub(super) const PUBLISH_CHUNK: usize = 1_000;
+
+/// `messages` grouped by queue, queues in order of first appearance, messages in order.
+pub(super) fn by_queue(messages: &[Outgoing]) -> Vec<(&str, Vec<&Outgoing>)> {
+    group_by_queue(messages.iter().enumerate(), |m| &m.queue)
+        .into_iter()
+        .map(|(q, list)| (q, list.into_iter().map(|i| &messages[i]).collect()))
+        .collect()
+}
+
+impl RedisBroker {
+    fn check_sizes(&self, messages: &[Outgoing]) -> CoreResult<()> {
+        let limit = self.engine.config.max_message_bytes;
+        match messages.iter().find(|m| m.payload.len() > limit) {
+            Some(m) => Err(CoreError::MessageTooLarge {
+                size: m.payload.len(),
+                limit,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds the publish script calls for `messages`, all sent to `queue`, to `pipe`, with
+    /// the queue's registration and a wake-up for its blocked workers.
+    pub(super) fn add_publish(
+        &self,
+        pipe: &mut redis::Pipeline,
+        queue: &str,
+        messages: &[&Outgoing],
+    ) {
+        pipe.cmd("SADD")
+            .arg(self.engine.keys.queues())
+            .arg(queue)
+            .ignore();
+        for chunk in messages.chunks(PUBLISH_CHUNK) {
+            let args = PublishArgs {
+                queue,
+                messages: chunk,
+            };
+            pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys))
+                .ignore();
+        }
+        add_wakes(pipe, &[self.engine.keys.wake(queue)]);
+    }
+
+    /// Publishes `messages` (PENDING states are written by the caller), up to
+    /// `PUBLISH_CHUNK` messages per round trip; `first` (state writes) goes ahead of the
+    /// first batch.
+    async fn publish_raw(&self, first: redis::Pipeline, messages: &[Outgoing]) -> Result<()> {
+        let mut pipe = first;
+        let mut in_pipe = 0;
+        for (queue, list) in by_queue(messages) {
+            for chunk in list.chunks(PUBLISH_CHUNK) {
+                if in_pipe > 0 && in_pipe + chunk.len() > PUBLISH_CHUNK {
+                    let () = self.engine.query_scripted(&pipe).await?;
+                    pipe = redis::pipe();
+                    in_pipe = 0;
+                }
+                self.add_publish(&mut pipe, queue, chunk);
+                in_pipe += chunk.len();
+            }
+        }
+        let () = self.engine.query_scripted(&pipe).await?;
+        Ok(())
+    }
+
+    pub(super) async fn publish_messages(&self, messages: Vec<Outgoing>) -> CoreResult<()> {
+        self.check_sizes(&messages)?;
+        Ok(self.publish_raw(redis::pipe(), &messages).await?)
+    }
+
+    pub(super) async fn publish_messages_with_states(
+        &self,
+        messages: Vec<Outgoing>,
+        states: &[TaskState],
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<()> {
+        self.check_sizes(&messages)?;
+        let Some(b) = self.colocated(backend) else {
+            backend.store_new(states).await?;
+            return Ok(self.publish_raw(redis::pipe(), &messages).await?);
+        };
+        // States and messages in one pipeline (one round trip for a send), the states
+        // first so that a fast worker's STARTED is never overwritten by PENDING.
+        let mut first = redis::pipe();
+        // The states of tasks being sent are written as they are: a UUID sent again
+        // starts over at PENDING.
+        if messages.len() <= PUBLISH_CHUNK {
+            b.store_into(&mut first, states, Write::Fresh)?;
+        } else {
+            b.store_with(states, Write::Fresh).await?;
+        }
+        Ok(self.publish_raw(first, &messages).await?)
+    }
+}
