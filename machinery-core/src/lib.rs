@@ -57,7 +57,7 @@ pub use backend::{ChordOutcome, ResultBackend};
 pub use broker::{Broker, Completion, DeadLetter, Delivery, GroupMember, Outgoing, QueueDepth};
 pub use config::{Config, RedisConfig};
 pub use context::TaskContext;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use machinery_macros::task;
 pub use periodic::{
     MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,

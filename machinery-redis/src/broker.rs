@@ -391,7 +391,7 @@ impl RedisBroker {
             }
         });
         rx.await
-            .map_err(|_| Error::Protocol("the fetch task ended without a reply".into()))?
+            .map_err(|_| Error::Interrupted("the fetch task ended without a reply"))?
     }
 
     /// Blocks on the queues' wake-up lists for at most `block`, on a connection of its
@@ -445,9 +445,10 @@ impl RedisBroker {
             }
             // The connection is dropped: the next read opens a fresh one.
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Protocol(format!(
-                "no reply to a blocking read within {limit:?}; reconnecting"
-            ))),
+            Err(_) => Err(Error::Timeout {
+                what: "a blocking read",
+                after: limit,
+            }),
         }
     }
 
@@ -499,16 +500,17 @@ impl RedisBroker {
                 }
                 // The connection is dropped: the next read opens a fresh one.
                 Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(Error::Protocol(format!(
-                    "no reply to a blocking read within {limit:?}; reconnecting"
-                ))),
+                Err(_) => Err(Error::Timeout {
+                    what: "a blocking read",
+                    after: limit,
+                }),
             };
             if let Err(Ok((_, Some(orphans)))) = tx.send(reply) {
                 give_back(&engine, orphans.deliveries).await;
             }
         });
         rx.await
-            .map_err(|_| Error::Protocol("the blocking fetch ended without a reply".into()))?
+            .map_err(|_| Error::Interrupted("the blocking fetch ended without a reply"))?
     }
 
     async fn settle(&self, d: &Delivery, action: &str, arg: &str) -> CoreResult<()> {
@@ -1041,7 +1043,7 @@ impl Broker for RedisBroker {
                 // Not acknowledged: delivered again after the visibility timeout.
                 tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
                 for &i in &still_held {
-                    out[i] = Some(Err(CoreError::engine_msg("redis", e.to_string())));
+                    out[i] = Some(Err(CoreError::engine_msg("redis", e.kind(), e.to_string())));
                 }
             }
         }

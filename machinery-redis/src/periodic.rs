@@ -20,7 +20,7 @@ use machinery_core::config::redact_url;
 use machinery_core::periodic::{
     Claim, EntrySpec, PeriodicEntry, PeriodicStore, PeriodicStoreFactory,
 };
-use machinery_core::{BoxFuture, Config, Error, Result};
+use machinery_core::{BoxFuture, Config, Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
@@ -66,7 +66,7 @@ impl PeriodicScripts {
 }
 
 fn command(e: redis::RedisError) -> Error {
-    Error::engine("redis", e)
+    crate::error::core_error(e)
 }
 
 fn opt_ms(ms: Option<u64>) -> String {
@@ -115,12 +115,14 @@ impl RedisPeriodicStore {
             Ok(Err(e)) => {
                 return Err(Error::engine_msg(
                     "redis",
+                    crate::error::kind_of(&e),
                     format!("cannot connect the periodic store to `{redacted}`: {e}"),
                 ));
             }
             Err(_) => {
                 return Err(Error::engine_msg(
                     "redis",
+                    ErrorKind::Connection,
                     format!(
                         "cannot connect the periodic store to `{redacted}`: no answer within {limit:?}"
                     ),
@@ -271,6 +273,7 @@ impl PeriodicStore for RedisPeriodicStore {
             3 => Ok(Claim::Missing),
             other => Err(Error::engine_msg(
                 "redis",
+                ErrorKind::Rejected,
                 format!("unexpected answer {other} from the periodic claim script"),
             )),
         }

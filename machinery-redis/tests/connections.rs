@@ -19,10 +19,15 @@ fn config(url: String) -> Config {
 }
 
 async fn connect_err(url: String) -> String {
-    Server::from_config(config(url))
+    let err = Server::from_config(config(url))
         .await
-        .expect_err("the connection must fail")
-        .to_string()
+        .expect_err("the connection must fail");
+    if err.to_string().contains("authentication") {
+        // Retrying with the same credentials cannot help.
+        assert_eq!(err.kind(), machinery_core::ErrorKind::Auth, "{err}");
+        assert!(!err.is_retryable());
+    }
+    err.to_string()
 }
 
 #[tokio::test]

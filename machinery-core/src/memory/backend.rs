@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::backend::{ChordOutcome, ResultBackend};
 use crate::broker::{GroupMember, Outgoing};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::result::State;
 use crate::result::TaskState;
 
@@ -256,6 +256,7 @@ impl ResultBackend for MemoryBackend {
         let Some(chord) = inner.chord(&group, Instant::now()) else {
             return Err(Error::engine_msg(
                 "memory",
+                ErrorKind::NotFound,
                 format!("chord {group} is unknown or expired"),
             ));
         };

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::backend::ResultBackend;
 use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::error::ErrorKind;
 use crate::server::Server;
 
 use super::memory::MemoryPeriodicStore;
@@ -727,7 +729,7 @@ mod tests {
     impl Flaky {
         fn check(&self) -> Result<()> {
             if self.down.load(Ordering::SeqCst) {
-                Err(Error::engine_msg("flaky", "connection refused"))
+                Err(Error::engine_msg("flaky", ErrorKind::Connection, "connection refused"))
             } else {
                 Ok(())
             }

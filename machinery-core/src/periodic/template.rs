@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::backend::{ChordOutcome, ResultBackend};
 use crate::broker::{Broker, DeadLetter, Delivery, GroupMember, Outgoing};
 use crate::context::TaskContext;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::result::TaskState;
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature, now_ms};
@@ -313,6 +313,7 @@ fn poll_once<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
         Poll::Ready(r) => r,
         Poll::Pending => Err(Error::engine_msg(
             "periodic",
+            ErrorKind::Rejected,
             "recording a periodic entry's messages unexpectedly waited",
         )),
     }
@@ -332,6 +333,7 @@ impl Recorder {
     fn unsupported<T>(what: &str) -> Result<T> {
         Err(Error::engine_msg(
             "periodic",
+            ErrorKind::Rejected,
             format!("recording a periodic entry cannot {what}"),
         ))
     }
