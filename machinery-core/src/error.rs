@@ -381,10 +381,7 @@ mod tests {
             "invalid configuration value for `MACHINERY_MAX_DELIVERIES`: expected a whole number"
         );
         assert_eq!(format!("{e:?}"), e.to_string());
-        let e = Error::MessageTooLarge {
-            size: 10,
-            limit: 5,
-        };
+        let e = Error::MessageTooLarge { size: 10, limit: 5 };
         assert_eq!(
             format!("{e:?}"),
             "message of 10 bytes exceeds the broker's limit of 5 bytes"
@@ -434,7 +431,10 @@ mod tests {
             .kind(),
             ErrorKind::LeaseLost
         );
-        assert_eq!(Error::ResultMissing(Uuid::nil()).kind(), ErrorKind::NotFound);
+        assert_eq!(
+            Error::ResultMissing(Uuid::nil()).kind(),
+            ErrorKind::NotFound
+        );
         assert!(!Error::ResultMissing(Uuid::nil()).is_retryable());
     }
 }

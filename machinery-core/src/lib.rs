@@ -36,6 +36,7 @@ pub mod codec;
 pub mod config;
 mod context;
 mod error;
+mod fatal;
 pub mod memory;
 pub mod periodic;
 mod registry;

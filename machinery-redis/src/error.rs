@@ -116,9 +116,7 @@ pub fn kind_of(e: &redis::RedisError) -> ErrorKind {
         | K::MasterNameNotFoundBySentinel
         | K::NoValidReplicasFoundBySentinel => ErrorKind::Connection,
         K::AuthenticationFailed | K::Server(S::NoPerm) => ErrorKind::Auth,
-        K::InvalidClientConfig | K::EmptySentinelList | K::RESP3NotSupported => {
-            ErrorKind::Config
-        }
+        K::InvalidClientConfig | K::EmptySentinelList | K::RESP3NotSupported => ErrorKind::Config,
         K::Server(
             S::BusyLoading
             | S::TryAgain
@@ -176,15 +174,13 @@ mod tests {
 
     #[test]
     fn io_errors_are_connection_or_timeout() {
-        let refused = redis::RedisError::from(std::io::Error::from(
-            std::io::ErrorKind::ConnectionRefused,
-        ));
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(kind_of(&refused), ErrorKind::Connection);
         let reset =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(kind_of(&reset), ErrorKind::Connection);
-        let timed_out =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let timed_out = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert_eq!(kind_of(&timed_out), ErrorKind::Timeout);
         let core: machinery_core::Error = Error::Command(timed_out).into();
         assert!(core.is_timeout());
