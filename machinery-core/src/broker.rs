@@ -59,7 +59,7 @@ pub struct Completion {
     /// When set, the delivery is moved to the dead-letter queue with this reason instead
     /// of being acknowledged, in the same step as the state writes (the state is then a
     /// FAILURE naming the reason): whoever sees the FAILURE finds the dead letter.
-    pub dead_letter: Option<String>,
+    pub dead_letter: Option<crate::DeadLetterReason>,
     /// This task is the callback of this chord (kept under the state's queue). Once the
     /// callback's state is final, the chord's bookkeeping is kept for the results TTL
     /// from now, and no longer until then. Ignored while the state is not final (a
@@ -98,7 +98,7 @@ pub struct DeadLetter {
     /// The queue it was consumed from.
     pub queue: String,
     /// Why it was dead-lettered.
-    pub reason: String,
+    pub reason: crate::DeadLetterReason,
     /// The payload as it was received.
     pub payload: Vec<u8>,
 }
@@ -277,7 +277,7 @@ pub(crate) async fn complete_one<B: Broker + ?Sized>(
     }
     record(broker, c, backend).await?;
     match &c.dead_letter {
-        Some(reason) => broker.dead_letter(&c.delivery, reason).await,
+        Some(reason) => broker.dead_letter(&c.delivery, &reason.to_string()).await,
         None => broker.ack(&c.delivery).await,
     }
 }

@@ -39,6 +39,7 @@ mod error;
 mod fatal;
 pub mod memory;
 pub mod periodic;
+mod reason;
 mod registry;
 mod result;
 pub mod retry;
@@ -64,6 +65,7 @@ pub use periodic::{
     MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,
 };
 #[doc(hidden)]
+pub use reason::DeadLetterReason;
 pub use registry::BoxFuture;
 pub use registry::TaskEntry;
 pub use result::{AsyncResult, State, TaskState};

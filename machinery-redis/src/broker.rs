@@ -305,7 +305,7 @@ fn parse_dead(queue: &str, raw: &[u8]) -> DeadLetter {
         parsed.unwrap_or_else(|| ("(unreadable dead-letter entry)".into(), raw.to_vec()));
     DeadLetter {
         queue: queue.to_owned(),
-        reason,
+        reason: reason.into(),
         payload,
     }
 }
@@ -561,7 +561,7 @@ impl RedisBroker {
         for (c, id, token) in items {
             invocation.arg(*id).arg(*token);
             match &c.dead_letter {
-                Some(reason) => invocation.arg("1").arg(reason.as_str()),
+                Some(reason) => invocation.arg("1").arg(reason.to_string()),
                 None => invocation.arg("").arg(""),
             };
             // The chord lives under its callback's queue, the state's: here only when

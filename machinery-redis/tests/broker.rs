@@ -359,7 +359,7 @@ async fn dead_letters_list_requeue_purge() {
     assert_eq!(dead[0].payload, b"bad-1");
     assert_eq!(dead[0].queue, "q");
     assert_eq!(
-        (dead[1].reason.as_str(), &dead[1].payload[..]),
+        (dead[1].reason.to_string().as_str(), &dead[1].payload[..]),
         ("", &b"bad-2"[..])
     );
     assert_eq!(b.depth("q").await.unwrap().in_flight, Some(0));
@@ -832,15 +832,15 @@ async fn complete_dead_letters_with_the_state() {
     let r = b.complete(&[c, f], &backend).await.unwrap();
     assert!(r.iter().all(Result::is_ok), "{r:?}");
     let dead = b.dead_letters("q").await.unwrap();
-    let dead: Vec<(&str, &[u8])> = dead
+    let dead: Vec<(String, &[u8])> = dead
         .iter()
-        .map(|d| (d.reason.as_str(), d.payload.as_slice()))
+        .map(|d| (d.reason.to_string(), d.payload.as_slice()))
         .collect();
     assert_eq!(
         dead,
         [
-            ("gave up: 5 deliveries", &b"poison"[..]),
-            ("other", &b"again"[..])
+            ("gave up: 5 deliveries".to_owned(), &b"poison"[..]),
+            ("other".to_owned(), &b"again"[..])
         ]
     );
     assert_eq!(

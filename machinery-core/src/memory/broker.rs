@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::DeadLetterReason;
 use crate::backend::ResultBackend;
 use crate::broker::{
     Broker, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, complete_step_by_step,
@@ -214,17 +215,17 @@ impl MemoryBroker {
     }
 
     /// Moves a held delivery to the dead-letter queue under the lock.
-    fn bury(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+    fn bury(&self, delivery: &Delivery, reason: DeadLetterReason) -> Result<()> {
         let mut inner = self.lock();
         let message = self.take_inflight(&mut inner, delivery)?;
-        tracing::warn!(queue = %message.queue, reason, "message moved to the dead-letter queue");
+        tracing::warn!(queue = %message.queue, %reason, "message moved to the dead-letter queue");
         inner
             .dead
             .entry(message.queue.clone())
             .or_default()
             .push(DeadLetter {
                 queue: message.queue,
-                reason: reason.to_owned(),
+                reason,
                 payload: message.payload,
             });
         Ok(())
@@ -236,7 +237,10 @@ impl MemoryBroker {
     /// fail in between but an unknown chord (a caller's error); one process, no crash
     /// window.
     async fn complete_dead(&self, c: &Completion, backend: &MemoryBackend) -> Result<()> {
-        let reason = c.dead_letter.as_deref().unwrap_or_default();
+        let reason = c
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| DeadLetterReason::Other(String::new()));
         self.check_sizes(&c.publish)?;
         self.bury(&c.delivery, reason)?;
         crate::broker::record(self, c, backend).await
@@ -362,7 +366,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        self.bury(delivery, reason)
+        self.bury(delivery, DeadLetterReason::parse(reason))
     }
 
     async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>> {

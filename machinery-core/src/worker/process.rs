@@ -1,5 +1,6 @@
 //! Running one delivery: decode, check, run, settle.
 
+use crate::DeadLetterReason;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,17 +33,20 @@ pub(crate) async fn process(
         Ok(raw) => raw,
         Err(e) => {
             tracing::error!(queue = %delivery.queue, error = %e, "message cannot be read; moving it to the dead-letter queue");
-            dead_letter(&shared, &delivery, &format!("undecodable message: {e}")).await;
+            let reason = DeadLetterReason::Undecodable {
+                error: e.to_string(),
+            };
+            dead_letter(&shared, &delivery, &reason.to_string()).await;
             return;
         }
     };
     let config = shared.server.config();
     if delivery.delivery_count > config.max_deliveries {
-        let reason = format!(
-            "delivered {} times (max_deliveries = {}): the workers running it keep dying or losing it",
-            delivery.delivery_count, config.max_deliveries
-        );
-        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, reason, "moving task to the dead-letter queue");
+        let reason = DeadLetterReason::MaxDeliveries {
+            deliveries: delivery.delivery_count,
+            max: config.max_deliveries,
+        };
+        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, %reason, "moving task to the dead-letter queue");
         drop(permit);
         fail_and_dead_letter(&shared, &delivery, &raw, reason, started).await;
         return;
@@ -102,7 +106,7 @@ async fn settle(
     ctx: &TaskContext,
     delivery: &Delivery,
     outcome: std::result::Result<Vec<u8>, TaskError>,
-    dead_letter: Option<String>,
+    dead_letter: Option<DeadLetterReason>,
 ) -> Completion {
     let (state, mut publish) = settle_outcome(shared, raw, ctx, &delivery.queue, outcome);
     let mut also_store = Vec::new();
@@ -385,7 +389,7 @@ async fn fail_and_dead_letter(
     shared: &Shared,
     delivery: &Delivery,
     raw: &RawSignature,
-    reason: String,
+    reason: DeadLetterReason,
     mut started: StartGate,
 ) {
     let ctx = context(raw, delivery);
@@ -394,7 +398,7 @@ async fn fail_and_dead_letter(
         raw,
         &ctx,
         delivery,
-        Err(TaskError::fatal(reason.clone())),
+        Err(TaskError::fatal(reason.to_string())),
         Some(reason),
     )
     .await;
@@ -441,10 +445,10 @@ async fn unregistered(
             tracing::warn!(error = %e, "could not requeue the message");
         }
     } else {
-        let reason = format!(
-            "task `{}` is not registered on any worker that received it ({} deliveries)",
-            raw.name, delivery.delivery_count
-        );
+        let reason = DeadLetterReason::NotRegistered {
+            name: raw.name.clone(),
+            deliveries: delivery.delivery_count,
+        };
         tracing::error!(task.id = %raw.uuid, task.name = %raw.name, "{reason}; moving it to the dead-letter queue");
         fail_and_dead_letter(shared, delivery, raw, reason, started).await;
     }
