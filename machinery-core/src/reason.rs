@@ -130,7 +130,10 @@ impl PartialEq<str> for DeadLetterReason {
     fn eq(&self, other: &str) -> bool {
         match self {
             DeadLetterReason::Other(text) => text == other,
-            _ => self.to_string() == other,
+            _ => {
+                let text = self.to_string();
+                text == other
+            }
         }
     }
 }
