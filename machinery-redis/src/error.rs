@@ -38,7 +38,7 @@ pub enum Error {
         /// Why (the password is never part of it).
         reason: String,
     },
-    /// A command failed: its kind is read from Redis's error (see [`kind_of`]).
+    /// A command failed: its kind is read from Redis's error (see [`Error::kind`]).
     #[error("Redis command failed: {0}")]
     Command(#[source] redis::RedisError),
     /// No reply within the time allowed; the connection is dropped and the next call
@@ -61,7 +61,21 @@ pub enum Error {
 }
 
 impl Error {
-    /// What the caller can do about this error.
+    /// What the caller can do about this error. For [`Error::Command`], the kind comes
+    /// from Redis's error code first (Redis sends most codes as "extension" errors
+    /// redis-rs does not classify), then from redis-rs's own kind:
+    ///
+    /// - a reply timeout: [`ErrorKind::Timeout`];
+    /// - an I/O error (refused, reset, closed), an unparsable reply stream, no node to talk
+    ///   to: [`ErrorKind::Connection`] (the connection manager reconnects);
+    /// - `BUSY`, `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `MOVED`, `ASK`,
+    ///   `READONLY`, `NOREPLICAS`, `OOM`, `MISCONF`: [`ErrorKind::Transient`] (the server
+    ///   or cluster gets over it);
+    /// - `WRONGPASS`, `NOAUTH`, `NOPERM`, a failed `AUTH`: [`ErrorKind::Auth`];
+    /// - an invalid client configuration: [`ErrorKind::Config`];
+    /// - anything else (`ERR`, a script error, `WRONGTYPE`, `NOSCRIPT` after the engine
+    ///   reloaded its scripts, `EXECABORT`, `CROSSSLOT`, a reply of the wrong type):
+    ///   [`ErrorKind::Rejected`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Url { .. } => ErrorKind::Config,
@@ -75,21 +89,8 @@ impl Error {
     }
 }
 
-/// The kind of a redis-rs error, from its error code first (Redis sends most codes as
-/// "extension" errors redis-rs does not classify), then from redis-rs's own kind:
-///
-/// - a reply timeout: [`ErrorKind::Timeout`];
-/// - an I/O error (refused, reset, closed), an unparsable reply stream, no node to talk
-///   to: [`ErrorKind::Connection`] (the connection manager reconnects);
-/// - `BUSY`, `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `MOVED`, `ASK`,
-///   `READONLY`, `NOREPLICAS`, `OOM`, `MISCONF`: [`ErrorKind::Transient`] (the server
-///   or cluster gets over it);
-/// - `WRONGPASS`, `NOAUTH`, `NOPERM`, a failed `AUTH`: [`ErrorKind::Auth`];
-/// - an invalid client configuration: [`ErrorKind::Config`];
-/// - anything else (`ERR`, a script error, `WRONGTYPE`, `NOSCRIPT` after the engine
-///   reloaded its scripts, `EXECABORT`, `CROSSSLOT`, a reply of the wrong type):
-///   [`ErrorKind::Rejected`].
-pub fn kind_of(e: &redis::RedisError) -> ErrorKind {
+/// The kind of a redis-rs error, as [`Error::kind`] describes.
+pub(crate) fn kind_of(e: &redis::RedisError) -> ErrorKind {
     use redis::ErrorKind as K;
     use redis::ServerErrorKind as S;
     if e.is_timeout() {
@@ -143,7 +144,7 @@ impl From<Error> for machinery_core::Error {
 }
 
 /// A redis-rs error as [`machinery_core::Error::Engine`] (engine `redis`), classified
-/// by [`kind_of`].
+/// by `kind_of`.
 pub(crate) fn core_error(e: redis::RedisError) -> machinery_core::Error {
     Error::Command(e).into()
 }
