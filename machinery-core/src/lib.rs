@@ -65,7 +65,7 @@ pub use periodic::{
     MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,
 };
 #[doc(hidden)]
-pub use reason::DeadLetterReason;
+pub use reason::{DeadLetterReason, FailureReason};
 pub use registry::BoxFuture;
 pub use registry::TaskEntry;
 pub use result::{AsyncResult, State, TaskState};

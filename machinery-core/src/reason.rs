@@ -144,6 +144,121 @@ impl PartialEq<&str> for DeadLetterReason {
     }
 }
 
+/// Why the worker itself failed a task (rather than the task returning an error), read
+/// from the FAILURE error text with [`parse`](FailureReason::parse) (for example
+/// [`TaskState::error`](crate::TaskState::error), or the message of
+/// [`Error::TaskFailed`](crate::Error::TaskFailed)). The worker writes these texts through
+/// this type's [`Display`](fmt::Display); any other text, a task's own error among them,
+/// is [`Task`](FailureReason::Task).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// The task's message was moved to the dead-letter queue; the text is the dead
+    /// letter's.
+    DeadLettered(DeadLetterReason),
+    /// The message was sent for other arguments than this worker's task takes
+    /// (producers and workers run different versions). Text: ``argument schema
+    /// mismatch: the message was sent for `<sent>` but this worker runs `<runs>`
+    /// (producers and workers run different versions of the task)``.
+    SchemaMismatch {
+        /// The argument schema of the sender.
+        sent: String,
+        /// The argument schema of the worker.
+        runs: String,
+    },
+    /// No worker runs the task and it asked to be dropped then
+    /// (`ignore_when_not_registered`). Text: ``task `<name>` is not registered on the
+    /// worker that received it; dropped (ignore_when_not_registered)``.
+    Dropped {
+        /// The task's name.
+        name: String,
+    },
+    /// An earlier step of its chain failed, so it did not run. Text: ``not run: an
+    /// earlier step, `<name>` (<uuid>), failed: <error>``.
+    UpstreamFailed {
+        /// The name of the step that failed.
+        name: String,
+        /// Its UUID, as text.
+        uuid: String,
+        /// Its error text.
+        error: String,
+    },
+    /// Any other text: the task's own error, or one this version does not write.
+    Task(String),
+}
+
+const SCHEMA_PREFIX: &str = "argument schema mismatch: the message was sent for `";
+const SCHEMA_MIDDLE: &str = "` but this worker runs `";
+const SCHEMA_SUFFIX: &str = "` (producers and workers run different versions of the task)";
+const DROPPED_PREFIX: &str = "task `";
+const DROPPED_SUFFIX: &str =
+    "` is not registered on the worker that received it; dropped (ignore_when_not_registered)";
+const UPSTREAM_PREFIX: &str = "not run: an earlier step, `";
+const UPSTREAM_MIDDLE: &str = "` (";
+const UPSTREAM_ERROR: &str = "), failed: ";
+
+impl FailureReason {
+    /// The reason whose text is `text`; [`Task`](FailureReason::Task) when the worker
+    /// does not write it.
+    pub fn parse(text: &str) -> Self {
+        Self::parse_known(text).unwrap_or_else(|| FailureReason::Task(text.to_owned()))
+    }
+
+    fn parse_known(text: &str) -> Option<Self> {
+        if let Some(rest) = text.strip_prefix(SCHEMA_PREFIX)
+            && let Some(rest) = rest.strip_suffix(SCHEMA_SUFFIX)
+        {
+            let (sent, runs) = rest.split_once(SCHEMA_MIDDLE)?;
+            return Some(FailureReason::SchemaMismatch {
+                sent: sent.to_owned(),
+                runs: runs.to_owned(),
+            });
+        }
+        if let Some(name) = text
+            .strip_prefix(DROPPED_PREFIX)
+            .and_then(|rest| rest.strip_suffix(DROPPED_SUFFIX))
+        {
+            return Some(FailureReason::Dropped {
+                name: name.to_owned(),
+            });
+        }
+        if let Some(rest) = text.strip_prefix(UPSTREAM_PREFIX) {
+            let (name, rest) = rest.split_once(UPSTREAM_MIDDLE)?;
+            let (uuid, error) = rest.split_once(UPSTREAM_ERROR)?;
+            return Some(FailureReason::UpstreamFailed {
+                name: name.to_owned(),
+                uuid: uuid.to_owned(),
+                error: error.to_owned(),
+            });
+        }
+        match DeadLetterReason::parse_known(text)? {
+            reason @ (DeadLetterReason::MaxDeliveries { .. }
+            | DeadLetterReason::NotRegistered { .. }) => Some(FailureReason::DeadLettered(reason)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::DeadLettered(reason) => reason.fmt(f),
+            FailureReason::SchemaMismatch { sent, runs } => {
+                write!(
+                    f,
+                    "{SCHEMA_PREFIX}{sent}{SCHEMA_MIDDLE}{runs}{SCHEMA_SUFFIX}"
+                )
+            }
+            FailureReason::Dropped { name } => write!(f, "{DROPPED_PREFIX}{name}{DROPPED_SUFFIX}"),
+            FailureReason::UpstreamFailed { name, uuid, error } => write!(
+                f,
+                "{UPSTREAM_PREFIX}{name}{UPSTREAM_MIDDLE}{uuid}{UPSTREAM_ERROR}{error}"
+            ),
+            FailureReason::Task(text) => f.write_str(text),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +296,46 @@ mod tests {
             assert_eq!(DeadLetterReason::parse(text), reason);
             assert_eq!(DeadLetterReason::from(text.to_owned()), reason);
             assert_eq!(reason, text);
+        }
+    }
+
+    #[test]
+    fn failure_texts_are_todays_and_parse_back() {
+        let cases = [
+            (
+                FailureReason::SchemaMismatch {
+                    sent: "(i64, i64)".into(),
+                    runs: "(String)".into(),
+                },
+                "argument schema mismatch: the message was sent for `(i64, i64)` but this worker runs `(String)` (producers and workers run different versions of the task)",
+            ),
+            (
+                FailureReason::Dropped { name: "add".into() },
+                "task `add` is not registered on the worker that received it; dropped (ignore_when_not_registered)",
+            ),
+            (
+                FailureReason::UpstreamFailed {
+                    name: "check".into(),
+                    uuid: "0195b7b0-0000-7000-8000-000000000000".into(),
+                    error: "boom: (it said) `no`".into(),
+                },
+                "not run: an earlier step, `check` (0195b7b0-0000-7000-8000-000000000000), failed: boom: (it said) `no`",
+            ),
+            (
+                FailureReason::DeadLettered(DeadLetterReason::MaxDeliveries {
+                    deliveries: 3,
+                    max: 2,
+                }),
+                "delivered 3 times (max_deliveries = 2): the workers running it keep dying or losing it",
+            ),
+            (
+                FailureReason::Task("division by zero".into()),
+                "division by zero",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+            assert_eq!(FailureReason::parse(text), reason);
         }
     }
 

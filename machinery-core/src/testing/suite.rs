@@ -1175,6 +1175,21 @@ pub async fn outcome_over_delivered_step_fails_chain<H: Harness>(h: &H) {
     let w = worker(&server);
     let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
     assert!(err.contains("delivered 3 times"), "{err}");
+    let first = server
+        .backend()
+        .load(&q, chain.steps()[0])
+        .await
+        .unwrap()
+        .expect("the first step's state");
+    assert_eq!(
+        first.failure_reason(),
+        Some(crate::FailureReason::DeadLettered(
+            crate::DeadLetterReason::MaxDeliveries {
+                deliveries: 3,
+                max: 2
+            }
+        ))
+    );
     let dead = server.dead_letters(&q).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(

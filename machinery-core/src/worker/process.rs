@@ -1,6 +1,6 @@
 //! Running one delivery: decode, check, run, settle.
 
-use crate::DeadLetterReason;
+use crate::{DeadLetterReason, FailureReason};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,11 +60,13 @@ pub(crate) async fn process(
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
         Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
-            Err(TaskError::fatal(format!(
-                "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
-                 (producers and workers run different versions of the task)",
-                raw.schema, entry.schema
-            )))
+            Err(TaskError::fatal(
+                FailureReason::SchemaMismatch {
+                    sent: raw.schema.to_string(),
+                    runs: entry.schema.to_string(),
+                }
+                .to_string(),
+            ))
         }
         // The arguments of this run; `raw` keeps those it was sent with, so that a retry
         // carries exactly them (a chord callback's results are appended again by it).
@@ -202,12 +204,12 @@ async fn stop_downstream(
     states: &mut Vec<TaskState>,
     publish: &mut Vec<Outgoing>,
 ) {
-    let reason = format!(
-        "not run: an earlier step, `{}` ({}), failed: {}",
-        raw.name,
-        raw.uuid,
-        failed.error.as_deref().unwrap_or_default()
-    );
+    let reason = FailureReason::UpstreamFailed {
+        name: raw.name.clone(),
+        uuid: raw.uuid.to_string(),
+        error: failed.error.clone().unwrap_or_default(),
+    }
+    .to_string();
     let downstream = match raw.downstream() {
         Ok(d) => d,
         Err(e) => {
@@ -415,11 +417,10 @@ async fn unregistered(
         // Dropped, not dead-lettered; but whoever waits on it, or on what follows it,
         // learns that it will not run.
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
-        let reason = format!(
-            "task `{}` is not registered on the worker that received it; dropped \
-             (ignore_when_not_registered)",
-            raw.name
-        );
+        let reason = FailureReason::Dropped {
+            name: raw.name.clone(),
+        }
+        .to_string();
         let ctx = context(raw, delivery);
         let mut started = started;
         let completion = settle(
