@@ -35,8 +35,10 @@ pub mod config;
 mod context;
 pub mod engine;
 mod error;
+mod fatal;
 pub mod memory;
 pub mod periodic;
+mod reason;
 mod registry;
 mod result;
 pub mod retry;
@@ -55,11 +57,12 @@ pub mod __private;
 pub use config::{Config, RedisConfig};
 pub use context::TaskContext;
 pub use engine::{DeadLetter, QueueDepth};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use machinery_macros::task;
 pub use periodic::{
     MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,
 };
+pub use reason::{DeadLetterReason, FailureReason};
 pub use registry::TaskEntry;
 pub use result::{AsyncResult, State, TaskState};
 pub use server::Server;

@@ -126,6 +126,17 @@ impl TaskState {
         codec::from_slice(bytes, "task state")
     }
 
+    /// Why a FAILURE happened, read from its error text (see [`FailureReason`]): the
+    /// worker's own reasons as values, a task's error as [`FailureReason::Task`]. `None`
+    /// unless the state is FAILURE.
+    ///
+    /// [`FailureReason`]: crate::FailureReason
+    /// [`FailureReason::Task`]: crate::FailureReason::Task
+    pub fn failure_reason(&self) -> Option<crate::FailureReason> {
+        (self.state == State::Failure)
+            .then(|| crate::FailureReason::parse(self.error.as_deref().unwrap_or_default()))
+    }
+
     /// Decodes the SUCCESS result as `T`, or turns FAILURE into [`Error::TaskFailed`].
     pub fn value<T: DeserializeOwned>(&self) -> Result<T> {
         match self.state {

@@ -654,6 +654,7 @@ impl ResultBackend for RedisBackend {
         let Some(count) = count else {
             return Err(CoreError::engine_msg(
                 "redis",
+                machinery_core::ErrorKind::NotFound,
                 format!("chord {group} is unknown or expired"),
             ));
         };

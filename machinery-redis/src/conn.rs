@@ -75,18 +75,24 @@ impl std::fmt::Debug for Engine {
 
 fn connect_error(url: &str, e: &redis::RedisError) -> Error {
     // redis-rs errors never contain the password, but say so explicitly for AUTH.
-    let reason = match (e.kind(), e.code()) {
-        (redis::ErrorKind::AuthenticationFailed, _) | (_, Some("WRONGPASS")) => {
-            "authentication failed (wrong password or user)".to_owned()
-        }
-        (_, Some("NOAUTH")) => {
-            "authentication required: the server has a password; put it in the URL (redis://:password@host/ or redis://user:password@host/)".to_owned()
-        }
-        _ => e.to_string(),
-    };
-    Error::Connect {
-        url: redact_url(url),
-        reason,
+    let url = redact_url(url);
+    match (e.kind(), e.code()) {
+        (redis::ErrorKind::AuthenticationFailed, _) | (_, Some("WRONGPASS")) => Error::Auth {
+            url,
+            reason: "authentication failed (wrong password or user)".to_owned(),
+        },
+        (_, Some("NOAUTH")) => Error::Auth {
+            url,
+            reason: "authentication required: the server has a password; put it in the URL (redis://:password@host/ or redis://user:password@host/)".to_owned(),
+        },
+        _ if crate::error::kind_of(e) == machinery_core::ErrorKind::Auth => Error::Auth {
+            url,
+            reason: e.to_string(),
+        },
+        _ => Error::Connect {
+            url,
+            reason: e.to_string(),
+        },
     }
 }
 

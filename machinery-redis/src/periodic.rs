@@ -19,7 +19,7 @@ use machinery_core::engine::BoxFuture;
 use machinery_core::periodic::{
     Claim, EntrySpec, PeriodicEntry, PeriodicStore, PeriodicStoreFactory,
 };
-use machinery_core::{Config, Error, Result};
+use machinery_core::{Config, Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
@@ -67,7 +67,7 @@ impl PeriodicScripts {
 }
 
 fn command(e: redis::RedisError) -> Error {
-    Error::engine("redis", e)
+    crate::error::core_error(e)
 }
 
 fn opt_ms(ms: Option<u64>) -> String {
@@ -116,12 +116,14 @@ impl RedisPeriodicStore {
             Ok(Err(e)) => {
                 return Err(Error::engine_msg(
                     "redis",
+                    crate::error::kind_of(&e),
                     format!("cannot connect the periodic store to `{redacted}`: {e}"),
                 ));
             }
             Err(_) => {
                 return Err(Error::engine_msg(
                     "redis",
+                    ErrorKind::Connection,
                     format!(
                         "cannot connect the periodic store to `{redacted}`: no answer within {limit:?}"
                     ),
@@ -272,6 +274,7 @@ impl PeriodicStore for RedisPeriodicStore {
             3 => Ok(Claim::Missing),
             other => Err(Error::engine_msg(
                 "redis",
+                ErrorKind::Rejected,
                 format!("unexpected answer {other} from the periodic claim script"),
             )),
         }

@@ -297,7 +297,7 @@ pub(crate) struct CompleteArgs<'a> {
 struct Delivery<'a> {
     id: &'a str,
     receipt: &'a str,
-    dead: Option<&'a str>,
+    dead: Option<String>,
     states: usize,
     messages: usize,
     member: bool,
@@ -372,7 +372,7 @@ impl<'a> CompleteArgs<'a> {
         self.deliveries.push(Delivery {
             id,
             receipt: &c.delivery.receipt,
-            dead: c.dead_letter.as_deref(),
+            dead: c.dead_letter.as_ref().map(ToString::to_string),
             states,
             messages,
             member: member.is_some(),
@@ -404,7 +404,7 @@ impl<'a> CompleteArgs<'a> {
                 .arg(d.id)
                 .arg(d.receipt)
                 .arg(on(d.dead.is_some()))
-                .arg(d.dead.unwrap_or_default())
+                .arg(d.dead.as_deref().unwrap_or_default())
                 .arg(d.states)
                 .arg(d.messages)
                 .arg(on(d.member))

@@ -240,7 +240,7 @@ async fn expired_lease_is_delivered_again_with_a_higher_count() {
             Err(Error::LeaseLost { .. })
         ));
         assert!(matches!(
-            b.dead_letter(stale, "stale").await,
+            b.dead_letter(stale, &"stale".into()).await,
             Err(Error::LeaseLost { .. })
         ));
         assert_eq!(
@@ -379,17 +379,17 @@ async fn dead_letters_list_requeue_purge() {
         .await
         .unwrap();
     let got = b.fetch(&q(), 2, Duration::ZERO).await.unwrap();
-    b.dead_letter(&got[0], "cannot decode: reason with: colons")
+    b.dead_letter(&got[0], &"cannot decode: reason with: colons".into())
         .await
         .unwrap();
-    b.dead_letter(&got[1], "").await.unwrap();
+    b.dead_letter(&got[1], &"".into()).await.unwrap();
     let dead = b.dead_letters("q").await.unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].reason, "cannot decode: reason with: colons");
     assert_eq!(dead[0].payload, b"bad-1");
     assert_eq!(dead[0].queue, "q");
     assert_eq!(
-        (dead[1].reason.as_str(), &dead[1].payload[..]),
+        (dead[1].reason.to_string().as_str(), &dead[1].payload[..]),
         ("", &b"bad-2"[..])
     );
     assert_eq!(b.depth("q").await.unwrap().in_flight, Some(0));
@@ -398,7 +398,7 @@ async fn dead_letters_list_requeue_purge() {
     assert_eq!(texts(&b.pending("q").await.unwrap()), ["bad-1", "bad-2"]);
     let got = b.fetch(&q(), 2, Duration::ZERO).await.unwrap();
     for d in &got {
-        b.dead_letter(d, "again").await.unwrap();
+        b.dead_letter(d, &"again".into()).await.unwrap();
     }
     assert_eq!(b.purge_dead_letters("q").await.unwrap(), 2);
     assert_eq!(b.purge_dead_letters("q").await.unwrap(), 0);
@@ -475,7 +475,7 @@ async fn foreign_members_are_delivered_as_payloads() {
         .iter()
         .find(|d| d.payload == garbage)
         .expect("the garbage");
-    b.dead_letter(bad, "undecodable").await.unwrap();
+    b.dead_letter(bad, &"undecodable".into()).await.unwrap();
     let dead = b.dead_letters("q").await.unwrap();
     assert_eq!(dead[0].payload, garbage);
     let good = got.iter().find(|d| d.payload == b"valid").unwrap();
@@ -862,15 +862,15 @@ async fn complete_dead_letters_with_the_state() {
     let r = b.complete(&[c, f], &backend).await.unwrap();
     assert!(r.iter().all(Result::is_ok), "{r:?}");
     let dead = b.dead_letters("q").await.unwrap();
-    let dead: Vec<(&str, &[u8])> = dead
+    let dead: Vec<(String, &[u8])> = dead
         .iter()
-        .map(|d| (d.reason.as_str(), d.payload.as_slice()))
+        .map(|d| (d.reason.to_string(), d.payload.as_slice()))
         .collect();
     assert_eq!(
         dead,
         [
-            ("gave up: 5 deliveries", &b"poison"[..]),
-            ("other", &b"again"[..])
+            ("gave up: 5 deliveries".to_owned(), &b"poison"[..]),
+            ("other".to_owned(), &b"again"[..])
         ]
     );
     assert_eq!(

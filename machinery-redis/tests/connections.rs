@@ -20,10 +20,15 @@ fn config(url: String) -> Config {
 }
 
 async fn connect_err(url: String) -> String {
-    Server::from_config(config(url))
+    let err = Server::from_config(config(url))
         .await
-        .expect_err("the connection must fail")
-        .to_string()
+        .expect_err("the connection must fail");
+    if err.to_string().contains("authentication") {
+        // Retrying with the same credentials cannot help.
+        assert_eq!(err.kind(), machinery_core::ErrorKind::Auth, "{err}");
+        assert!(!err.is_retryable());
+    }
+    err.to_string()
 }
 
 #[tokio::test]
@@ -254,4 +259,52 @@ async fn tls_round_trip() {
         .to_string();
     assert!(err.contains("cannot connect"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_worker_refused_by_redis_stops_with_the_error() {
+    let redis = RedisServer::start(&["--requirepass", "s3cret-pw"]);
+    let port = redis.port;
+    let mut c = config(format!("redis://:s3cret-pw@127.0.0.1:{port}/"));
+    c.redis.key_prefix = common::fresh_prefix();
+    let server = Server::from_config(c)
+        .await
+        .expect("the right password connects");
+    let worker = Worker::new()
+        .task(echo::ENTRY)
+        .server(&server)
+        .spawn()
+        .unwrap();
+    let r = echo::s(7).send_with(&server).await.unwrap();
+    assert_eq!(r.get_timeout(Duration::from_secs(20)).await.unwrap(), 7);
+    // The password changes and every connection is dropped: the worker's reconnections
+    // are refused, which no retry can fix.
+    let mut admin = redis::Client::open(format!("redis://:s3cret-pw@127.0.0.1:{port}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("n3w-pw")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker stops instead of retrying a refused password");
+    let err = stopped.expect_err("the error that stopped it");
+    assert_eq!(err.kind(), machinery_core::ErrorKind::Auth, "{err}");
+    assert!(
+        !format!("{err:?}").contains("s3cret-pw"),
+        "password leaked: {err:?}"
+    );
 }

@@ -21,7 +21,7 @@ pub struct DeadLetter {
     /// The queue it was consumed from.
     pub queue: String,
     /// Why it was dead-lettered.
-    pub reason: String,
+    pub reason: crate::DeadLetterReason,
     /// The payload as it was received.
     pub payload: Vec<u8>,
 }

@@ -9,6 +9,7 @@ use super::admin::BrokerAdmin;
 use super::backend::ResultBackend;
 use super::complete::complete_step_by_step;
 use crate::error::Result;
+use crate::reason::DeadLetterReason;
 use crate::result::TaskState;
 
 /// A message on its way into the broker.
@@ -60,7 +61,7 @@ pub struct Completion {
     /// When set, the delivery is moved to the dead-letter queue with this reason instead
     /// of being acknowledged, in the same step as the state writes (the state is then a
     /// FAILURE naming the reason): whoever sees the FAILURE finds the dead letter.
-    pub dead_letter: Option<String>,
+    pub dead_letter: Option<DeadLetterReason>,
     /// This task is the callback of this chord (kept under the state's queue). Once the
     /// callback's state is final, the chord's bookkeeping is kept for the results TTL
     /// from now, and no longer until then. Ignored while the state is not final (a
@@ -173,7 +174,7 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease is no longer held.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
+    async fn dead_letter(&self, delivery: &Delivery, reason: &DeadLetterReason) -> Result<()>;
 
     /// Publishes messages after storing their PENDING states (a send). The default
     /// stores them with [`ResultBackend::store_new`], then publishes. An engine whose

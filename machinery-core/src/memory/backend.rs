@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::engine::{ChordOutcome, GroupMember, Outgoing, ResultBackend, StoreId};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::result::State;
 use crate::result::TaskState;
 
@@ -256,6 +256,7 @@ impl ResultBackend for MemoryBackend {
         let Some(chord) = inner.chord(&group, Instant::now()) else {
             return Err(Error::engine_msg(
                 "memory",
+                ErrorKind::NotFound,
                 format!("chord {group} is unknown or expired"),
             ));
         };

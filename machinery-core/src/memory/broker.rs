@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::DeadLetterReason;
 use crate::config::Config;
 use crate::engine::{
     Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, ResultBackend,
@@ -213,17 +214,17 @@ impl MemoryBroker {
     }
 
     /// Moves a held delivery to the dead-letter queue under the lock.
-    fn bury(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+    fn bury(&self, delivery: &Delivery, reason: DeadLetterReason) -> Result<()> {
         let mut inner = self.lock();
         let message = self.take_inflight(&mut inner, delivery)?;
-        tracing::warn!(queue = %message.queue, reason, "message moved to the dead-letter queue");
+        tracing::warn!(queue = %message.queue, %reason, "message moved to the dead-letter queue");
         inner
             .dead
             .entry(message.queue.clone())
             .or_default()
             .push(DeadLetter {
                 queue: message.queue,
-                reason: reason.to_owned(),
+                reason,
                 payload: message.payload,
             });
         Ok(())
@@ -235,7 +236,10 @@ impl MemoryBroker {
     /// fail in between but an unknown chord (a caller's error); one process, no crash
     /// window.
     async fn complete_dead(&self, c: &Completion, backend: &dyn ResultBackend) -> Result<()> {
-        let reason = c.dead_letter.as_deref().unwrap_or_default();
+        let reason = c
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| DeadLetterReason::Other(String::new()));
         self.check_sizes(&c.publish)?;
         self.bury(&c.delivery, reason)?;
         crate::engine::record(self, c, backend).await
@@ -360,8 +364,8 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        self.bury(delivery, reason)
+    async fn dead_letter(&self, delivery: &Delivery, reason: &DeadLetterReason) -> Result<()> {
+        self.bury(delivery, reason.clone())
     }
 
     async fn publish_with_states(

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::engine::ResultBackend;
 use crate::error::{Error, Result};
+use crate::fatal::Fatal;
 use crate::server::Server;
 
 use super::memory::MemoryPeriodicStore;
@@ -232,25 +233,37 @@ impl Scheduler {
 
     /// Runs until SIGINT or SIGTERM, then stops (a tick being published is finished).
     ///
+    /// A store or broker error that retrying cannot fix ([`Error::is_permanent`]: a
+    /// refused password, a script error, …) stops the scheduler too, with one error log
+    /// line; a transient one skips the tick (publishing is retried a few times with a
+    /// growing pause).
+    ///
     /// # Errors
     /// [`Error::Periodic`] when the signal handlers cannot be installed or the loop
-    /// ended abnormally.
+    /// ended abnormally; the permanent error that stopped the scheduler.
     pub async fn run(self) -> Result<()> {
         let handle = self.spawn();
-        let watched = wait_for_signal().await;
-        tracing::info!("shutdown requested; stopping the scheduler");
+        let watched = tokio::select! {
+            w = wait_for_signal() => {
+                tracing::info!("shutdown requested; stopping the scheduler");
+                w
+            }
+            () = handle.stop.cancelled() => Ok(()),
+        };
         let stopped = handle.shutdown().await;
-        watched.and(stopped)
+        stopped.and(watched)
     }
 
     /// Starts the scheduler on the current tokio runtime and returns a handle to stop
     /// it. Signals are not watched.
     pub fn spawn(self) -> SchedulerHandle {
         let stop = CancellationToken::new();
-        let join = tokio::spawn(run_loop(self.clone(), stop.clone()));
+        let fatal = Arc::new(Fatal::new("periodic scheduler", stop.clone()));
+        let join = tokio::spawn(run_loop(self.clone(), stop.clone(), fatal.clone()));
         SchedulerHandle {
             stop,
             join,
+            fatal,
             scheduler: self,
         }
     }
@@ -261,6 +274,7 @@ impl Scheduler {
 pub struct SchedulerHandle {
     stop: CancellationToken,
     join: JoinHandle<()>,
+    fatal: Arc<Fatal>,
     scheduler: Scheduler,
 }
 
@@ -273,13 +287,35 @@ impl SchedulerHandle {
     /// Stops the scheduler once the tick it may be publishing is done.
     ///
     /// # Errors
-    /// [`Error::Periodic`] when the loop ended abnormally (panicked).
+    /// The permanent error that stopped the scheduler by itself, if one did (see
+    /// [`Scheduler::run`]); [`Error::Periodic`] when the loop ended abnormally
+    /// (panicked).
     pub async fn shutdown(self) -> Result<()> {
         self.stop.cancel();
+        self.join_result().await
+    }
+
+    /// Whether the scheduler has stopped by itself (after a permanent error) or been
+    /// shut down.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Waits until the scheduler stops by itself, which it does only on a permanent
+    /// error (see [`Scheduler::run`]).
+    ///
+    /// # Errors
+    /// As [`shutdown`](SchedulerHandle::shutdown).
+    pub async fn wait(self) -> Result<()> {
+        self.join_result().await
+    }
+
+    async fn join_result(self) -> Result<()> {
         self.join.await.map_err(|e| Error::Periodic {
             what: "scheduler".into(),
             reason: format!("its loop ended abnormally: {e}"),
-        })
+        })?;
+        self.fatal.take().map_or(Ok(()), Err)
     }
 }
 
@@ -338,7 +374,7 @@ impl Slot {
     }
 
     /// Writes the entry to the store; `false` (logged) when the store is unavailable.
-    async fn register(&mut self, sched: &Scheduler, now: u64) -> bool {
+    async fn register(&mut self, sched: &Scheduler, fatal: &Fatal, now: u64) -> bool {
         if self.registered {
             return true;
         }
@@ -354,6 +390,7 @@ impl Slot {
                 tracing::debug!(periodic.entry = %e.name, created, "periodic entry registered");
                 self.registered = true;
             }
+            Err(error) if error.is_permanent() => fatal.fail("registering an entry", error),
             Err(error) => {
                 tracing::warn!(periodic.entry = %e.name, %error, "cannot register the periodic entry; trying again at its next tick");
             }
@@ -362,7 +399,7 @@ impl Slot {
     }
 
     /// The loop woke at `now`, at or after this entry's next tick.
-    async fn on_due(&mut self, sched: &Scheduler, now: u64) {
+    async fn on_due(&mut self, sched: &Scheduler, fatal: &Fatal, now: u64) {
         let entry = self.entry.clone();
         let schedule = &entry.schedule;
         let next = self.next.unwrap_or(now);
@@ -370,10 +407,10 @@ impl Slot {
         let late = Duration::from_millis(now.saturating_sub(due));
         let policy = schedule.missed_ticks_policy();
         if late <= sched.missed_after {
-            self.fire(sched, due, now).await;
+            self.fire(sched, fatal, due, now).await;
         } else if policy == MissedTicks::CatchUpLast {
             tracing::info!(periodic.entry = %self.name(), periodic.at = due, ?late, "catching up the last missed tick");
-            self.fire(sched, due, now).await;
+            self.fire(sched, fatal, due, now).await;
         } else {
             tracing::warn!(periodic.entry = %self.name(), periodic.at = due, ?late, "tick missed (the scheduler was stalled); skipped");
         }
@@ -381,8 +418,8 @@ impl Slot {
     }
 
     /// Claims the tick at `at` and publishes it when the claim is won.
-    async fn fire(&mut self, sched: &Scheduler, at: u64, now: u64) {
-        if !self.register(sched, now).await {
+    async fn fire(&mut self, sched: &Scheduler, fatal: &Fatal, at: u64, now: u64) {
+        if !self.register(sched, fatal, now).await {
             return;
         }
         let name = self.entry.name.as_str();
@@ -401,21 +438,29 @@ impl Slot {
                 self.removed = true;
                 return;
             }
+            Err(error) if error.is_permanent() => {
+                fatal.fail("claiming a tick", error);
+                return;
+            }
             Err(error) => {
                 tracing::warn!(periodic.entry = %name, periodic.at = at, %error, "periodic store unavailable; tick skipped");
                 return;
             }
         }
-        let Some(task) = self.publish(sched, at).await else {
+        let Some(task) = self.publish(sched, fatal, at).await else {
             return;
         };
         let next = self.entry.schedule.next_after_ms(at.max(now));
-        if let Err(error) = sched.store.record_run(name, at, task, next).await {
-            tracing::warn!(periodic.entry = %name, periodic.at = at, %error, "tick published but its run not recorded");
+        match sched.store.record_run(name, at, task, next).await {
+            Ok(()) => {}
+            Err(error) if error.is_permanent() => fatal.fail("recording a run", error),
+            Err(error) => {
+                tracing::warn!(periodic.entry = %name, periodic.at = at, %error, "tick published but its run not recorded")
+            }
         }
     }
 
-    async fn publish(&self, sched: &Scheduler, at: u64) -> Option<Uuid> {
+    async fn publish(&self, sched: &Scheduler, fatal: &Fatal, at: u64) -> Option<Uuid> {
         let name = self.entry.name.as_str();
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=PUBLISH_ATTEMPTS {
@@ -423,6 +468,15 @@ impl Slot {
                 Ok(task) => {
                     tracing::debug!(periodic.entry = %name, periodic.at = at, task.id = %task, "periodic tick published");
                     return Some(task);
+                }
+                // This tick's own message cannot be sent: it is lost, the others are not.
+                Err(error @ (Error::Encode { .. } | Error::MessageTooLarge { .. })) => {
+                    tracing::error!(periodic.entry = %name, periodic.at = at, %error, "cannot publish the tick; it is lost");
+                    return None;
+                }
+                Err(error) if error.is_permanent() => {
+                    fatal.fail("publishing a tick", error);
+                    return None;
                 }
                 Err(error) if attempt < PUBLISH_ATTEMPTS => {
                     tracing::warn!(periodic.entry = %name, periodic.at = at, %error, retry_in = ?backoff, "cannot publish the tick; retrying");
@@ -438,7 +492,8 @@ impl Slot {
     }
 }
 
-async fn run_loop(sched: Scheduler, stop: CancellationToken) {
+async fn run_loop(sched: Scheduler, stop: CancellationToken, fatal: Arc<Fatal>) {
+    let fatal = fatal.as_ref();
     let now = sched.clock.now_ms();
     let mut slots: Vec<Slot> = sched
         .entries
@@ -455,7 +510,7 @@ async fn run_loop(sched: Scheduler, stop: CancellationToken) {
         entries = ?slots.iter().map(Slot::name).collect::<Vec<_>>(),
         "periodic scheduler starting"
     );
-    join_all(slots.iter_mut().map(|s| s.register(&sched, now))).await;
+    join_all(slots.iter_mut().map(|s| s.register(&sched, fatal, now))).await;
     // Catch up the last tick missed while no scheduler ran; the claim refuses it when
     // another scheduler published it, or when it is older than the entry.
     let shared = &sched;
@@ -465,7 +520,7 @@ async fn run_loop(sched: Scheduler, stop: CancellationToken) {
             .filter(|s| s.entry.schedule.missed_ticks_policy() == MissedTicks::CatchUpLast)
             .filter_map(|s| {
                 let last = s.entry.schedule.last_at_or_before_ms(now)?;
-                Some(async move { s.fire(shared, last, now).await })
+                Some(async move { s.fire(shared, fatal, last, now).await })
             }),
     )
     .await;
@@ -499,7 +554,7 @@ async fn run_loop(sched: Scheduler, stop: CancellationToken) {
             slots
                 .iter_mut()
                 .filter(|s| !s.removed && s.next.is_some_and(|n| n <= now))
-                .map(|s| s.on_due(&sched, now)),
+                .map(|s| s.on_due(&sched, fatal, now)),
         )
         .await;
     }
@@ -541,6 +596,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::error::ErrorKind;
     use crate::periodic::template::{HEADER_AT, tick_uuid};
     use crate::signature::RawSignature;
     use crate::testing::tasks::{add, sum};
@@ -718,16 +774,27 @@ mod tests {
         assert_consecutive(&ticks[2..]);
     }
 
-    /// A memory store that can be taken down.
+    /// A memory store that can be taken down, or refuse the scheduler for good.
     struct Flaky {
         inner: MemoryPeriodicStore,
         down: AtomicBool,
+        refused: AtomicBool,
     }
 
     impl Flaky {
         fn check(&self) -> Result<()> {
-            if self.down.load(Ordering::SeqCst) {
-                Err(Error::engine_msg("flaky", "connection refused"))
+            if self.refused.load(Ordering::SeqCst) {
+                Err(Error::engine_msg(
+                    "flaky",
+                    ErrorKind::Auth,
+                    "wrong password",
+                ))
+            } else if self.down.load(Ordering::SeqCst) {
+                Err(Error::engine_msg(
+                    "flaky",
+                    ErrorKind::Connection,
+                    "connection refused",
+                ))
             } else {
                 Ok(())
             }
@@ -780,11 +847,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_store_refusing_for_good_stops_the_scheduler() {
+        let server = Server::memory();
+        let store = Arc::new(Flaky {
+            inner: MemoryPeriodicStore::new(),
+            down: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+        });
+        let s = Scheduler::with_store(&server, store.clone())
+            .add("tick", every_second(), add::s(1, 2))
+            .expect("valid entry");
+        align(&s).await;
+        let h = s.spawn();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!published(&server).await.is_empty());
+        assert!(!h.is_finished());
+        store.refused.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(
+            h.is_finished(),
+            "the scheduler keeps trying a refused store"
+        );
+        let before = published(&server).await.len();
+        let err = h.wait().await.expect_err("the error that stopped it");
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            published(&server).await.len(),
+            before,
+            "nothing after it stopped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_store_outage_skips_ticks_and_never_bursts() {
         let server = Server::memory();
         let store = Arc::new(Flaky {
             inner: MemoryPeriodicStore::new(),
             down: AtomicBool::new(true),
+            refused: AtomicBool::new(false),
         });
         let s = Scheduler::with_store(&server, store.clone())
             .add("tick", every_second(), add::s(1, 2))
@@ -862,10 +963,11 @@ mod tests {
                 registered: false,
                 removed: false,
             };
-            assert!(slot.register(&s, now).await);
+            let fatal = Fatal::new("periodic scheduler", CancellationToken::new());
+            assert!(slot.register(&s, &fatal, now).await);
             // Woken 25 s after the tick it waited for: that tick and the next are missed.
             let due = slot.next.expect("has ticks");
-            slot.on_due(&s, due + 25_000).await;
+            slot.on_due(&s, &fatal, due + 25_000).await;
             let ticks = instants(&published(&server).await);
             assert_eq!(ticks.len(), want, "{policy:?}: {ticks:?}");
             if want == 1 {
@@ -873,7 +975,7 @@ mod tests {
             }
             assert_eq!(slot.next, Some(due + 30_000), "{policy:?}");
             // Woken within `missed_after`: fired whatever the policy.
-            slot.on_due(&s, due + 30_500).await;
+            slot.on_due(&s, &fatal, due + 30_500).await;
             assert_eq!(published(&server).await.len(), want + 1, "{policy:?}");
         }
     }

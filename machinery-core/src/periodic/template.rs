@@ -20,9 +20,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::context::TaskContext;
-use crate::engine::{Broker, Delivery, GroupMember, Outgoing};
-use crate::engine::{ChordOutcome, ResultBackend};
-use crate::error::{Error, Result};
+use crate::engine::{Broker, ChordOutcome, Delivery, GroupMember, Outgoing, ResultBackend};
+use crate::error::{Error, ErrorKind, Result};
 use crate::result::TaskState;
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature, now_ms};
@@ -312,6 +311,7 @@ fn poll_once<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
         Poll::Ready(r) => r,
         Poll::Pending => Err(Error::engine_msg(
             "periodic",
+            ErrorKind::Rejected,
             "recording a periodic entry's messages unexpectedly waited",
         )),
     }
@@ -331,6 +331,7 @@ impl Recorder {
     fn unsupported<T>(what: &str) -> Result<T> {
         Err(Error::engine_msg(
             "periodic",
+            ErrorKind::Rejected,
             format!("recording a periodic entry cannot {what}"),
         ))
     }
@@ -389,7 +390,7 @@ impl Broker for Recorder {
         Self::unsupported("release")
     }
 
-    async fn dead_letter(&self, _: &Delivery, _: &str) -> Result<()> {
+    async fn dead_letter(&self, _: &Delivery, _: &crate::DeadLetterReason) -> Result<()> {
         Self::unsupported("dead-letter")
     }
 }

@@ -236,7 +236,14 @@ pub async fn unregistered_is_dead_lettered<H: Harness>(h: &H) {
     })
     .await;
     let dead = server.dead_letters(&q).await.unwrap();
-    assert!(dead[0].reason.contains("not registered"));
+    assert!(
+        matches!(
+            &dead[0].reason,
+            crate::DeadLetterReason::NotRegistered { name, .. } if name == "conformance.nobody_knows_me"
+        ),
+        "{:?}",
+        dead[0].reason
+    );
     w.shutdown().await.unwrap();
 }
 
@@ -298,7 +305,11 @@ pub async fn garbage_is_dead_lettered<H: Harness>(h: &H) {
     })
     .await;
     for d in server.dead_letters(&q).await.unwrap() {
-        assert!(d.reason.contains("undecodable"), "{}", d.reason);
+        assert!(
+            matches!(d.reason, crate::DeadLetterReason::Undecodable { .. }),
+            "{:?}",
+            d.reason
+        );
     }
     w.shutdown().await.unwrap();
 }
@@ -708,15 +719,18 @@ pub async fn dead_letters_requeue_and_purge<H: Harness>(h: &H) {
         .fetch(std::slice::from_ref(&q), 1, WAIT)
         .await
         .unwrap();
-    broker.dead_letter(&d[0], "test reason").await.unwrap();
+    broker
+        .dead_letter(&d[0], &"test reason".into())
+        .await
+        .unwrap();
     let dead = server.dead_letters(&q).await.unwrap();
     assert_eq!(
+        (dead.len(), &dead[0].reason, dead[0].payload.as_slice()),
         (
-            dead.len(),
-            dead[0].reason.as_str(),
-            dead[0].payload.as_slice()
-        ),
-        (1, "test reason", &[1u8, 2, 3][..])
+            1,
+            &crate::DeadLetterReason::Other("test reason".into()),
+            &[1u8, 2, 3][..]
+        )
     );
     assert_eq!(server.requeue_dead_letters(&q).await.unwrap(), 1);
     let d = broker
@@ -724,7 +738,7 @@ pub async fn dead_letters_requeue_and_purge<H: Harness>(h: &H) {
         .await
         .unwrap();
     assert_eq!(d[0].payload, vec![1, 2, 3]);
-    broker.dead_letter(&d[0], "again").await.unwrap();
+    broker.dead_letter(&d[0], &"again".into()).await.unwrap();
     assert_eq!(server.purge_dead_letters(&q).await.unwrap(), 1);
     assert!(server.dead_letters(&q).await.unwrap().is_empty());
 }
@@ -1164,7 +1178,30 @@ pub async fn outcome_over_delivered_step_fails_chain<H: Harness>(h: &H) {
     let w = worker(&server);
     let err = chain.get_timeout(WAIT).await.unwrap_err().to_string();
     assert!(err.contains("delivered 3 times"), "{err}");
-    assert_eq!(server.dead_letters(&q).await.unwrap().len(), 1);
+    let first = server
+        .backend()
+        .load(&q, chain.steps()[0])
+        .await
+        .unwrap()
+        .expect("the first step's state");
+    assert_eq!(
+        first.failure_reason(),
+        Some(crate::FailureReason::DeadLettered(
+            crate::DeadLetterReason::MaxDeliveries {
+                deliveries: 3,
+                max: 2
+            }
+        ))
+    );
+    let dead = server.dead_letters(&q).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].reason,
+        crate::DeadLetterReason::MaxDeliveries {
+            deliveries: 3,
+            max: 2
+        }
+    );
     assert!(tasks::log(&k).is_empty());
     w.shutdown().await.unwrap();
 }

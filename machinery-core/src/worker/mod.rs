@@ -217,9 +217,14 @@ impl Worker {
     /// running tasks finish within the grace period, hands the rest back to the broker.
     /// A second signal skips the wait.
     ///
+    /// An engine error that retrying cannot fix ([`Error::is_permanent`]: a refused
+    /// password, a script error, …) met by the worker's loops stops it the same way,
+    /// with one error log line; transient ones are retried with a capped exponential
+    /// backoff.
+    ///
     /// # Errors
     /// [`Error::Worker`] when it cannot start (no tasks, a name registered twice, no
-    /// server).
+    /// server); the permanent error that stopped the worker.
     pub async fn run(self) -> Result<()> {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -259,7 +264,8 @@ impl WorkerHandle {
     /// period, hands unfinished messages back, and returns when all is settled.
     ///
     /// # Errors
-    /// Engine errors met while settling.
+    /// The permanent error that stopped the worker by itself, if one did (see
+    /// [`Worker::run`]); else engine errors met while settling.
     pub async fn shutdown(self) -> Result<()> {
         self.stop.cancel();
         self.join_result().await
@@ -268,10 +274,25 @@ impl WorkerHandle {
     /// Immediate shutdown: aborts running tasks and hands their messages back.
     ///
     /// # Errors
-    /// Engine errors met while settling.
+    /// As [`shutdown`](WorkerHandle::shutdown).
     pub async fn abort(self) -> Result<()> {
         self.stop.cancel();
         self.abort.cancel();
+        self.join_result().await
+    }
+
+    /// Whether the worker has stopped by itself (after a permanent error) or been
+    /// shut down.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Waits until the worker stops by itself, which it does only on a permanent engine
+    /// error (see [`Worker::run`]); it shuts down gracefully first.
+    ///
+    /// # Errors
+    /// The error that stopped it; engine errors met while settling.
+    pub async fn wait(self) -> Result<()> {
         self.join_result().await
     }
 

@@ -1,5 +1,6 @@
 //! Running one delivery: decode, check, run, settle.
 
+use crate::{DeadLetterReason, FailureReason};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,17 +33,20 @@ pub(crate) async fn process(
         Ok(raw) => raw,
         Err(e) => {
             tracing::error!(queue = %delivery.queue, error = %e, "message cannot be read; moving it to the dead-letter queue");
-            dead_letter(&shared, &delivery, &format!("undecodable message: {e}")).await;
+            let reason = DeadLetterReason::Undecodable {
+                error: e.to_string(),
+            };
+            dead_letter(&shared, &delivery, &reason).await;
             return;
         }
     };
     let config = shared.server.config();
     if delivery.delivery_count > config.max_deliveries {
-        let reason = format!(
-            "delivered {} times (max_deliveries = {}): the workers running it keep dying or losing it",
-            delivery.delivery_count, config.max_deliveries
-        );
-        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, reason, "moving task to the dead-letter queue");
+        let reason = DeadLetterReason::MaxDeliveries {
+            deliveries: delivery.delivery_count,
+            max: config.max_deliveries,
+        };
+        tracing::error!(task.id = %raw.uuid, task.name = %raw.name, %reason, "moving task to the dead-letter queue");
         drop(permit);
         fail_and_dead_letter(&shared, &delivery, &raw, reason, started).await;
         return;
@@ -56,11 +60,13 @@ pub(crate) async fn process(
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
         Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
-            Err(TaskError::fatal(format!(
-                "argument schema mismatch: the message was sent for `{}` but this worker runs `{}` \
-                 (producers and workers run different versions of the task)",
-                raw.schema, entry.schema
-            )))
+            Err(TaskError::fatal(
+                FailureReason::SchemaMismatch {
+                    sent: raw.schema.to_string(),
+                    runs: entry.schema.to_string(),
+                }
+                .to_string(),
+            ))
         }
         // The arguments of this run; `raw` keeps those it was sent with, so that a retry
         // carries exactly them (a chord callback's results are appended again by it).
@@ -102,7 +108,7 @@ async fn settle(
     ctx: &TaskContext,
     delivery: &Delivery,
     outcome: std::result::Result<Vec<u8>, TaskError>,
-    dead_letter: Option<String>,
+    dead_letter: Option<DeadLetterReason>,
 ) -> Completion {
     let (state, mut publish) = settle_outcome(shared, raw, ctx, &delivery.queue, outcome);
     let mut also_store = Vec::new();
@@ -198,12 +204,12 @@ async fn stop_downstream(
     states: &mut Vec<TaskState>,
     publish: &mut Vec<Outgoing>,
 ) {
-    let reason = format!(
-        "not run: an earlier step, `{}` ({}), failed: {}",
-        raw.name,
-        raw.uuid,
-        failed.error.as_deref().unwrap_or_default()
-    );
+    let reason = FailureReason::UpstreamFailed {
+        name: raw.name.clone(),
+        uuid: raw.uuid.to_string(),
+        error: failed.error.clone().unwrap_or_default(),
+    }
+    .to_string();
     let downstream = match raw.downstream() {
         Ok(d) => d,
         Err(e) => {
@@ -370,7 +376,7 @@ fn success_followers(
     Ok((result, publish))
 }
 
-async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &str) {
+async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &DeadLetterReason) {
     let Some(delivery) = shared.settle(delivery) else {
         return;
     };
@@ -385,7 +391,7 @@ async fn fail_and_dead_letter(
     shared: &Shared,
     delivery: &Delivery,
     raw: &RawSignature,
-    reason: String,
+    reason: DeadLetterReason,
     mut started: StartGate,
 ) {
     let ctx = context(raw, delivery);
@@ -394,7 +400,7 @@ async fn fail_and_dead_letter(
         raw,
         &ctx,
         delivery,
-        Err(TaskError::fatal(reason.clone())),
+        Err(TaskError::fatal(reason.to_string())),
         Some(reason),
     )
     .await;
@@ -411,11 +417,10 @@ async fn unregistered(
         // Dropped, not dead-lettered; but whoever waits on it, or on what follows it,
         // learns that it will not run.
         tracing::warn!(task.id = %raw.uuid, task.name = %raw.name, "no such task on this worker; dropping it (ignore_when_not_registered)");
-        let reason = format!(
-            "task `{}` is not registered on the worker that received it; dropped \
-             (ignore_when_not_registered)",
-            raw.name
-        );
+        let reason = FailureReason::Dropped {
+            name: raw.name.clone(),
+        }
+        .to_string();
         let ctx = context(raw, delivery);
         let mut started = started;
         let completion = settle(
@@ -441,10 +446,10 @@ async fn unregistered(
             tracing::warn!(error = %e, "could not requeue the message");
         }
     } else {
-        let reason = format!(
-            "task `{}` is not registered on any worker that received it ({} deliveries)",
-            raw.name, delivery.delivery_count
-        );
+        let reason = DeadLetterReason::NotRegistered {
+            name: raw.name.clone(),
+            deliveries: delivery.delivery_count,
+        };
         tracing::error!(task.id = %raw.uuid, task.name = %raw.name, "{reason}; moving it to the dead-letter queue");
         fail_and_dead_letter(shared, delivery, raw, reason, started).await;
     }

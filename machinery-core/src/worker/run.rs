@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{Completion, Delivery};
 use crate::error::{Error, Result};
+use crate::fatal::Fatal;
 use crate::registry::Registry;
 use crate::result::State;
 use crate::server::Server;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) worker: String,
     inflight: Mutex<HashMap<SlotKey, Slot>>,
     pub(crate) completions: mpsc::Sender<Completion>,
+    /// Stops the worker on the first permanent error of its loops.
+    fatal: Arc<Fatal>,
 }
 
 impl Shared {
@@ -78,6 +81,7 @@ pub(crate) struct Runner {
     fetcher: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     completer: JoinHandle<()>,
+    fatal: Arc<Fatal>,
     // Periodic tasks (opt-in, `Worker::scheduler`).
     periodic: Option<crate::periodic::SchedulerHandle>,
 }
@@ -114,6 +118,7 @@ impl Runner {
             "worker starting"
         );
         let (tx, rx) = mpsc::channel(COMPLETION_BATCH * 4);
+        let fatal = Arc::new(Fatal::new("worker", stop.clone()));
         let shared = Arc::new(Shared {
             server,
             registry,
@@ -121,6 +126,7 @@ impl Runner {
             worker: worker.name.clone(),
             inflight: Mutex::new(HashMap::new()),
             completions: tx,
+            fatal: fatal.clone(),
         });
         let tracker = TaskTracker::new();
         let slots = match worker.concurrency {
@@ -141,7 +147,7 @@ impl Runner {
             worker.prefetch,
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
-        let completer = tokio::spawn(complete_loop(shared.clone(), rx));
+        let completer = tokio::spawn(complete_loop(shared.clone(), rx, fatal.clone()));
         let periodic = worker
             .scheduler
             .clone()
@@ -155,6 +161,7 @@ impl Runner {
             fetcher,
             heartbeat,
             completer,
+            fatal,
             periodic,
         })
     }
@@ -170,6 +177,7 @@ impl Runner {
             fetcher,
             heartbeat,
             completer,
+            fatal,
             periodic,
         } = self;
         stop.cancelled().await;
@@ -212,7 +220,11 @@ impl Runner {
         drop(shared);
         let _ = completer.await;
         tracing::info!("worker stopped");
-        first_error.map_or(Ok(()), Err)
+        // The error that stopped the worker comes first: it is why it stopped.
+        match fatal.take().or(first_error) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -290,6 +302,10 @@ async fn fetch_loop(
             Ok(b) => {
                 backoff = Duration::from_millis(50);
                 b
+            }
+            Err(e) if e.is_permanent() => {
+                shared.fatal.fail("fetch", e);
+                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "fetch failed; retrying");
@@ -484,12 +500,17 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                     }
                 }
             }
+            Err(e) if e.is_permanent() => {
+                shared.fatal.fail("heartbeat", e);
+                return;
+            }
+            // The next tick tries again, well within the visibility timeout.
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
     }
 }
 
-async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) {
+async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, fatal: Arc<Fatal>) {
     let broker = shared.server.broker().clone();
     let backend = shared.server.backend().clone();
     let give_up_after = broker.visibility_timeout();
@@ -517,6 +538,13 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) 
                     }
                     break;
                 }
+                // The worker stops; the batch's deliveries come back after the
+                // visibility timeout. Later batches are tried once each, so that the
+                // channel keeps draining while running tasks finish.
+                Err(e) if e.is_permanent() => {
+                    fatal.fail("recording completions", e);
+                    break;
+                }
                 Err(e) if started.elapsed() >= give_up_after => {
                     tracing::error!(error = %e, tasks = batch.len(), "could not record completions before the leases ran out; the broker will deliver these tasks again");
                     break;
@@ -529,5 +557,167 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) 
             }
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Broker, Outgoing, ResultBackend};
+    use crate::error::ErrorKind;
+    use crate::memory::{MemoryBackend, MemoryBroker};
+    use crate::testing::tasks::add;
+
+    /// The memory broker, whose fetches or completions fail with an error of `kind`
+    /// while `failing` is set.
+    struct Failing {
+        inner: MemoryBroker,
+        kind: ErrorKind,
+        fetch_fails: bool,
+        failing: std::sync::atomic::AtomicBool,
+        fetches: AtomicU32,
+    }
+
+    impl Failing {
+        fn check(&self) -> Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(Error::engine_msg("failing", self.kind, "refused"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Broker for Failing {
+        fn engine(&self) -> &'static str {
+            "failing"
+        }
+        fn visibility_timeout(&self) -> Duration {
+            self.inner.visibility_timeout()
+        }
+        async fn publish(&self, messages: Vec<Outgoing>) -> Result<()> {
+            self.inner.publish(messages).await
+        }
+        async fn fetch(
+            &self,
+            queues: &[String],
+            max: usize,
+            wait: Duration,
+        ) -> Result<Vec<Delivery>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            if self.fetch_fails {
+                self.check()?;
+            }
+            self.inner.fetch(queues, max, wait).await
+        }
+        async fn ack(&self, d: &Delivery) -> Result<()> {
+            self.inner.ack(d).await
+        }
+        async fn extend(&self, d: &[Delivery]) -> Result<Vec<bool>> {
+            self.inner.extend(d).await
+        }
+        async fn release(&self, d: &Delivery, delay: Option<Duration>) -> Result<()> {
+            self.inner.release(d, delay).await
+        }
+        async fn dead_letter(&self, d: &Delivery, reason: &crate::DeadLetterReason) -> Result<()> {
+            self.inner.dead_letter(d, reason).await
+        }
+        async fn complete(
+            &self,
+            completions: &[Completion],
+            backend: &dyn ResultBackend,
+        ) -> Result<Vec<Result<()>>> {
+            if !self.fetch_fails {
+                self.check()?;
+            }
+            self.inner.complete(completions, backend).await
+        }
+        fn admin(&self) -> Option<&dyn crate::engine::BrokerAdmin> {
+            self.inner.admin()
+        }
+    }
+
+    fn server(kind: ErrorKind, fetch_fails: bool) -> (Server, Arc<Failing>) {
+        let config = Config::default();
+        let broker = Arc::new(Failing {
+            inner: MemoryBroker::new(&config),
+            kind,
+            fetch_fails,
+            failing: std::sync::atomic::AtomicBool::new(true),
+            fetches: AtomicU32::new(0),
+        });
+        let backend = Arc::new(MemoryBackend::new(config.results_ttl()));
+        (Server::new(config, broker.clone(), backend), broker)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_fetch_error_stops_the_worker() {
+        let (server, broker) = server(ErrorKind::Auth, true);
+        let worker = Worker::new()
+            .task(add::ENTRY)
+            .server(&server)
+            .spawn()
+            .expect("starts");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            worker.is_finished(),
+            "the worker keeps retrying a permanent error"
+        );
+        assert_eq!(broker.fetches.load(Ordering::SeqCst), 1, "tried once");
+        let err = worker.wait().await.expect_err("the error that stopped it");
+        assert_eq!(err.kind(), ErrorKind::Auth);
+        assert_eq!(err.to_string(), "failing error: refused");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_fetch_error_is_retried_with_backoff() {
+        let (server, broker) = server(ErrorKind::Connection, true);
+        let worker = Worker::new()
+            .task(add::ENTRY)
+            .server(&server)
+            .spawn()
+            .expect("starts");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!worker.is_finished());
+        // 50 ms doubling up to 5 s: 0, 0.05, 0.15, 0.35, 0.75, 1.55, 3.15, 6.35 s.
+        let tries = broker.fetches.load(Ordering::SeqCst);
+        assert!((7..=9).contains(&tries), "{tries} fetches in 10 s");
+        broker.failing.store(false, Ordering::SeqCst);
+        let sum = add::s(2, 3)
+            .send_with(&server)
+            .await
+            .expect("sent")
+            .get_timeout(Duration::from_secs(30))
+            .await
+            .expect("runs once the broker is back");
+        assert_eq!(sum, 5);
+        worker.shutdown().await.expect("stops cleanly");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_completion_error_stops_the_worker() {
+        let (server, _broker) = server(ErrorKind::Rejected, false);
+        let worker = Worker::new()
+            .task(add::ENTRY)
+            .server(&server)
+            .spawn()
+            .expect("starts");
+        add::s(2, 3).send_with(&server).await.expect("sent");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            worker.is_finished(),
+            "the worker keeps retrying a permanent error"
+        );
+        let err = worker
+            .shutdown()
+            .await
+            .expect_err("the error that stopped it");
+        assert_eq!(err.kind(), ErrorKind::Rejected);
     }
 }

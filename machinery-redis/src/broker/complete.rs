@@ -70,10 +70,13 @@ impl RedisBroker {
     pub(super) async fn dead_letter_delivery(
         &self,
         delivery: &Delivery,
-        reason: &str,
+        reason: &machinery_core::DeadLetterReason,
     ) -> CoreResult<()> {
-        tracing::debug!(queue = %delivery.queue, reason, "moving a message to the dead-letter queue");
-        self.settle(delivery, Settle::Dead { reason }).await
+        tracing::debug!(queue = %delivery.queue, %reason, "moving a message to the dead-letter queue");
+        // Stored as its text (`DeadLetterReason::parse` reads it back).
+        let reason = reason.to_string();
+        self.settle(delivery, Settle::Dead { reason: &reason })
+            .await
     }
 
     pub(super) async fn extend_leases(&self, deliveries: &[Delivery]) -> CoreResult<Vec<bool>> {
@@ -190,7 +193,7 @@ impl RedisBroker {
                 // Not acknowledged: delivered again after the visibility timeout.
                 tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
                 for &i in &still_held {
-                    out[i] = Some(Err(CoreError::engine_msg("redis", e.to_string())));
+                    out[i] = Some(Err(CoreError::engine_msg("redis", e.kind(), e.to_string())));
                 }
             }
         }

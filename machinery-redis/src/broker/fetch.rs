@@ -174,7 +174,7 @@ impl RedisBroker {
             }
         });
         rx.await
-            .map_err(|_| Error::Protocol("the fetch task ended without a reply".into()))?
+            .map_err(|_| Error::Interrupted("the fetch task ended without a reply"))?
     }
 
     /// Blocks on the queues' wake-up lists for at most `block`, on a connection of its
@@ -228,9 +228,10 @@ impl RedisBroker {
             }
             // The connection is dropped: the next read opens a fresh one.
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Protocol(format!(
-                "no reply to a blocking read within {limit:?}; reconnecting"
-            ))),
+            Err(_) => Err(Error::Timeout {
+                what: "a blocking read",
+                after: limit,
+            }),
         }
     }
 
@@ -282,16 +283,17 @@ impl RedisBroker {
                 }
                 // The connection is dropped: the next read opens a fresh one.
                 Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(Error::Protocol(format!(
-                    "no reply to a blocking read within {limit:?}; reconnecting"
-                ))),
+                Err(_) => Err(Error::Timeout {
+                    what: "a blocking read",
+                    after: limit,
+                }),
             };
             if let Err(Ok((_, Some(orphans)))) = tx.send(reply) {
                 give_back(&engine, orphans.deliveries).await;
             }
         });
         rx.await
-            .map_err(|_| Error::Protocol("the blocking fetch ended without a reply".into()))?
+            .map_err(|_| Error::Interrupted("the blocking fetch ended without a reply"))?
     }
 
     pub(super) async fn fetch_messages(

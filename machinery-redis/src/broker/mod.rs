@@ -142,7 +142,11 @@ impl Broker for RedisBroker {
         self.release_delivery(delivery, delay).await
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> CoreResult<()> {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &machinery_core::DeadLetterReason,
+    ) -> CoreResult<()> {
         self.dead_letter_delivery(delivery, reason).await
     }
 

@@ -98,7 +98,7 @@ pub(super) fn parse_dead(queue: &str, raw: &[u8]) -> DeadLetter {
         parsed.unwrap_or_else(|| ("(unreadable dead-letter entry)".into(), raw.to_vec()));
     DeadLetter {
         queue: queue.to_owned(),
-        reason,
+        reason: reason.into(),
         payload,
     }
 }
