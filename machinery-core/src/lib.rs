@@ -55,7 +55,7 @@ pub mod __private;
 
 pub use backend::{ChordOutcome, ResultBackend};
 pub use broker::{Broker, Completion, DeadLetter, Delivery, GroupMember, Outgoing, QueueDepth};
-pub use config::{Config, RedisConfig};
+pub use config::{Config, EngineSection};
 pub use context::TaskContext;
 pub use error::{Error, Result};
 pub use machinery_macros::task;

@@ -24,6 +24,15 @@ pub enum Error {
     /// A command failed (connection lost, timeout, script error, …); may be retried.
     #[error("Redis command failed: {0}")]
     Command(#[source] redis::RedisError),
+    /// A setting of the `redis` section is invalid (checked again at connect, for a
+    /// configuration changed by hand after it was loaded).
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Config {
+        /// The YAML path of the key: `redis.block_ms`.
+        key: String,
+        /// What is accepted and what was found.
+        reason: String,
+    },
     /// Redis answered something this crate does not understand.
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),

@@ -177,6 +177,7 @@
 
 mod backend;
 mod broker;
+mod config;
 mod conn;
 mod error;
 mod keys;
@@ -192,6 +193,7 @@ use machinery_core::{BoxFuture, Config, EngineFactory};
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;
+pub use config::RedisConfig;
 pub use error::{Error, Result};
 pub use periodic::RedisPeriodicStore;
 
