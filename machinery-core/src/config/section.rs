@@ -48,11 +48,14 @@ pub trait EngineSection:
     fn validate(&self) -> Result<(), FieldError>;
 }
 
+/// Deserializes and validates one section; errors are `(field path, reason)`.
+type LoadSection = fn(serde_json::Value) -> Result<Box<dyn AnySection>, (String, String)>;
+
 /// The registration of an [`EngineSection`], collected with `inventory`.
 pub struct Section {
     pub(crate) name: &'static str,
     pub(crate) fields: fn() -> &'static [&'static str],
-    pub(crate) load: fn(serde_json::Value) -> Result<Box<dyn AnySection>, (String, String)>,
+    pub(crate) load: LoadSection,
 }
 
 impl Section {

@@ -24,9 +24,10 @@ fn key(name: &str) -> String {
 }
 
 fn fast_config() -> Config {
-    let mut config = Config::default();
-    config.unregistered_requeues = 1;
-    config
+    Config {
+        unregistered_requeues: 1,
+        ..Config::default()
+    }
 }
 
 async fn server<H: Harness>(h: &H) -> Server {
