@@ -451,7 +451,7 @@ mod tests {
             "@every",
             "@every 0s",
             "@every 10x",
-            "@every 1.5s",
+            "@every 1500us",
             "@every s",
             "@every 99999999999999999999s",
             "0 0 30 2 *",
