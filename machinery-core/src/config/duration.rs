@@ -4,7 +4,9 @@
 //! A duration is a bare whole number, counted in the unit of the place that reads it
 //! (seconds everywhere, except the keys whose name ends in `_ms`, which keep their
 //! historical milliseconds), or number-unit pairs as [`humantime`] reads them:
-//! `500ms`, `2s`, `5m`, `1h30m`, `1h 30m`, `1d`, `2w`. It must be whole milliseconds
+//! `500ms`, `2s`, `5m`, `1h30m`, `1h 30m`, `1d`, `2w`, `1.5s` (humantime also reads
+//! long unit names such as `30 seconds`, and `M` and `y` as months of 30.44 days and
+//! years of 365.25 days). It must be whole milliseconds
 //! (`1500us` is refused: Redis counts in milliseconds) and at most `i64::MAX`
 //! milliseconds, so no engine overflows converting it.
 
