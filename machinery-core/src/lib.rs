@@ -54,7 +54,7 @@ pub mod workflow;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use config::{Config, RedisConfig};
+pub use config::Config;
 pub use context::TaskContext;
 pub use engine::{DeadLetter, QueueDepth};
 pub use error::{Error, ErrorKind, Result};

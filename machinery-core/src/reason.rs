@@ -4,12 +4,12 @@ use std::fmt;
 
 /// Why a message was moved to the dead-letter queue
 /// ([`DeadLetter::reason`](crate::DeadLetter::reason),
-/// [`Completion::dead_letter`](crate::Completion::dead_letter)).
+/// [`Completion::dead_letter`](crate::engine::Completion::dead_letter)).
 ///
 /// Engines store the [`Display`](fmt::Display) text, which is also the FAILURE error
 /// text of a dead-lettered task, and read it back with [`parse`](DeadLetterReason::parse):
 /// a text this version did not write (a reason given by hand to
-/// [`Broker::dead_letter`](crate::Broker::dead_letter), or by another version) comes
+/// [`Broker::dead_letter`](crate::engine::Broker::dead_letter), or by another version) comes
 /// back as [`Other`](DeadLetterReason::Other). A reason compares equal to its text.
 ///
 /// ```

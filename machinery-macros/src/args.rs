@@ -193,34 +193,37 @@ fn literal(expr: &Expr) -> Option<&Lit> {
     }
 }
 
-/// Parses a duration written as a whole number followed by `ms`, `s`, `m` or `h`, into
-/// milliseconds. Zero is refused: a zero timeout or retry delay is always a mistake.
+/// Parses a duration into milliseconds, by the rules of `machinery_core::config::parse_duration`
+/// (this crate cannot depend on machinery-core, so the few lines are repeated; the unit
+/// tests of both hold the same cases): a bare whole number of seconds, or number-unit
+/// pairs as `humantime` reads them (`500ms`, `2s`, `5m`, `1h30m`, `1d`), in whole
+/// milliseconds, at most `i64::MAX` milliseconds. Zero is refused: a zero timeout or
+/// retry delay is always a mistake.
 pub(crate) fn duration_ms(text: &str) -> Result<u64, String> {
-    let hint = "expected a whole number followed by `ms`, `s`, `m` or `h`, such as \"500ms\", \"2s\", \"5m\" or \"1h\"";
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(format!("`{text}` is not a duration: {hint}"));
-    }
-    let factor: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" => return Err(format!("`{text}` has no unit: {hint}")),
-        _ if unit.chars().all(|c| c.is_ascii_alphabetic()) => {
-            return Err(format!("`{text}` has an unknown unit `{unit}`: {hint}"));
+    const MAX_MS: u64 = i64::MAX as u64;
+    let hint = "expected a duration such as \"500ms\", \"2s\", \"5m\", \"1h30m\" or \"1d\", or a whole number of seconds";
+    let trimmed = text.trim();
+    let too_large = || format!("`{text}` is too large: at most {MAX_MS}ms");
+    let ms = if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds: u64 = trimmed.parse().map_err(|_| too_large())?;
+        seconds.checked_mul(1000).ok_or_else(too_large)?
+    } else {
+        let duration = humantime::parse_duration(trimmed).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_large(),
+            e => format!("`{text}` is not a duration ({e}): {hint}"),
+        })?;
+        if duration.subsec_nanos() % 1_000_000 != 0 {
+            return Err(format!("`{text}` is not whole milliseconds: {hint}"));
         }
-        _ => return Err(format!("`{text}` is not a duration: {hint}")),
+        u64::try_from(duration.as_millis()).map_err(|_| too_large())?
     };
-    let too_large = || format!("`{text}` is too large");
-    let value: u64 = digits.parse().map_err(|_| too_large())?;
-    if value == 0 {
+    if ms > MAX_MS {
+        return Err(too_large());
+    }
+    if ms == 0 {
         return Err("the duration must be greater than zero".to_owned());
     }
-    value.checked_mul(factor).ok_or_else(too_large)
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -351,16 +354,34 @@ mod tests {
         assert_eq!(duration_ms("5m"), Ok(300_000));
         assert_eq!(duration_ms("1h"), Ok(3_600_000));
         assert_eq!(duration_ms("007s"), Ok(7_000));
+        assert_eq!(duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(duration_ms("1h 30m"), Ok(5_400_000));
+        assert_eq!(duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(duration_ms("90"), Ok(90_000));
+        assert_eq!(
+            duration_ms("9223372036854775"),
+            Ok(9_223_372_036_854_775_000)
+        );
     }
 
     #[test]
     fn bad_durations() {
         for text in [
-            "", "s", "10", "10 s", "1.5s", "-1s", "10d", "2S", "0ms", "0h",
+            "",
+            "s",
+            "1.5",
+            "-1s",
+            "10x",
+            "30 parsecs",
+            "1500us",
+            "0ms",
+            "0h",
+            "0",
         ] {
             assert!(duration_ms(text).is_err(), "{text:?} should be refused");
         }
         assert!(duration_ms("99999999999999999999s").is_err());
         assert!(duration_ms("18446744073709551615h").is_err());
+        assert!(duration_ms("9223372036854776").is_err());
     }
 }

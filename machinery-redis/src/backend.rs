@@ -102,8 +102,7 @@ impl Waiters {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let limit =
-            Duration::from_millis(self.engine.config.redis.connect_timeout_ms).saturating_mul(2);
+        let limit = self.engine.config.redis.connect_timeout.saturating_mul(2);
         let pubsub = match tokio::time::timeout(limit, self.engine.client.get_async_pubsub()).await
         {
             Ok(r) => r?,
@@ -128,8 +127,10 @@ impl Waiters {
             sink.clone(),
             Arc::downgrade(self),
             generation,
-            Duration::from_millis(r.response_timeout_ms.saturating_mul(2).max(100)),
-            Duration::from_millis(r.response_timeout_ms.max(1)),
+            r.response_timeout
+                .saturating_mul(2)
+                .max(Duration::from_millis(100)),
+            r.response_timeout.max(Duration::from_millis(1)),
         ));
         let conn = PubSubConn {
             sink,
@@ -180,7 +181,7 @@ impl Waiters {
         let mut subscribed = gate.lock().await;
         let mut conn = self.connection().await?;
         if *subscribed != Some(conn.generation) {
-            let limit = Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+            let limit = self.engine.config.redis.response_timeout;
             match tokio::time::timeout(limit, conn.sink.subscribe(channel)).await {
                 Ok(Ok(())) => *subscribed = Some(conn.generation),
                 Ok(Err(e)) => {
@@ -208,7 +209,7 @@ impl Waiters {
         if let Some(generation) = subscribed.take() {
             let conn = self.conn.lock().await.clone();
             if let Some(mut conn) = conn.filter(|c| c.generation == generation) {
-                let limit = Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+                let limit = self.engine.config.redis.response_timeout;
                 if !matches!(
                     tokio::time::timeout(limit, conn.sink.unsubscribe(&channel)).await,
                     Ok(Ok(()))
@@ -515,7 +516,7 @@ impl ResultBackend for RedisBackend {
         // Redis unreachable (restarting, failing over): retried within the caller's
         // timeout, and for at most this long without one, then the error is returned.
         let r = &self.engine.config.redis;
-        let outage_bound = Duration::from_millis(r.connect_timeout_ms + r.response_timeout_ms);
+        let outage_bound = r.connect_timeout.saturating_add(r.response_timeout);
         let mut outage: Option<(tokio::time::Instant, Duration)> = None;
         // Empty when not known: looked up by the first read, then read directly.
         let mut queue = queue.to_owned();

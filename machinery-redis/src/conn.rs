@@ -9,6 +9,7 @@ use machinery_core::engine::StoreId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client};
 
+use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::scripts::Scripts;
@@ -59,7 +60,7 @@ pub(crate) struct Engine {
     /// listens on. On a cluster node, subscribers of other nodes are not counted.
     pub(crate) single_node: bool,
     pub(crate) url: String,
-    pub(crate) config: Config,
+    pub(crate) config: Settings,
     /// What makes a broker and a backend one store: server, URL, prefix, results TTL.
     pub(crate) store_id: StoreId,
 }
@@ -109,15 +110,16 @@ impl Engine {
             url: redacted.clone(),
             reason: e.to_string(),
         })?;
+        let config = Settings::new(config)?;
         let r = &config.redis;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(r.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(r.response_timeout_ms)))
+            .set_connection_timeout(Some(r.connect_timeout))
+            .set_response_timeout(Some(r.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let connect = client.get_connection_manager_with_config(manager_config);
         // The manager retries its first connection; bound the whole attempt too.
-        let limit = Duration::from_millis(r.connect_timeout_ms.saturating_mul(3));
+        let limit = r.connect_timeout.saturating_mul(3);
         let conn = match tokio::time::timeout(limit, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(connect_error(url, &e)),
@@ -136,7 +138,7 @@ impl Engine {
             store_id: StoreId::new(
                 "redis",
                 format!(
-                    "{:?} {redacted} {} ttl={}",
+                    "{:?} {redacted} {} ttl={:?}",
                     client.get_connection_info().addr(),
                     r.key_prefix,
                     config.results_expire_in
@@ -144,7 +146,7 @@ impl Engine {
             ),
             client,
             url: redacted,
-            config: config.clone(),
+            config,
         };
         // Fail now, clearly, if the server refuses us (AUTH, ACL).
         let pong: String = redis::cmd("PING")
@@ -174,7 +176,7 @@ impl Engine {
     /// legitimately waits (redis-rs times replies out after 500 ms by default); the
     /// caller bounds each read itself.
     async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
-        let timeout = Duration::from_millis(self.config.redis.connect_timeout_ms);
+        let timeout = self.config.redis.connect_timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(None);
@@ -214,6 +216,8 @@ impl Engine {
 
     /// The results TTL in milliseconds, 0 for none.
     pub(crate) fn ttl_ms(&self) -> u64 {
-        self.config.results_expire_in.saturating_mul(1000)
+        self.config
+            .results_ttl()
+            .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     }
 }

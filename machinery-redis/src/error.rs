@@ -54,6 +54,15 @@ pub enum Error {
     /// shutting down). Kind: [`ErrorKind::Transient`].
     #[error("{0}")]
     Interrupted(&'static str),
+    /// A setting of the `redis` section is invalid (checked again at connect, for a
+    /// configuration changed by hand after it was loaded). Kind: [`ErrorKind::Config`].
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Config {
+        /// The YAML path of the key: `redis.block_ms`.
+        key: String,
+        /// What is accepted and what was found.
+        reason: String,
+    },
     /// Redis answered something this crate does not understand. Kind:
     /// [`ErrorKind::Rejected`].
     #[error("unexpected reply from Redis: {0}")]
@@ -78,7 +87,7 @@ impl Error {
     ///   [`ErrorKind::Rejected`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Url { .. } => ErrorKind::Config,
+            Error::Url { .. } | Error::Config { .. } => ErrorKind::Config,
             Error::Connect { .. } => ErrorKind::Connection,
             Error::Auth { .. } => ErrorKind::Auth,
             Error::Command(e) => kind_of(e),

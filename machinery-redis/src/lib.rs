@@ -175,6 +175,14 @@
 //! a multi-node cluster's `MOVED` redirections, which needs redis-rs's cluster client.
 //! Redis 6.2 or later is required (`LPOP` with a count).
 //!
+//! # Configuration
+//!
+//! Linking this crate adds the `redis`, `rediss`, `redis+unix` and `unix` URL schemes
+//! and the `redis:` section (`MACHINERY_REDIS_*` variables) to every
+//! [`Config`]: see [`RedisConfig`] for its keys, read with
+//! `config.section::<RedisConfig>()`. The section is validated when the configuration
+//! is loaded, and again when the engine connects.
+//!
 //! # Connections
 //!
 //! One auto-reconnecting `ConnectionManager` per broker or backend for every command
@@ -195,6 +203,7 @@
 
 mod backend;
 mod broker;
+mod config;
 mod conn;
 mod error;
 mod keys;
@@ -209,6 +218,7 @@ use machinery_core::engine::{BoxFuture, Broker, EngineFactory, ResultBackend};
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;
+pub use config::RedisConfig;
 pub use error::{Error, Result};
 pub use periodic::RedisPeriodicStore;
 

@@ -79,8 +79,8 @@ fn from_ms(ms: u64) -> SystemTime {
 }
 
 impl RedisPeriodicStore {
-    /// Connects to `config.result_backend_url()` with the timeouts of `config.redis`,
-    /// under `config.redis.key_prefix`.
+    /// Connects to `config.result_backend_url()` with the timeouts of its
+    /// [`RedisConfig`](crate::RedisConfig) section, under its `key_prefix`.
     ///
     /// # Errors
     /// [`Error::UnsupportedUrl`] for a URL redis-rs cannot use; [`Error::Engine`] when
@@ -98,14 +98,17 @@ impl RedisPeriodicStore {
             url: redacted.clone(),
             reason: e.to_string(),
         })?;
-        let r = &config.redis;
+        let r = crate::config::Settings::new(config)?.redis;
         let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(r.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(r.response_timeout_ms)))
+            .set_connection_timeout(Some(r.connect_timeout))
+            .set_response_timeout(Some(r.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         // The manager retries its first connection; bound the whole attempt too.
-        let limit = Duration::from_millis(r.connect_timeout_ms.saturating_mul(3).max(1));
+        let limit = r
+            .connect_timeout
+            .saturating_mul(3)
+            .max(Duration::from_millis(1));
         let conn = match tokio::time::timeout(
             limit,
             client.get_connection_manager_with_config(manager),

@@ -39,14 +39,20 @@ fn with(f: impl FnOnce(&mut Config)) -> Config {
 fn pttl(config: &Config, uuid: Uuid) -> i64 {
     let mut con = common::shared().client().get_connection().unwrap();
     redis::cmd("PTTL")
-        .arg(format!("{}:{{q:q}}:state:{uuid}", config.redis.key_prefix))
+        .arg(format!(
+            "{}:{{q:q}}:state:{uuid}",
+            config.section::<machinery_redis::RedisConfig>().key_prefix
+        ))
         .query(&mut con)
         .unwrap()
 }
 
 #[tokio::test]
 async fn states_expire_after_the_results_ttl() {
-    let (b, config) = backend(with(|c| c.results_expire_in = 100)).await;
+    let (b, config) = backend(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(100)
+    }))
+    .await;
     let uuid = Uuid::new_v4();
     let stored = state(uuid, State::Success);
     b.store(std::slice::from_ref(&stored)).await.unwrap();
@@ -56,7 +62,10 @@ async fn states_expire_after_the_results_ttl() {
     b.forget("q", uuid).await.unwrap();
     assert!(b.load("q", uuid).await.unwrap().is_none());
 
-    let (b, _) = backend(with(|c| c.results_expire_in = 1)).await;
+    let (b, _) = backend(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(1)
+    }))
+    .await;
     b.store(&[state(uuid, State::Success)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     assert!(b.load("q", uuid).await.unwrap().is_none());
@@ -64,7 +73,10 @@ async fn states_expire_after_the_results_ttl() {
 
 #[tokio::test]
 async fn only_final_states_have_a_ttl() {
-    let (b, config) = backend(with(|c| c.results_expire_in = 100)).await;
+    let (b, config) = backend(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(100)
+    }))
+    .await;
     let uuid = Uuid::new_v4();
     for open in [
         State::Pending,
@@ -122,7 +134,10 @@ async fn finality_is_read_from_the_state_field_not_the_bytes() {
 
 #[tokio::test]
 async fn ttl_zero_keeps_states_forever() {
-    let (b, config) = backend(with(|c| c.results_expire_in = 0)).await;
+    let (b, config) = backend(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(0)
+    }))
+    .await;
     let uuid = Uuid::new_v4();
     b.store(&[state(uuid, State::Success)]).await.unwrap();
     assert_eq!(pttl(&config, uuid), -1);
@@ -201,7 +216,10 @@ async fn waiters_share_one_pubsub_connection_and_unsubscribe() {
         })
         .collect();
     let mut con = server.client().get_connection().unwrap();
-    let pattern = format!("{}:done:*", config.redis.key_prefix);
+    let pattern = format!(
+        "{}:done:*",
+        config.section::<machinery_redis::RedisConfig>().key_prefix
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let channels: Vec<String> = redis::cmd("PUBSUB")
@@ -338,8 +356,10 @@ async fn waiting_on(
     tokio::task::JoinHandle<machinery_core::Result<TaskState>>,
 ) {
     let config = with(|c| {
-        c.redis.response_timeout_ms = 300;
-        c.redis.connect_timeout_ms = 300;
+        c.section_mut::<machinery_redis::RedisConfig>()
+            .response_timeout = std::time::Duration::from_millis(300);
+        c.section_mut::<machinery_redis::RedisConfig>()
+            .connect_timeout = std::time::Duration::from_millis(300);
     });
     let (b, _) = backend_on(&server.url(), config).await;
     let b = Arc::new(b);

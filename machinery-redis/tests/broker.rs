@@ -64,7 +64,7 @@ fn with(f: impl FnOnce(&mut Config)) -> Config {
 }
 
 fn short_lease() -> Config {
-    with(|c| c.visibility_timeout = 1)
+    with(|c| c.visibility_timeout = std::time::Duration::from_secs(1))
 }
 
 #[tokio::test]
@@ -461,7 +461,10 @@ async fn foreign_members_are_delivered_as_payloads() {
     let (b, _, config) = engine(Config::default()).await;
     let mut con = common::shared().client().get_connection().unwrap();
     let garbage: Vec<u8> = vec![0xff, 0x00, 0xc1, b'/', b':'];
-    let ready = format!("{}:{{q:q}}:ready", config.redis.key_prefix);
+    let ready = format!(
+        "{}:{{q:q}}:ready",
+        config.section::<machinery_redis::RedisConfig>().key_prefix
+    );
     let _: () = redis::cmd("ZADD")
         .arg(&ready)
         .arg(0)
@@ -510,8 +513,11 @@ async fn several_queues_take_turns() {
 async fn a_blocked_fetch_wakes_at_once_on_publish() {
     // Blocking reads outlive the response timeout of ordinary commands.
     let mut config = Config::default();
-    config.redis.response_timeout_ms = 300;
-    config.redis.block_ms = 2_000;
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .response_timeout = std::time::Duration::from_millis(300);
+    config.section_mut::<machinery_redis::RedisConfig>().block =
+        std::time::Duration::from_millis(2_000);
     let (b, _, config) = engine(config).await;
     let started = Instant::now();
     assert!(
@@ -612,7 +618,10 @@ async fn a_blocked_fetch_survives_a_script_flush() {
     let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
     // A bare wake-up token (a publish would load the scripts again first): the read
     // returns and the script behind it is refused.
-    let wake = format!("{}:{{wake}}:q", config.redis.key_prefix);
+    let wake = format!(
+        "{}:{{wake}}:q",
+        config.section::<machinery_redis::RedisConfig>().key_prefix
+    );
     let () = redis::cmd("LPUSH")
         .arg(&wake)
         .arg(1)
@@ -653,7 +662,8 @@ fn command_calls(client: &redis::Client) -> std::collections::HashMap<String, u6
 async fn an_idle_consumer_only_blocks() {
     let server = common::RedisServer::start(&[]);
     let mut config = Config::default();
-    config.redis.block_ms = 1_000;
+    config.section_mut::<machinery_redis::RedisConfig>().block =
+        std::time::Duration::from_millis(1_000);
     let (b, _, _) = engine_on(&server.url(), config).await;
     let client = server.client();
     // Connect the blocking connection and load the scripts first.
@@ -684,7 +694,9 @@ async fn work_survives_a_redis_restart_with_persistence() {
     let mut server =
         common::RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
     let mut config = Config::default();
-    config.redis.response_timeout_ms = 1_000;
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .response_timeout = std::time::Duration::from_millis(1_000);
     let (b, _, _) = engine_on(&server.url(), config).await;
     b.publish(vec![msg("q", 0, "before")]).await.unwrap();
     server.kill();
@@ -747,7 +759,10 @@ async fn due_delayed_messages_count_as_ready() {
 fn key_pttl(config: &Config, key: &str) -> i64 {
     let mut con = common::shared().client().get_connection().unwrap();
     redis::cmd("PTTL")
-        .arg(format!("{}:{key}", config.redis.key_prefix))
+        .arg(format!(
+            "{}:{key}",
+            config.section::<machinery_redis::RedisConfig>().key_prefix
+        ))
         .query(&mut con)
         .unwrap()
 }
@@ -768,7 +783,10 @@ fn completion(d: &Delivery, state: TaskState) -> Completion {
 /// the chord's queue or from another one, gives them the results TTL.
 #[tokio::test]
 async fn chords_expire_only_after_their_callback() {
-    let (b, backend, config) = engine(with(|c| c.results_expire_in = 100)).await;
+    let (b, backend, config) = engine(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(100)
+    }))
+    .await;
     for delivery_queue in ["cb", "other"] {
         let group = Uuid::new_v4();
         let callback = msg("cb", 0, "callback");
@@ -846,7 +864,10 @@ async fn chords_expire_only_after_their_callback() {
 /// is final leaves it (and its TTL).
 #[tokio::test]
 async fn complete_dead_letters_with_the_state() {
-    let (b, backend, config) = engine(with(|c| c.results_expire_in = 100)).await;
+    let (b, backend, config) = engine(with(|c| {
+        c.results_expire_in = std::time::Duration::from_secs(100)
+    }))
+    .await;
     b.publish(vec![msg("q", 0, "poison"), msg("q", 0, "again")])
         .await
         .unwrap();
@@ -899,7 +920,10 @@ async fn complete_dead_letters_with_the_state() {
     );
     let mut con = common::shared().client().get_connection().unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}:{{q:q}}:state:{here}", config.redis.key_prefix))
+        .arg(format!(
+            "{}:{{q:q}}:state:{here}",
+            config.section::<machinery_redis::RedisConfig>().key_prefix
+        ))
         .query(&mut con)
         .unwrap();
     assert!((80_000..=100_000).contains(&ttl), "PTTL {ttl}");
@@ -914,7 +938,10 @@ async fn forget_publishes_to_waiters() {
     let mut con = client.get_connection().unwrap();
     let mut pubsub = con.as_pubsub();
     pubsub
-        .subscribe(format!("{}:done:{uuid}", config.redis.key_prefix))
+        .subscribe(format!(
+            "{}:done:{uuid}",
+            config.section::<machinery_redis::RedisConfig>().key_prefix
+        ))
         .unwrap();
     backend
         .store(&[TaskState::new(uuid, "t", "q", State::Started)])

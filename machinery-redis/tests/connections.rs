@@ -15,7 +15,8 @@ use machinery_redis as _;
 fn config(url: String) -> Config {
     let mut c = Config::default();
     c.broker = url;
-    c.redis.connect_timeout_ms = 500;
+    c.section_mut::<machinery_redis::RedisConfig>()
+        .connect_timeout = std::time::Duration::from_millis(500);
     c
 }
 
@@ -44,7 +45,7 @@ async fn auth_with_password() {
     assert!(!debug.contains("s3cret-pw"), "password leaked: {debug}");
     // The engines themselves, with their connections open (blocking and pub/sub too).
     let mut c = config(format!("redis://:s3cret-pw@127.0.0.1:{port}/"));
-    c.redis.key_prefix = common::fresh_prefix();
+    c.section_mut::<machinery_redis::RedisConfig>().key_prefix = common::fresh_prefix();
     let (broker, backend) = machinery_redis::connect(&c).await.unwrap();
     let _ = broker
         .fetch(&["q".to_owned()], 1, Duration::from_millis(50))
@@ -242,7 +243,7 @@ async fn tls_round_trip() {
     ]);
     // A self-signed test certificate: `#insecure` skips verification (never in production).
     let mut c = config(format!("rediss://127.0.0.1:{tls_port}/#insecure"));
-    c.redis.key_prefix = common::fresh_prefix();
+    c.section_mut::<machinery_redis::RedisConfig>().key_prefix = common::fresh_prefix();
     let server = Server::from_config(c).await.expect("TLS connection");
     let worker = Worker::new()
         .task(echo::ENTRY)
@@ -266,7 +267,7 @@ async fn a_worker_refused_by_redis_stops_with_the_error() {
     let redis = RedisServer::start(&["--requirepass", "s3cret-pw"]);
     let port = redis.port;
     let mut c = config(format!("redis://:s3cret-pw@127.0.0.1:{port}/"));
-    c.redis.key_prefix = common::fresh_prefix();
+    c.section_mut::<machinery_redis::RedisConfig>().key_prefix = common::fresh_prefix();
     let server = Server::from_config(c)
         .await
         .expect("the right password connects");

@@ -827,7 +827,9 @@ impl Engine {
             Kind::Redis => {
                 let redis = RedisServer::start();
                 config.broker = redis.url();
-                config.redis.key_prefix = "model".into();
+                config
+                    .section_mut::<machinery_redis::RedisConfig>()
+                    .key_prefix = "model".into();
                 let server = Server::from_config(config)
                     .await
                     .expect("connect to the test redis");

@@ -30,7 +30,7 @@ fn secs(d: Duration) -> u64 {
 #[tokio::test(start_paused = true)]
 async fn retry_delays_follow_fibonacci_and_cap() {
     let mut config = Config::default();
-    config.retry_max_delay = 6;
+    config.retry_max_delay = std::time::Duration::from_secs(6);
     let server = Server::memory_with(config);
     let worker = Worker::auto().server(&server).spawn().unwrap();
     let r = always_fails::s()
@@ -66,7 +66,7 @@ async fn delayed_task_starts_at_its_eta() {
 #[tokio::test(start_paused = true)]
 async fn results_expire_after_the_ttl() {
     let mut config = Config::default();
-    config.results_expire_in = 3600;
+    config.results_expire_in = std::time::Duration::from_secs(3600);
     let server = Server::memory_with(config);
     let worker = Worker::auto().server(&server).spawn().unwrap();
     let r = noop::s().send_with(&server).await.unwrap();

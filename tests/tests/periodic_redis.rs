@@ -65,7 +65,10 @@ async fn three_schedulers_publish_each_tick_once() {
     let prefix = format!("periodic-{}", uuid::Uuid::now_v7().simple());
     let mut config = Config::default();
     config.broker = redis.url();
-    config.redis.key_prefix.clone_from(&prefix);
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .key_prefix
+        .clone_from(&prefix);
     let server = Server::from_config(config)
         .await
         .expect("connect to the test redis");

@@ -80,8 +80,10 @@ impl Drop for WorkerProcess {
 async fn server(redis: &RedisServer, prefix: &str, visibility: u64) -> Server {
     let mut config = Config::default();
     config.broker = redis.url();
-    config.redis.key_prefix = prefix.to_owned();
-    config.visibility_timeout = visibility;
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .key_prefix = prefix.to_owned();
+    config.visibility_timeout = std::time::Duration::from_secs(visibility);
     Server::from_config(config)
         .await
         .expect("connect to the test redis")

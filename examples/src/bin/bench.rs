@@ -243,8 +243,9 @@ impl Ctx {
         let mut c = Config::default();
         if !memory {
             c.broker = self.args.redis_url.clone();
-            c.redis.key_prefix = self.args.prefix.clone();
-            c.redis.fetch_batch = self.args.prefetch.clamp(1, 1000);
+            c.section_mut::<machinery_redis::RedisConfig>().key_prefix = self.args.prefix.clone();
+            c.section_mut::<machinery_redis::RedisConfig>().fetch_batch =
+                self.args.prefetch.clamp(1, 1000);
         }
         c.default_queue = "bench".into();
         c
@@ -708,7 +709,10 @@ async fn reference(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
 async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     let n = ctx.args.tasks.unwrap_or(200_000);
     let server = ctx.server(false).await?;
-    let batch_size = server.config().redis.fetch_batch;
+    let batch_size = server
+        .config()
+        .section::<machinery_redis::RedisConfig>()
+        .fetch_batch;
     enqueue_noops(&server, n).await?;
     let queue = server.config().default_queue.clone();
     let queues = vec![queue.clone()];
@@ -799,8 +803,12 @@ fn print(values: &[Value], as_json: bool) {
 async fn worker_role(args: &Args) -> Result<(), BoxError> {
     let mut config = Config::default();
     config.broker = args.redis_url.clone();
-    config.redis.key_prefix = args.prefix.clone();
-    config.redis.fetch_batch = args.prefetch.clamp(1, 1000);
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .key_prefix = args.prefix.clone();
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .fetch_batch = args.prefetch.clamp(1, 1000);
     config.default_queue = "bench".into();
     let server = Server::from_config(config).await?;
     Worker::auto()

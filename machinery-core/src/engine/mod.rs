@@ -13,7 +13,12 @@
 //! - a [`ResultBackend`]: task states, results and chords;
 //! - an [`EngineFactory`] registered with `inventory::submit!`, so that
 //!   [`Server::from_config`](crate::Server::from_config) connects the engine for its URL
-//!   schemes.
+//!   schemes;
+//! - optionally, an [`EngineSection`]: its own section of the configuration (`redis:`,
+//!   `MACHINERY_REDIS_*`), registered with `inventory::submit!` through
+//!   [`Section::of`], checked when a [`Config`](crate::Config) is loaded (unknown keys
+//!   with "did you mean", invalid values naming the key) and read by the engine with
+//!   [`Config::section`](crate::Config::section).
 //!
 //! **Sharing a store.** When an engine's broker and result backend keep their data in
 //! the same place (one Redis), the broker can store a task's state and settle its
@@ -31,6 +36,7 @@ mod backend;
 mod broker;
 mod complete;
 
+pub use crate::config::{EngineSection, FieldError, Section};
 pub use crate::registry::BoxFuture;
 pub use crate::server::{ConnectBackend, ConnectBroker, EngineFactory};
 pub use admin::{BrokerAdmin, DeadLetter, QueueDepth};

@@ -192,7 +192,7 @@ impl MemoryBroker {
         MemoryBroker {
             state: Mutex::new(Inner::default()),
             arrived: Notify::new(),
-            visibility: Duration::from_secs(config.visibility_timeout),
+            visibility: config.visibility_timeout,
             max_bytes: config.max_message_bytes,
         }
     }

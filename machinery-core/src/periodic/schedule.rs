@@ -173,8 +173,10 @@ impl Schedule {
         }
     }
 
-    /// Any form: `@every <duration>` (units `ms`, `s`, `m`, `h`, `d`, combinable as in
-    /// `1h30m`), a nickname, or a 5- or 6-field cron spec.
+    /// Any form: `@every <duration>` (the project's one duration syntax: `500ms`, `10s`,
+    /// `5m`, `1h30m`, `1d`, or a bare number of seconds; see
+    /// [`parse_duration`](crate::config::parse_duration)), a nickname, or a 5- or
+    /// 6-field cron spec.
     ///
     /// # Errors
     /// [`Error::Periodic`] naming the spec.
@@ -313,68 +315,26 @@ pub(crate) fn from_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// Parses `10s`, `500ms`, `1h30m`, `2d`: one or more number-unit pairs.
+/// Parses the period of `@every`, in the project's one duration syntax
+/// ([`crate::config::parse_duration`]), into milliseconds; zero is refused.
 fn parse_duration(text: &str) -> std::result::Result<u64, String> {
-    const HELP: &str = "expected a duration such as `10s`, `500ms`, `5m`, `1h30m` or `1d`";
     if text.is_empty() {
-        return Err(format!("`@every` needs a duration; {HELP}"));
+        return Err(
+            "`@every` needs a duration such as `500ms`, `10s`, `5m`, `1h30m` or `1d`".to_owned(),
+        );
     }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{text}` is not a duration; {HELP}"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("`{text}` lacks a unit; {HELP}")),
-            other => return Err(format!("unknown unit `{other}` in `{text}`; {HELP}")),
-        };
-        rest = &rest[unit_len..];
-        total = number
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{text}` is too large"))?;
+    let period = crate::config::parse_duration(text)?;
+    if period.is_zero() {
+        return Err(format!(
+            "`@every {text}` is zero; expected a positive duration"
+        ));
     }
-    if total == 0 {
-        return Err(format!("`@every {text}` is zero; {HELP}"));
-    }
-    Ok(total)
+    u64::try_from(period.as_millis()).map_err(|_| format!("`{text}` is too large"))
 }
 
 /// `90000` → `1m30s`: the shortest form [`parse_duration`] reads back.
 fn format_duration(ms: u64) -> String {
-    let mut out = String::new();
-    let mut rest = ms;
-    for (unit, len) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if rest >= len {
-            out.push_str(&format!("{}{unit}", rest / len));
-            rest %= len;
-        }
-    }
-    if rest > 0 || out.is_empty() {
-        out.push_str(&format!("{rest}ms"));
-    }
-    out
+    crate::config::format_duration(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -490,8 +450,8 @@ mod tests {
             "@sometimes",
             "@every",
             "@every 0s",
-            "@every 10",
-            "@every 10y",
+            "@every 10x",
+            "@every 1500us",
             "@every s",
             "@every 99999999999999999999s",
             "0 0 30 2 *",
@@ -503,8 +463,8 @@ mod tests {
         }
         let (_, r) = reason(Schedule::parse("* * *").expect_err("3 fields"));
         assert!(r.contains("3 fields"), "{r}");
-        let (_, r) = reason(Schedule::parse("@every 10y").expect_err("unit"));
-        assert!(r.contains("unknown unit `y`"), "{r}");
+        let (_, r) = reason(Schedule::parse("@every 10x").expect_err("unit"));
+        assert!(r.contains("`10x`") && r.contains("`1h30m`"), "{r}");
         let (_, r) = reason(Schedule::parse("0 0 30 2 *").expect_err("never"));
         assert!(r.contains("never matches"), "{r}");
         let msg = Schedule::cron("61 * * * *").expect_err("bad").to_string();
@@ -512,6 +472,24 @@ mod tests {
             msg.starts_with("invalid periodic schedule `61 * * * *`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn every_takes_the_one_duration_syntax() {
+        for (spec, ms) in [
+            ("@every 500ms", 500),
+            ("@every 2s", 2_000),
+            ("@every 5m", 300_000),
+            ("@every 1h30m", 5_400_000),
+            ("@every 1d", 86_400_000),
+            ("@every 90", 90_000),
+        ] {
+            let s = Schedule::parse(spec).expect(spec);
+            assert_eq!(s.period(), Some(Duration::from_millis(ms)), "{spec}");
+            // The spec it shows reads back to the same period.
+            let again = Schedule::parse(s.spec()).expect("reads back");
+            assert_eq!(again.period(), s.period(), "{spec}");
+        }
     }
 
     #[test]

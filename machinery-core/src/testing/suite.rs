@@ -452,7 +452,7 @@ pub async fn several_queues<H: Harness>(h: &H) {
 
 pub async fn result_ttl_expires<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.results_expire_in = 1;
+    config.results_expire_in = Duration::from_secs(1);
     let server = h.server(config).await;
     let w = worker(&server);
     let r = add::s(1, 2).send_with(&server).await.unwrap();
@@ -470,7 +470,7 @@ pub async fn result_ttl_expires<H: Harness>(h: &H) {
 
 pub async fn results_kept_forever<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.results_expire_in = 0;
+    config.results_expire_in = Duration::from_secs(0);
     let server = h.server(config).await;
     let w = worker(&server);
     let r = add::s(1, 2).send_with(&server).await.unwrap();
@@ -745,7 +745,7 @@ pub async fn dead_letters_requeue_and_purge<H: Harness>(h: &H) {
 
 pub async fn lease_expiry_redelivers<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.visibility_timeout = 1;
+    config.visibility_timeout = Duration::from_secs(1);
     let server = h.server(config).await;
     let q = server.config().default_queue.clone();
     let broker = server.broker().clone();
@@ -774,7 +774,7 @@ pub async fn lease_expiry_redelivers<H: Harness>(h: &H) {
 
 pub async fn heartbeat_keeps_lease<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.visibility_timeout = 1;
+    config.visibility_timeout = Duration::from_secs(1);
     let server = h.server(config).await;
     let k = key("long");
     let w = worker(&server);
@@ -1156,7 +1156,7 @@ pub async fn outcome_dead_lettered_step_fails_chain<H: Harness>(h: &H) {
 /// A message delivered more than `max_deliveries` times fails its workflow too.
 pub async fn outcome_over_delivered_step_fails_chain<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.visibility_timeout = 1;
+    config.visibility_timeout = Duration::from_secs(1);
     config.max_deliveries = 2;
     let server = h.server(config).await;
     let q = server.config().default_queue.clone();
@@ -1424,7 +1424,7 @@ pub async fn final_state_stays<H: Harness>(h: &H) {
 /// results TTL; the TTL counts from the final state.
 pub async fn open_states_outlive_the_results_ttl<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.results_expire_in = 1;
+    config.results_expire_in = Duration::from_secs(1);
     let server = h.server(config).await;
     let backend = server.backend();
     let q = server.config().default_queue.clone();
@@ -1466,7 +1466,7 @@ pub async fn open_states_outlive_the_results_ttl<H: Harness>(h: &H) {
 /// every member's result.
 pub async fn chord_outlives_the_results_ttl<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.results_expire_in = 1;
+    config.results_expire_in = Duration::from_secs(1);
     let server = h.server(config).await;
     let w = worker(&server);
     let late = SystemTime::now() + Duration::from_millis(2_500);
@@ -1483,7 +1483,7 @@ pub async fn chord_outlives_the_results_ttl<H: Harness>(h: &H) {
 /// The callback's final state starts its chord's TTL, and not before.
 pub async fn ends_chord_starts_the_chord_ttl<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.results_expire_in = 1;
+    config.results_expire_in = Duration::from_secs(1);
     let server = h.server(config).await;
     let backend = server.backend();
     let q = server.config().default_queue.clone();
@@ -1590,7 +1590,7 @@ async fn backend_store(server: &Server, state: TaskState) {
 /// A dead-lettering completion whose lease was lost writes nothing.
 pub async fn dead_letter_completion_is_fenced<H: Harness>(h: &H) {
     let mut config = fast_config();
-    config.visibility_timeout = 1;
+    config.visibility_timeout = Duration::from_secs(1);
     let server = h.server(config).await;
     let q = server.config().default_queue.clone();
     let uuid = Uuid::now_v7();

@@ -293,7 +293,7 @@ fn settle_outcome(
             } else {
                 Duration::from_millis(raw.retry_timeout)
             };
-            let cap = Duration::from_secs(shared.server.config().retry_max_delay);
+            let cap = shared.server.config().retry_max_delay;
             fibonacci_delay(raw.retried, base, cap)
         });
         let mut next = raw.clone();

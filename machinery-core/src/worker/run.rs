@@ -371,7 +371,7 @@ async fn fetch_loop(
             &tracker,
             shared.server.backend().clone(),
             started,
-            config.started_after(),
+            config.started_after,
         );
         for ((delivery, raw, permit), gate) in decoded.into_iter().zip(gates) {
             spawn(&shared, &tracker, delivery, raw, permit, gate);
@@ -463,7 +463,7 @@ async fn run_alone(
             tracker,
             shared.server.backend().clone(),
             vec![state],
-            shared.server.config().started_after(),
+            shared.server.config().started_after,
         )
         .pop()
         .unwrap_or_else(started::StartGate::none);

@@ -193,7 +193,7 @@ impl RedisBroker {
         let secs = block.as_secs_f64().max(0.001);
         // No reply timeout on this connection; a read that outlives its block time by the
         // response timeout means the connection is dead (a silent network partition).
-        let limit = block + Duration::from_millis(self.engine.config.redis.response_timeout_ms);
+        let limit = block + self.engine.config.redis.response_timeout;
         let mut blpop = redis::cmd("BLPOP");
         blpop.arg(&keys).arg(secs);
         match queues {
@@ -311,7 +311,7 @@ impl RedisBroker {
         let deadline = now
             .checked_add(wait)
             .unwrap_or(now + Duration::from_secs(30 * 365 * 24 * 3600));
-        let block_cap = Duration::from_millis(self.engine.config.redis.block_ms);
+        let block_cap = self.engine.config.redis.block;
         let first = self.rotation.fetch_add(1, Ordering::Relaxed) % queues.len();
         let order: Vec<String> = queues[first..]
             .iter()

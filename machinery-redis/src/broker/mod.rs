@@ -83,7 +83,7 @@ fn group_by_queue<'a, T: 'a>(
 
 impl RedisBroker {
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        let visibility = Duration::from_secs(engine.config.visibility_timeout);
+        let visibility = engine.config.visibility_timeout;
         RedisBroker {
             states: RedisBackend::new(engine.clone()),
             engine,

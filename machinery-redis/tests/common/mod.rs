@@ -234,8 +234,12 @@ pub fn fresh_prefix() -> String {
 /// `config` pointed at `url` under a fresh prefix, with short connect timeouts.
 pub fn config_for(url: &str, mut config: Config) -> Config {
     config.broker = url.to_owned();
-    config.redis.key_prefix = fresh_prefix();
-    config.redis.connect_timeout_ms = 2000;
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .key_prefix = fresh_prefix();
+    config
+        .section_mut::<machinery_redis::RedisConfig>()
+        .connect_timeout = std::time::Duration::from_millis(2000);
     config
 }
 

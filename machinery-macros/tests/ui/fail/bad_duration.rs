@@ -1,6 +1,6 @@
 use machinery_core::prelude::*;
 
-#[task(timeout = "30 seconds", retry_timeout = 0)]
+#[task(timeout = "30 parsecs", retry_timeout = 0)]
 async fn slow() -> Result<(), TaskError> {
     Ok(())
 }
