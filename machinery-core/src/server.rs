@@ -13,18 +13,45 @@ use crate::registry::BoxFuture;
 use crate::result::{AsyncResult, State, TaskState};
 use crate::signature::RawSignature;
 
-/// Connects a broker from a configuration.
-#[doc(hidden)]
+/// Connects a broker from a configuration: the [`EngineFactory::broker`] function.
 pub type ConnectBroker = fn(Config) -> BoxFuture<Result<Arc<dyn Broker>>>;
 
-/// Connects a result backend from a configuration.
-#[doc(hidden)]
+/// Connects a result backend from a configuration: the [`EngineFactory::backend`]
+/// function.
 pub type ConnectBackend = fn(Config) -> BoxFuture<Result<Arc<dyn ResultBackend>>>;
 
 /// Makes brokers and result backends for one URL scheme. Engine crates register one
-/// with `inventory::submit!`, so [`Server::from_config`] finds them; the crate must be
-/// linked (`use machinery_redis as _;`).
-#[doc(hidden)]
+/// with `inventory::submit!`, so [`Server::from_config`] finds them and
+/// [`Config`] accepts their schemes; the crate must be linked
+/// (`use machinery_redis as _;`).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use machinery_core::engine::{BoxFuture, Broker, EngineFactory, ResultBackend};
+/// use machinery_core::memory::{MemoryBackend, MemoryBroker};
+/// use machinery_core::{Config, Result, Server};
+///
+/// fn broker(config: Config) -> BoxFuture<Result<Arc<dyn Broker>>> {
+///     Box::pin(async move { Ok(Arc::new(MemoryBroker::new(&config)) as Arc<dyn Broker>) })
+/// }
+///
+/// fn backend(config: Config) -> BoxFuture<Result<Arc<dyn ResultBackend>>> {
+///     Box::pin(async move {
+///         Ok(Arc::new(MemoryBackend::new(config.results_ttl())) as Arc<dyn ResultBackend>)
+///     })
+/// }
+///
+/// inventory::submit! { EngineFactory { schemes: &["toy"], broker, backend } }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let config = Config::from_sources(None, [("MACHINERY_BROKER".into(), "toy://here".into())])?;
+/// let server = Server::from_config(config).await?;
+/// assert_eq!(server.broker().engine(), "memory"); // the broker `broker` made
+/// # Ok(())
+/// # }
+/// ```
 pub struct EngineFactory {
     /// URL schemes handled, e.g. `["redis", "rediss"]`.
     pub schemes: &'static [&'static str],

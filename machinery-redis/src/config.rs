@@ -20,8 +20,8 @@ const MAX_FETCH_BATCH: usize = 1000;
 /// | YAML key | environment variable | default | accepted |
 /// |---|---|---|---|
 /// | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
-/// | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds |
-/// | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds |
+/// | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
+/// | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 /// | `redis.fetch_batch` | `MACHINERY_REDIS_FETCH_BATCH` | `64` | 1 to 1000 |
 /// | `redis.block_ms` | `MACHINERY_REDIS_BLOCK_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 ///
@@ -49,14 +49,15 @@ pub struct RedisConfig {
     /// default `machinery`; non-empty, without whitespace, `{` or `}`.
     pub key_prefix: String,
     /// How long to wait for a connection (`redis.connect_timeout_ms`,
-    /// `MACHINERY_REDIS_CONNECT_TIMEOUT_MS`); default 5 s.
+    /// `MACHINERY_REDIS_CONNECT_TIMEOUT_MS`); default 5 s; at least 1 ms.
     #[serde(
         rename = "connect_timeout_ms",
         deserialize_with = "serde_duration::millis"
     )]
     pub connect_timeout: Duration,
     /// How long to wait for the reply to a non-blocking command
-    /// (`redis.response_timeout_ms`, `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS`); default 5 s.
+    /// (`redis.response_timeout_ms`, `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS`); default 5 s;
+    /// at least 1 ms.
     #[serde(
         rename = "response_timeout_ms",
         deserialize_with = "serde_duration::millis"
@@ -110,17 +111,19 @@ impl EngineSection for RedisConfig {
             );
         }
         let durations = [
+            // Zero would time out every connection and command (or, racing, only
+            // some): refused rather than given a meaning.
             (
                 "connect_timeout_ms",
                 *connect_timeout,
-                Duration::ZERO,
-                "from 0ms",
+                Duration::from_millis(1),
+                "at least 1ms",
             ),
             (
                 "response_timeout_ms",
                 *response_timeout,
-                Duration::ZERO,
-                "from 0ms",
+                Duration::from_millis(1),
+                "at least 1ms",
             ),
             ("block_ms", *block, Duration::from_millis(1), "at least 1ms"),
         ];

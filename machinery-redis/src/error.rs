@@ -80,7 +80,9 @@ impl Error {
     /// - `BUSY`, `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `MOVED`, `ASK`,
     ///   `READONLY`, `NOREPLICAS`, `OOM`, `MISCONF`: [`ErrorKind::Transient`] (the server
     ///   or cluster gets over it);
-    /// - `WRONGPASS`, `NOAUTH`, `NOPERM`, a failed `AUTH`: [`ErrorKind::Auth`];
+    /// - `WRONGPASS`, `NOAUTH`, `NOPERM`, a failed `AUTH`, and the `Protocol error:
+    ///   unauthenticated …` a server that now requires a password sends a client that
+    ///   has not authenticated: [`ErrorKind::Auth`];
     /// - an invalid client configuration: [`ErrorKind::Config`];
     /// - anything else (`ERR`, a script error, `WRONGTYPE`, `NOSCRIPT` after the engine
     ///   reloaded its scripts, `EXECABORT`, `CROSSSLOT`, a reply of the wrong type):
@@ -111,6 +113,14 @@ pub(crate) fn kind_of(e: &redis::RedisError) -> ErrorKind {
             .into_server_errors()
             .and_then(|errors| errors.first().map(|(_, s)| s.code().to_owned()))
     });
+    // A server that started requiring a password after this connection was made
+    // answers a reconnected client's first long command (a script call) with this
+    // `ERR`, and closes the connection, instead of `NOAUTH`.
+    if e.detail()
+        .is_some_and(|d| d.starts_with("Protocol error: unauthenticated"))
+    {
+        return ErrorKind::Auth;
+    }
     if let Some(code) = code.as_deref() {
         match code {
             "WRONGPASS" | "NOAUTH" | "NOPERM" => return ErrorKind::Auth,
@@ -180,6 +190,12 @@ mod tests {
         for code in ["WRONGTYPE", "ERR", "NOSCRIPT"] {
             assert_eq!(kind_of(&server_error(code)), ErrorKind::Rejected, "{code}");
         }
+        // What Redis answers a long command from a client that has not authenticated.
+        let unauthenticated = redis::make_extension_error(
+            "ERR".to_owned(),
+            Some("Protocol error: unauthenticated multibulk length".to_owned()),
+        );
+        assert_eq!(kind_of(&unauthenticated), ErrorKind::Auth);
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn every_variable_is_read() {
         vars(&[
             ("MACHINERY_REDIS_KEY_PREFIX", "app:v2"),
             ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "250"),
-            ("MACHINERY_REDIS_RESPONSE_TIMEOUT_MS", "0"),
+            ("MACHINERY_REDIS_RESPONSE_TIMEOUT_MS", "1"),
             ("MACHINERY_REDIS_FETCH_BATCH", "1"),
             ("MACHINERY_REDIS_BLOCK_MS", "1m"),
         ]),
@@ -80,7 +80,7 @@ fn every_variable_is_read() {
     let r: RedisConfig = c.section();
     assert_eq!(r.key_prefix, "app:v2");
     assert_eq!(r.connect_timeout, Duration::from_millis(250));
-    assert_eq!(r.response_timeout, Duration::ZERO);
+    assert_eq!(r.response_timeout, Duration::from_millis(1));
     assert_eq!(r.fetch_batch, 1);
     assert_eq!(r.block, Duration::from_secs(60));
 }
@@ -115,6 +115,8 @@ fn bad_values_name_the_key_as_written() {
         ("MACHINERY_REDIS_FETCH_BATCH", "1001", "1 to 1000"),
         ("MACHINERY_REDIS_BLOCK_MS", "0", "at least 1ms"),
         ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "soon", "milliseconds"),
+        ("MACHINERY_REDIS_CONNECT_TIMEOUT_MS", "0", "at least 1ms"),
+        ("MACHINERY_REDIS_RESPONSE_TIMEOUT_MS", "0s", "at least 1ms"),
         ("MACHINERY_REDIS_KEY_PREFIX", "{app}", "`{` or `}`"),
         ("MACHINERY_REDIS_KEY_PREFIX", "a b", "`{` or `}`"),
         (

@@ -20,8 +20,8 @@
 //! | `max_message_bytes` | `MACHINERY_MAX_MESSAGE_BYTES` | `8388608` (8 MiB) | at least 1024 |
 //! | `started_after_ms` | `MACHINERY_STARTED_AFTER_MS` | `10ms` | duration, bare number = milliseconds, `0` = every task |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
-//! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds |
-//! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds |
+//! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
+//! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.fetch_batch` | `MACHINERY_REDIS_FETCH_BATCH` | `64` | 1 to 1000 |
 //! | `redis.block_ms` | `MACHINERY_REDIS_BLOCK_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //!
