@@ -42,7 +42,9 @@ pub type ConnectBackend = fn(Config) -> BoxFuture<Result<Arc<dyn ResultBackend>>
 ///     })
 /// }
 ///
-/// inventory::submit! { EngineFactory { schemes: &["toy"], broker, backend } }
+/// inventory::submit! {
+///     EngineFactory { schemes: &["toy"], broker, backend, check_url: |_| Ok(()) }
+/// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<()> {
@@ -59,7 +61,15 @@ pub struct EngineFactory {
     pub broker: ConnectBroker,
     /// Connects a result backend to `config.result_backend_url()`.
     pub backend: ConnectBackend,
+    /// Checks a URL of one of [`schemes`](EngineFactory::schemes) without connecting,
+    /// when a [`Config`] is validated, so a malformed URL is reported naming its key
+    /// (`broker`, `MACHINERY_BROKER`) before anything connects. The error is the
+    /// reason only; it must not repeat the URL (it may hold a password).
+    pub check_url: CheckUrl,
 }
+
+/// Checks an engine URL without connecting; see [`EngineFactory::check_url`].
+pub type CheckUrl = fn(&str) -> std::result::Result<(), String>;
 
 inventory::collect!(EngineFactory);
 

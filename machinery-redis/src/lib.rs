@@ -251,10 +251,20 @@ fn connect_backend(config: Config) -> BoxFuture<machinery_core::Result<Arc<dyn R
     })
 }
 
+/// Parses a Redis URL the way connecting does, without connecting.
+fn check_url(url: &str) -> Result<(), String> {
+    match redis::Client::open(url) {
+        Ok(_) => Ok(()),
+        // redis-rs does not quote the URL; make sure no password could be echoed.
+        Err(e) => Err(e.to_string().replace(url, "<the URL>")),
+    }
+}
+
 inventory::submit! {
     EngineFactory {
         schemes: &["redis", "rediss", "redis+unix", "unix"],
         broker: connect_broker,
         backend: connect_backend,
+        check_url,
     }
 }

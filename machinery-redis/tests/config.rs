@@ -42,6 +42,21 @@ fn every_scheme_is_accepted() {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(c.broker, url);
     }
+    // A malformed URL of a known scheme is refused when the config is loaded, naming
+    // the key, never showing the password.
+    for url in [
+        "redis://:pw@127.0.0.1:abc/0",
+        "redis://:pw@127.0.0.1:99999999/0",
+        "redis://:pw@127.0.0.1:6379/xyz",
+    ] {
+        let (key, reason) = config_error(Config::from_sources(
+            None,
+            vars(&[("MACHINERY_BROKER", url)]),
+        ));
+        assert_eq!(key, "MACHINERY_BROKER", "{url}");
+        assert!(reason.contains("invalid `redis://` URL"), "{url}: {reason}");
+        assert!(!reason.contains("pw"), "{url}: {reason}");
+    }
     let (_, reason) = config_error(Config::from_yaml_str("broker: http://h"));
     assert!(
         reason.contains("memory, redis, redis+unix, rediss, unix"),

@@ -157,6 +157,15 @@ impl<'de> Visitor<'de> for DurationVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        // Integers beyond 64 bits come back from the YAML parser as floats: name the
+        // limit, not a unit the user never wrote (`1e26`).
+        if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
+            return Err(E::custom(format!(
+                "expected {SYNTAX} {}, at most {}ms; got a number beyond 64 bits",
+                self.0.name(),
+                MAX_DURATION.as_millis()
+            )));
+        }
         parse(&format!("{v:?}"), self.0).map_err(E::custom)
     }
 

@@ -405,6 +405,21 @@ fn check_url(key: &str, url: &str) -> Result<()> {
         .split_once("://")
         .is_some_and(|(scheme, _)| schemes.contains(&scheme));
     if known {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        let factory = inventory::iter::<crate::server::EngineFactory>
+            .into_iter()
+            .find(|f| f.schemes.contains(&scheme));
+        if let Some(f) = factory {
+            (f.check_url)(url).map_err(|reason| {
+                Error::config(
+                    key,
+                    format!(
+                        "invalid `{scheme}://` URL `{}`: {reason}",
+                        redact_url(url).escape_debug()
+                    ),
+                )
+            })?;
+        }
         return Ok(());
     }
     Err(Error::config(

@@ -76,6 +76,13 @@ inventory::submit! {
         schemes: &["testeng", "testeng+tls"],
         broker: test_broker,
         backend: test_backend,
+        check_url: |url| {
+            if url.contains(' ') {
+                Err("a testeng URL has no spaces".into())
+            } else {
+                Ok(())
+            }
+        },
     }
 }
 
@@ -675,6 +682,41 @@ fn yaml_value_errors_use_the_yaml_key() {
     ));
     assert_eq!(key, "max_message_bytes");
     assert!(reason.contains("at most"), "{reason}");
+    // Numbers beyond 64 bits arrive as floats: the reason names the limit, never a
+    // unit or a value the user did not write.
+    for yaml in [
+        "results_expire_in: 99999999999999999999999999",
+        "visibility_timeout: -99999999999999999999999999",
+        "max_deliveries: 99999999999999999999999999",
+    ] {
+        let (_, reason) = config_error(Config::from_yaml_str(yaml));
+        assert!(reason.contains("beyond 64 bits"), "{yaml}: {reason}");
+        assert!(
+            !reason.contains("e26") && !reason.contains("unit"),
+            "{yaml}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn an_engine_checks_its_urls_when_the_config_is_validated() {
+    for (vars, key) in [
+        (
+            vec![("MACHINERY_BROKER", "testeng://pw@h ost")],
+            "MACHINERY_BROKER",
+        ),
+        (
+            vec![("MACHINERY_RESULT_BACKEND", "testeng://h ost")],
+            "MACHINERY_RESULT_BACKEND",
+        ),
+    ] {
+        let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let (got, reason) = config_error(Config::from_sources(None, vars));
+        assert_eq!(got, key);
+        assert!(reason.contains("a testeng URL has no spaces"), "{reason}");
+    }
+    let (key, _) = config_error(Config::from_yaml_str("broker: testeng://h ost"));
+    assert_eq!(key, "broker");
 }
 
 #[test]

@@ -90,7 +90,7 @@ impl<'de, T: Whole> Visitor<'de> for WholeVisitor<T> {
         // Integers beyond 64 bits come back from the YAML parser as floats.
         if v.fract() == 0.0 && v >= 18_446_744_073_709_551_616.0 {
             return Err(E::custom(format!(
-                "expected a whole number, at most {}; got `{v:?}`",
+                "expected a whole number, at most {}; got a number beyond 64 bits",
                 T::MAX
             )));
         }

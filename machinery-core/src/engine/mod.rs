@@ -38,7 +38,7 @@ mod complete;
 
 pub use crate::config::{EngineSection, FieldError, Section};
 pub use crate::registry::BoxFuture;
-pub use crate::server::{ConnectBackend, ConnectBroker, EngineFactory};
+pub use crate::server::{CheckUrl, ConnectBackend, ConnectBroker, EngineFactory};
 pub use admin::{BrokerAdmin, DeadLetter, QueueDepth};
 pub use backend::{ChordOutcome, ResultBackend, StoreId};
 pub use broker::{Broker, Completion, Delivery, GroupMember, Outgoing};
