@@ -293,7 +293,10 @@ mod tests {
             .spawn()
             .unwrap();
         let sent = [
-            boxed_fail::s("shared".into()).send_with(&server).await.unwrap(),
+            boxed_fail::s("shared".into())
+                .send_with(&server)
+                .await
+                .unwrap(),
             boxed_local_fail::s("local".into())
                 .send_with(&server)
                 .await

@@ -188,7 +188,10 @@ mod tests {
             Box::new(Outer(std::io::Error::other("inner")));
         let e = TaskError::boxed(boxed);
         assert_eq!(e.message(), "outer: inner");
-        assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("outer"));
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("outer")
+        );
         assert!(!e.is_fatal());
         assert_eq!(e.retry_delay(), None);
     }
