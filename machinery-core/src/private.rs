@@ -21,6 +21,8 @@ pub use crate::signature::Signature;
 pub use crate::task_error::TaskError;
 pub use crate::workflow::{ErrorCallback, Partial};
 
+use crate::task_error::chain_text;
+
 /// A type that can be a task argument.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent as a task argument",
@@ -75,6 +77,46 @@ pub trait TaskFailure: Into<TaskError> {}
 
 impl<E: Into<TaskError>> TaskFailure for E {}
 
+/// A boxed error a task may return, written out as `Box<dyn Error ...>` in its signature
+/// (which `#[task]` recognises, asking for this trait at `E` instead of
+/// [`TaskFailure`]). A box has no `From` conversion into [`TaskError`]: see
+/// [`TaskError::boxed`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a task: it is not a boxed `std::error::Error`",
+    label = "a boxed task error must be `Box<dyn std::error::Error + Send + Sync>`",
+    note = "box a `std::error::Error` trait object, optionally with `+ Send + Sync`; or return `Result<T, TaskError>` and convert the error where it is made"
+)]
+pub trait BoxedTaskError {
+    /// The error as a [`TaskError`].
+    fn into_task_error(self) -> TaskError;
+}
+
+impl BoxedTaskError for Box<dyn std::error::Error + Send + Sync> {
+    fn into_task_error(self) -> TaskError {
+        TaskError::boxed(self)
+    }
+}
+
+// Without `Send + Sync` the box cannot be kept as the `TaskError`'s source (which travels
+// between threads); its text, causes included, is all a FAILURE state stores anyway.
+impl BoxedTaskError for Box<dyn std::error::Error + Send> {
+    fn into_task_error(self) -> TaskError {
+        TaskError::msg(chain_text(&*self))
+    }
+}
+
+impl BoxedTaskError for Box<dyn std::error::Error + Sync> {
+    fn into_task_error(self) -> TaskError {
+        TaskError::msg(chain_text(&*self))
+    }
+}
+
+impl BoxedTaskError for Box<dyn std::error::Error> {
+    fn into_task_error(self) -> TaskError {
+        TaskError::msg(chain_text(&*self))
+    }
+}
+
 /// Compile-time check that an argument type qualifies; called at the argument's span.
 pub const fn assert_arg<T: TaskArg>() {}
 
@@ -87,6 +129,9 @@ pub const fn assert_return<T: TaskReturn>() {}
 /// Compile-time check that the error type converts; called at the error type's span.
 pub const fn assert_error<E: TaskFailure>() {}
 
+/// Compile-time check that a boxed error type converts; called at the error type's span.
+pub const fn assert_boxed_error<E: BoxedTaskError>() {}
+
 /// The task's result with its error converted into [`TaskError`].
 pub fn into_task_result<R, E>(value: R) -> Result<R::Ok, TaskError>
 where
@@ -94,6 +139,15 @@ where
     E: TaskFailure,
 {
     value.into_result().map_err(Into::into)
+}
+
+/// The task's result with its boxed error converted into [`TaskError`].
+pub fn boxed_into_task_result<R, E>(value: R) -> Result<R::Ok, TaskError>
+where
+    R: TaskReturn<Err = E>,
+    E: BoxedTaskError,
+{
+    value.into_result().map_err(BoxedTaskError::into_task_error)
 }
 
 fn decode_args<A: DeserializeOwned>(inv: &Invocation, schema: &str) -> Result<A, TaskError> {
@@ -200,4 +254,64 @@ pub fn result<T>(entry: &'static TaskEntry, uuid: Uuid) -> Result<AsyncResult<T>
 /// was sent to (see [`Server::result`]).
 pub fn result_with<T>(server: &Server, entry: &'static TaskEntry, uuid: Uuid) -> AsyncResult<T> {
     AsyncResult::new(uuid, entry.name, "", server.backend().clone())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::error::Error as StdError;
+    use std::time::Duration;
+
+    use crate::error::Error;
+    use crate::result::State;
+    use crate::{Server, Worker, task};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[task(name = "private.boxed_fail")]
+    async fn boxed_fail(inner: String) -> Result<(), Box<dyn StdError + Send + Sync>> {
+        tokio::task::yield_now().await;
+        Err(Box::new(Outer(std::io::Error::other(inner))))
+    }
+
+    #[task(name = "private.boxed_local_fail")]
+    fn boxed_local_fail(inner: String) -> Result<(), Box<dyn StdError>> {
+        Err(Box::new(Outer(std::io::Error::other(inner))))
+    }
+
+    /// A task failing with a boxed error ends FAILURE with the error's text and its
+    /// cause's, whether or not the box is `Send + Sync`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn boxed_errors_fail_with_their_causes() {
+        let server = Server::memory();
+        let worker = Worker::new()
+            .task(boxed_fail::ENTRY)
+            .task(boxed_local_fail::ENTRY)
+            .server(&server)
+            .spawn()
+            .unwrap();
+        let sent = [
+            boxed_fail::s("shared".into())
+                .send_with(&server)
+                .await
+                .unwrap(),
+            boxed_local_fail::s("local".into())
+                .send_with(&server)
+                .await
+                .unwrap(),
+        ];
+        for (r, cause) in sent.iter().zip(["shared", "local"]) {
+            let expected = format!("outer: {cause}");
+            match r.get_timeout(Duration::from_secs(20)).await {
+                Err(Error::TaskFailed { message, .. }) => assert_eq!(message, expected),
+                other => panic!("expected TaskFailed, got {other:?}"),
+            }
+            let state = r.task_state().await.unwrap();
+            assert_eq!(state.state, State::Failure);
+            assert_eq!(state.error.as_deref(), Some(expected.as_str()));
+        }
+        worker.shutdown().await.unwrap();
+    }
 }

@@ -10,6 +10,15 @@ use std::time::Duration;
 /// `TaskError` does not implement `std::error::Error` itself; that is what makes the
 /// blanket conversion possible.
 ///
+/// A boxed error does not implement `std::error::Error` (the standard library's
+/// `impl Error for Box<T>` needs a sized `T`), so it has no `From` conversion; convert it
+/// with [`TaskError::boxed`]. A `#[task]` function may still return
+/// `Result<T, Box<dyn Error + Send + Sync>>` (or `Box<dyn Error>`, with or without
+/// `Send`/`Sync`) as written out: the macro recognises that spelling and converts it.
+/// It cannot see through a type alias, so a task returning `Result<T, BoxError>` with
+/// `type BoxError = Box<dyn Error + Send + Sync>;` is refused; write the box out, or
+/// return `Result<T, TaskError>` and convert with `.map_err(TaskError::boxed)`.
+///
 /// Besides failing, a task can ask to be retried later ([`TaskError::retry_in`]) or
 /// to fail without using its remaining retries ([`TaskError::fatal`]).
 ///
@@ -71,6 +80,28 @@ impl TaskError {
         }
     }
 
+    /// A failure converted from a boxed error, keeping it as [`source`](TaskError::source);
+    /// the message is its text followed by the texts of its causes, joined by `": "`, as
+    /// for any converted error. The task is retried while it has retries left.
+    ///
+    /// ```
+    /// use machinery_core::TaskError;
+    ///
+    /// fn parse(s: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    ///     Ok(s.parse()?)
+    /// }
+    /// let e = parse("x").map_err(TaskError::boxed).unwrap_err();
+    /// assert_eq!(e.message(), "invalid digit found in string");
+    /// assert!(e.source().is_some());
+    /// ```
+    pub fn boxed(err: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        TaskError {
+            kind: Kind::Failed,
+            message: chain_text(&*err),
+            source: Some(err),
+        }
+    }
+
     /// The error text, as stored in the FAILURE state.
     pub fn message(&self) -> &str {
         &self.message
@@ -100,19 +131,24 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     fn from(err: E) -> Self {
-        let mut message = err.to_string();
-        let mut cause = err.source();
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
         TaskError {
             kind: Kind::Failed,
-            message,
+            message: chain_text(&err),
             source: Some(Box::new(err)),
         }
     }
+}
+
+/// `err`'s text followed by the texts of its causes, joined by `": "`.
+pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
 }
 
 impl fmt::Display for TaskError {
@@ -144,6 +180,20 @@ mod tests {
         assert_eq!(e.message(), "outer: inner");
         assert!(e.source().is_some());
         assert!(!e.is_fatal());
+    }
+
+    #[test]
+    fn boxed_errors_keep_their_causes() {
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(Outer(std::io::Error::other("inner")));
+        let e = TaskError::boxed(boxed);
+        assert_eq!(e.message(), "outer: inner");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("outer")
+        );
+        assert!(!e.is_fatal());
+        assert_eq!(e.retry_delay(), None);
     }
 
     #[test]

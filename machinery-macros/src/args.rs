@@ -129,12 +129,16 @@ fn parse_value(meta: &ParseNestedMeta, key: &Ident, example: &str) -> syn::Resul
 /// (recorded, and the parse goes on).
 type Parsed<T> = syn::Result<syn::Result<T>>;
 
+/// A task or queue name, refused by the rule the configuration applies to
+/// `default_queue`: non-empty, without whitespace or control characters.
 fn parse_string(meta: &ParseNestedMeta, key: &Ident, example: &str) -> Parsed<String> {
     let expr = parse_value(meta, key, example)?;
     Ok(match literal(&expr) {
-        Some(Lit::Str(s)) if s.value().is_empty() => Err(syn::Error::new_spanned(
+        Some(Lit::Str(s)) if !is_name(&s.value()) => Err(syn::Error::new_spanned(
             s,
-            format!("`{key}` must not be empty: `{example}`"),
+            format!(
+                "`{key}` must be a non-empty name without whitespace or control characters: `{example}`"
+            ),
         )),
         Some(Lit::Str(s)) => Ok(s.value()),
         _ => Err(syn::Error::new_spanned(
@@ -142,6 +146,12 @@ fn parse_string(meta: &ParseNestedMeta, key: &Ident, example: &str) -> Parsed<St
             format!("`{key}` expects a string literal: `{example}`"),
         )),
     })
+}
+
+/// Non-empty, without whitespace or control characters: the rule of
+/// `machinery_core::Config`'s `default_queue`.
+fn is_name(text: &str) -> bool {
+    !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn parse_retries(meta: &ParseNestedMeta, key: &Ident) -> Parsed<u32> {
@@ -313,7 +323,10 @@ mod tests {
         ));
         assert_eq!(errors.len(), 6, "{errors:?}");
         assert!(errors[0].starts_with("unknown `#[task]` option `bogus`"));
-        assert_eq!(errors[1], "`name` must not be empty: `name = \"math.add\"`");
+        assert_eq!(
+            errors[1],
+            "`name` must be a non-empty name without whitespace or control characters: `name = \"math.add\"`"
+        );
         assert_eq!(
             errors[2],
             "`retries` expects a non-negative integer literal: `retries = 3`"
@@ -327,6 +340,32 @@ mod tests {
             errors[5],
             "`queue` expects a string literal: `queue = \"math\"`"
         );
+    }
+
+    #[test]
+    fn names_follow_the_queue_name_rule() {
+        for (attr, key) in [
+            (quote!(queue = ""), "queue"),
+            (quote!(queue = "a b"), "queue"),
+            (quote!(queue = "math\t"), "queue"),
+            (quote!(queue = "\u{a0}math"), "queue"),
+            (quote!(name = ""), "name"),
+            (quote!(name = "math add"), "name"),
+            (quote!(name = "math\n"), "name"),
+            (quote!(name = "math\u{7}"), "name"),
+        ] {
+            let errors = parse_err(attr.clone());
+            assert_eq!(errors.len(), 1, "{attr}: {errors:?}");
+            assert!(
+                errors[0].starts_with(&format!(
+                    "`{key}` must be a non-empty name without whitespace or control characters"
+                )),
+                "{attr}: {errors:?}"
+            );
+        }
+        let args = parse_ok(quote!(name = "math.add:v2/é", queue = "math-fast_1.q"));
+        assert_eq!(args.name.as_deref(), Some("math.add:v2/é"));
+        assert_eq!(args.queue.as_deref(), Some("math-fast_1.q"));
     }
 
     #[test]

@@ -70,7 +70,13 @@ fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
 }
 
 fn generate(task: &Task) -> TokenStream {
-    let Return::Result { ty: ret, ok, err } = &task.ret else {
+    let Return::Result {
+        ty: ret,
+        ok,
+        err,
+        boxed_err,
+    } = &task.ret
+    else {
         // Refused by `validate`; nothing to generate.
         return TokenStream::new();
     };
@@ -109,12 +115,34 @@ fn generate(task: &Task) -> TokenStream {
         quote_spanned!(ok_span=> ::machinery_core::__private::assert_output::<#ok_ty>(););
     let assert_return =
         quote_spanned!(ret.span()=> ::machinery_core::__private::assert_return::<#ret>(););
+    // A boxed error has no `Into<TaskError>` (see `TaskError::boxed`): it is asserted and
+    // converted through its own trait.
+    let conversion = if *boxed_err {
+        Conversion {
+            assert: quote!(assert_boxed_error),
+            bound: quote!(BoxedTaskError),
+            convert: quote!(boxed_into_task_result),
+        }
+    } else {
+        Conversion {
+            assert: quote!(assert_error),
+            bound: quote!(TaskFailure),
+            convert: quote!(into_task_result),
+        }
+    };
+    let assert_fn = &conversion.assert;
     let assert_error =
-        quote_spanned!(err_span=> ::machinery_core::__private::assert_error::<#err_ty>(););
+        quote_spanned!(err_span=> ::machinery_core::__private::#assert_fn::<#err_ty>(););
 
     let args_struct = args_struct(task, &arg_tys, &assert_args);
     let output_struct = output_struct(&ok_ty, ok_span, &assert_output);
-    let handler = handler(task, ret, &err_ty, &[&assert_return, &assert_error]);
+    let handler = handler(
+        task,
+        ret,
+        &err_ty,
+        &conversion,
+        &[&assert_return, &assert_error],
+    );
 
     let call = format!(
         "`{}({})`",
@@ -471,12 +499,21 @@ fn output_struct(ok_ty: &TokenStream, ok_span: Span, assert: &TokenStream) -> To
     }
 }
 
+/// How the error type becomes a `TaskError`: the names, in `__private`, of its
+/// assertion, of the trait it must implement and of the function converting the result.
+struct Conversion {
+    assert: TokenStream,
+    bound: TokenStream,
+    convert: TokenStream,
+}
+
 /// The type-erased entry point: decodes the arguments, calls the function, converts and
 /// encodes its result.
 fn handler(
     task: &Task,
     ret: &syn::Type,
     err_ty: &TokenStream,
+    conversion: &Conversion,
     asserts: &[&TokenStream],
 ) -> TokenStream {
     let ident = task.ident();
@@ -487,6 +524,11 @@ fn handler(
         TokenStream::new()
     };
     let call = quote!(super::super::#ident(#ctx #(#idents),*));
+    let Conversion {
+        bound,
+        convert: into_task_result,
+        ..
+    } = conversion;
     // Naming the return and error types as explicit generic arguments puts a failure of
     // their bounds at the same spans as `assert_return`'s and `assert_error`'s, where
     // rustc suppresses it.
@@ -521,10 +563,10 @@ fn handler(
                 Ok = __machinery_Output,
                 Err = __machinery_E,
             >,
-            __machinery_E: ::machinery_core::__private::TaskFailure,
+            __machinery_E: ::machinery_core::__private::#bound,
         {
             ::core::result::Result::map(
-                ::machinery_core::__private::into_task_result(__machinery_result),
+                ::machinery_core::__private::#into_task_result(__machinery_result),
                 __machinery_Ok,
             )
         }

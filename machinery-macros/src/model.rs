@@ -10,7 +10,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{
     Attribute, FnArg, GenericArgument, Ident, Pat, PatType, PathArguments, Receiver, ReturnType,
-    Signature, Type, Visibility,
+    Signature, Type, TypeParamBound, Visibility,
 };
 
 use crate::args::TaskArgs;
@@ -67,11 +67,13 @@ pub(crate) enum Return<'a> {
     /// A type whose path does not end in `Result`.
     NotResult(&'a Type),
     /// `Result<T, E>`, `io::Result<T>`, ...: `ok` is `T` and `err` is `E` when they are
-    /// written out.
+    /// written out. `boxed_err` when `E` is written `Box<dyn ...Error ...>`, which has no
+    /// `Into<TaskError>` and is converted on its own path.
     Result {
         ty: &'a Type,
         ok: Option<&'a Type>,
         err: Option<&'a Type>,
+        boxed_err: bool,
     },
 }
 
@@ -109,11 +111,15 @@ impl<'a> Task<'a> {
         let ret = match &func.sig.output {
             ReturnType::Default => Return::Missing,
             ReturnType::Type(_, ty) => match result_path(ty) {
-                Some(arguments) => Return::Result {
-                    ty,
-                    ok: type_argument(arguments, 0),
-                    err: type_argument(arguments, 1),
-                },
+                Some(arguments) => {
+                    let err = type_argument(arguments, 1);
+                    Return::Result {
+                        ty,
+                        ok: type_argument(arguments, 0),
+                        err,
+                        boxed_err: err.is_some_and(is_boxed_error),
+                    }
+                }
                 None => Return::NotResult(ty),
             },
         };
@@ -194,6 +200,36 @@ fn result_path(ty: &Type) -> Option<&PathArguments> {
         Type::Paren(p) => result_path(&p.elem),
         Type::Group(g) => result_path(&g.elem),
         _ => None,
+    }
+}
+
+/// Whether `ty` is written `Box<dyn Error>`: a `Box` (any path ending in `Box`) of a
+/// trait object one of whose traits is a path whose last name ends in `Error` (`Error`,
+/// `std::error::Error`, `StdError` as imported by `use std::error::Error as StdError`),
+/// whatever other bounds it has (`+ Send + Sync + 'static`). Which trait it names is
+/// rustc's to check: any other is refused at `E` by `BoxedTaskError`'s message.
+pub(crate) fn is_boxed_error(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().is_some_and(|s| {
+            s.ident == "Box" && type_argument(&s.arguments, 0).is_some_and(is_error_object)
+        }),
+        Type::Paren(p) => is_boxed_error(&p.elem),
+        Type::Group(g) => is_boxed_error(&g.elem),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `dyn ...Error + ...`.
+fn is_error_object(ty: &Type) -> bool {
+    match ty {
+        Type::TraitObject(t) => t.bounds.iter().any(|bound| {
+            matches!(bound, TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(
+                |s| s.ident.to_string().ends_with("Error") && s.arguments.is_none()
+            ))
+        }),
+        Type::Paren(p) => is_error_object(&p.elem),
+        Type::Group(g) => is_error_object(&g.elem),
+        _ => false,
     }
 }
 
@@ -522,6 +558,59 @@ mod tests {
             Return::Result {
                 ok: Some(_),
                 err: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn boxed_errors_are_recognised_by_their_spelling() {
+        fn boxed(tokens: TokenStream) -> bool {
+            is_boxed_error(&syn::parse2::<Type>(tokens).expect("a type"))
+        }
+        for yes in [
+            quote!(Box<dyn Error>),
+            quote!(Box<dyn std::error::Error>),
+            quote!(Box<dyn ::core::error::Error + 'static>),
+            quote!(Box<dyn Error + Send>),
+            quote!(Box<dyn std::error::Error + Send + Sync>),
+            quote!(std::boxed::Box<dyn Error + Sync + Send + 'static>),
+            quote!(Box<(dyn Error + Send + Sync)>),
+            quote!(Box<dyn Send + Error>),
+            quote!(Box<dyn StdError + Send + Sync>),
+        ] {
+            assert!(boxed(yes.clone()), "{yes}");
+        }
+        for no in [
+            quote!(Error),
+            quote!(MyError),
+            quote!(Box<MyError>),
+            quote!(Box<dyn Display>),
+            quote!(Box<dyn Error<u8>>),
+            quote!(Box<dyn MyErrorExt>),
+            quote!(Box<dyn Fn() -> Error>),
+            quote!(Arc<dyn Error>),
+            quote!(BoxError),
+        ] {
+            assert!(!boxed(no.clone()), "{no}");
+        }
+        let f = task_fn(quote!(
+            fn f() -> Result<u8, Box<dyn Error + Send + Sync>> {}
+        ));
+        assert!(matches!(
+            Task::new(&f, TaskArgs::default()).ret,
+            Return::Result {
+                boxed_err: true,
+                ..
+            }
+        ));
+        let f = task_fn(quote!(
+            fn f() -> Result<u8, TaskError> {}
+        ));
+        assert!(matches!(
+            Task::new(&f, TaskArgs::default()).ret,
+            Return::Result {
+                boxed_err: false,
                 ..
             }
         ));

@@ -172,12 +172,28 @@ fn check_return(cx: &mut Ctxt, task: &Task) {
                 format!("{RESULT_SHAPE}: add a return type such as `-> Result<(), TaskError>`"),
             );
         }
+        // A path may be an alias of `Result`, which the macro cannot see through.
+        Return::NotResult(ty) if is_path(ty) => cx.error_spanned_by(
+            ty,
+            format!(
+                "{RESULT_SHAPE}: write `Result<T, E>`, or name a type alias of it `Result` (like `io::Result<T>`); `#[task]` cannot see through an alias of another name"
+            ),
+        ),
         Return::NotResult(ty) => cx.error_spanned_by(ty, RESULT_SHAPE),
         Return::Result { ok, .. } => {
             if let Some(ok) = ok {
                 check_owned(cx, ok, Role::Result);
             }
         }
+    }
+}
+
+fn is_path(ty: &Type) -> bool {
+    match ty {
+        Type::Path(_) => true,
+        Type::Paren(p) => is_path(&p.elem),
+        Type::Group(g) => is_path(&g.elem),
+        _ => false,
     }
 }
 
@@ -396,9 +412,22 @@ mod tests {
                 "`#[task]` functions must return `Result<T, E>` where `E: Into<TaskError>`: add a return type such as `-> Result<(), TaskError>`"
             ]
         );
+        let alias = "`#[task]` functions must return `Result<T, E>` where `E: Into<TaskError>`: write `Result<T, E>`, or name a type alias of it `Result` (like `io::Result<T>`); `#[task]` cannot see through an alias of another name";
         assert_eq!(
             errors(quote!(
                 fn f() -> Option<u8> {}
+            )),
+            [alias]
+        );
+        assert_eq!(
+            errors(quote!(
+                fn f() -> R<i64> {}
+            )),
+            [alias]
+        );
+        assert_eq!(
+            errors(quote!(
+                fn f() -> (u8, u8) {}
             )),
             ["`#[task]` functions must return `Result<T, E>` where `E: Into<TaskError>`"]
         );
