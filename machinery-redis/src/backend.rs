@@ -312,7 +312,11 @@ impl RedisBackend {
     fn conn(&self) -> redis::aio::ConnectionManager {
         self.engine.conn.clone()
     }
+}
 
+/// State writes shared by the backend and, for a backend on the same store, the broker
+/// (which puts them in its own pipelines and scripts).
+impl Engine {
     /// Adds the writes of `states` to `pipe`: a final state is `SET` with the results
     /// TTL and `PUBLISH`ed to its waiters; a non-final one is `SET` without TTL, with
     /// [`Write::Guarded`] only where the stored state is not final (one `store_open`
@@ -323,12 +327,12 @@ impl RedisBackend {
         states: &[TaskState],
         write: Write,
     ) -> CoreResult<()> {
-        let ttl = self.engine.ttl_ms();
+        let ttl = self.ttl_ms();
         // Guarded non-final states: one script call per queue (one slot each).
         let mut guarded: Vec<(&str, StoreOpenArgs<'_>)> = Vec::new();
         for s in states {
             let bytes = s.encode()?;
-            let key = self.engine.keys.state(&s.queue, s.uuid);
+            let key = self.keys.state(&s.queue, s.uuid);
             if s.state.is_terminal() {
                 if ttl > 0 {
                     pipe.cmd("SET")
@@ -341,7 +345,7 @@ impl RedisBackend {
                     pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
                 }
                 pipe.cmd("PUBLISH")
-                    .arg(self.engine.keys.done(s.uuid))
+                    .arg(self.keys.done(s.uuid))
                     .arg(&bytes)
                     .ignore();
             } else if write == Write::Fresh {
@@ -350,7 +354,7 @@ impl RedisBackend {
                 let at = match guarded.iter().position(|(q, _)| *q == s.queue) {
                     Some(at) => at,
                     None => {
-                        guarded.push((&s.queue, StoreOpenArgs::new(&self.engine.scripts)));
+                        guarded.push((&s.queue, StoreOpenArgs::new(&self.scripts)));
                         guarded.len() - 1
                     }
                 };
@@ -370,29 +374,29 @@ impl RedisBackend {
         }
         let mut pipe = redis::pipe();
         self.store_into(&mut pipe, states, write)?;
-        let () = self.engine.query_scripted(&pipe).await?;
+        let () = self.query_scripted(&pipe).await?;
         Ok(())
     }
 
     /// Adds the commands that start the results TTL of chord `group`, kept under
     /// `queue`, to `pipe` (nothing when results are kept forever).
     pub(crate) fn chord_finished_into(&self, pipe: &mut redis::Pipeline, queue: &str, group: Uuid) {
-        let ttl = self.engine.ttl_ms();
+        let ttl = self.ttl_ms();
         if ttl == 0 {
             return;
         }
         pipe.cmd("PEXPIRE")
-            .arg(self.engine.keys.chord(queue, group))
+            .arg(self.keys.chord(queue, group))
             .arg(ttl)
             .ignore();
         pipe.cmd("PEXPIRE")
-            .arg(self.engine.keys.chord_results(queue, group))
+            .arg(self.keys.chord_results(queue, group))
             .arg(ttl)
             .ignore();
     }
 }
 
-/// How [`RedisBackend::store_into`] writes non-final states.
+/// How `Engine::store_into` writes non-final states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Write {
     /// Never over a final state (`ResultBackend::store`, completions).
@@ -405,7 +409,7 @@ pub(crate) enum Write {
 /// the stored state again, find none and return `ResultMissing`.
 const FORGOTTEN: &str = "forgotten";
 
-impl RedisBackend {
+impl Engine {
     /// The chord script's call recording `member`'s final `state` (`None` when the state
     /// is not final). With `enqueue` the script queues a fired callback itself, in the
     /// same step; without, it returns the callback for the caller to publish.
@@ -421,7 +425,7 @@ impl RedisBackend {
             member: MemberArgs::new(member.index, state)?,
             enqueue,
         };
-        Some(args.invocation(&self.engine.scripts, &self.engine.keys))
+        Some(args.invocation(&self.scripts, &self.keys))
     }
 }
 
@@ -450,7 +454,7 @@ impl ResultBackend for RedisBackend {
             .map(|s| s.queue.as_str())
             .collect();
         if queues.is_empty() {
-            return self.store_with(states, Write::Guarded).await;
+            return self.engine.store_with(states, Write::Guarded).await;
         }
         queues.sort_unstable();
         queues.dedup();
@@ -459,13 +463,13 @@ impl ResultBackend for RedisBackend {
             .arg(self.engine.keys.queues())
             .arg(&queues)
             .ignore();
-        self.store_into(&mut pipe, states, Write::Guarded)?;
+        self.engine.store_into(&mut pipe, states, Write::Guarded)?;
         let () = self.engine.query_scripted(&pipe).await?;
         Ok(())
     }
 
     async fn store_new(&self, states: &[TaskState]) -> CoreResult<()> {
-        self.store_with(states, Write::Fresh).await
+        self.engine.store_with(states, Write::Fresh).await
     }
 
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
@@ -617,7 +621,7 @@ impl ResultBackend for RedisBackend {
         member: &GroupMember,
         state: &TaskState,
     ) -> CoreResult<Option<Outgoing>> {
-        let Some(invocation) = self.chord_done_invocation(member, state, false) else {
+        let Some(invocation) = self.engine.chord_done_invocation(member, state, false) else {
             return Ok(None);
         };
         let reply: Option<(Vec<u8>, u8)> = invocation
@@ -635,7 +639,7 @@ impl ResultBackend for RedisBackend {
 
     async fn chord_finished(&self, queue: &str, group: Uuid) -> CoreResult<()> {
         let mut pipe = redis::pipe();
-        self.chord_finished_into(&mut pipe, queue, group);
+        self.engine.chord_finished_into(&mut pipe, queue, group);
         let () = pipe
             .query_async(&mut self.conn())
             .await

@@ -9,7 +9,7 @@ use machinery_core::{Error as CoreError, Result as CoreResult};
 use super::publish::by_queue;
 use super::reply::receipt_id;
 use super::{RedisBroker, add_wakes, group_by_queue, millis};
-use crate::backend::{RedisBackend, Write};
+use crate::backend::Write;
 use crate::error::Error;
 use crate::scripts::{CompleteArgs, ExtendArgs, Settle, SettleArgs};
 
@@ -121,7 +121,7 @@ impl RedisBroker {
     /// (their states, messages and chords live in other cluster slots), all in one round
     /// trip. Runs before the deliveries' own fenced completion, so a crash in between
     /// repeats this work rather than losing it: at least once, like the task itself.
-    async fn foreign_work(&self, backend: &RedisBackend, cs: &[&Completion]) -> CoreResult<()> {
+    async fn foreign_work(&self, cs: &[&Completion]) -> CoreResult<()> {
         if cs.is_empty() {
             return Ok(());
         }
@@ -138,16 +138,17 @@ impl RedisBroker {
             );
             messages.extend(c.publish.iter().filter(|m| m.queue != own).cloned());
             if let Some(g) = c.group.as_ref().filter(|g| g.queue != own)
-                && let Some(invocation) = backend.chord_done_invocation(g, &c.state, true)
+                && let Some(invocation) = self.engine.chord_done_invocation(g, &c.state, true)
             {
                 pipe.invoke_script(&invocation).ignore();
                 add_wakes(&mut pipe, &[self.engine.keys.wake(&g.queue)]);
             }
             if let Some(group) = ends_chord(c).filter(|_| c.state.queue != own) {
-                backend.chord_finished_into(&mut pipe, &c.state.queue, group);
+                self.engine
+                    .chord_finished_into(&mut pipe, &c.state.queue, group);
             }
         }
-        backend.store_into(&mut pipe, &states, Write::Guarded)?;
+        self.engine.store_into(&mut pipe, &states, Write::Guarded)?;
         for (queue, list) in by_queue(&messages) {
             self.add_publish(&mut pipe, queue, &list);
         }
@@ -160,7 +161,7 @@ impl RedisBroker {
         completions: &[Completion],
         backend: &dyn ResultBackend,
     ) -> CoreResult<Vec<CoreResult<()>>> {
-        let Some(b) = self.colocated(backend) else {
+        if !self.colocated(backend) {
             // Another result backend: the step-by-step default.
             return complete_step_by_step(self, completions, backend).await;
         };
@@ -189,7 +190,7 @@ impl RedisBroker {
                 }
             }
             let held: Vec<&Completion> = still_held.iter().map(|&i| &completions[i]).collect();
-            if let Err(e) = self.foreign_work(b, &held).await {
+            if let Err(e) = self.foreign_work(&held).await {
                 // Not acknowledged: delivered again after the visibility timeout.
                 tracing::warn!(error = %e, tasks = held.len(), "could not write what finished tasks send to other queues; they run again");
                 for &i in &still_held {

@@ -20,7 +20,6 @@ use machinery_core::engine::{
 };
 use machinery_core::{Result as CoreResult, TaskState};
 
-use crate::backend::RedisBackend;
 use crate::conn::{BlockingPool, Engine};
 
 /// The Redis broker. See the [crate docs](crate) for the design.
@@ -41,9 +40,6 @@ pub struct RedisBroker {
     /// script that would find nothing (anything queued since pushed a token, so the read
     /// returns at once, and the script pipelined behind it runs then).
     drained: Mutex<HashMap<String, Option<tokio::time::Instant>>>,
-    /// The states of this store, written by the broker itself for a result backend that
-    /// shares it (see `colocated`).
-    states: RedisBackend,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -85,7 +81,6 @@ impl RedisBroker {
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let visibility = engine.config.visibility_timeout;
         RedisBroker {
-            states: RedisBackend::new(engine.clone()),
             engine,
             blocking: Arc::default(),
             visibility,
@@ -98,12 +93,12 @@ impl RedisBroker {
         self.engine.conn.clone()
     }
 
-    /// This store's states when `backend` keeps its states in the same store (same
-    /// server, prefix and results TTL: equal [`StoreId`](machinery_core::engine::StoreId)s):
-    /// then completions and sends write states in the broker's own script calls and
+    /// Whether `backend` keeps its states in this broker's store (same server, prefix
+    /// and results TTL: equal [`StoreId`](machinery_core::engine::StoreId)s): then
+    /// completions and sends write states in the broker's own script calls and
     /// pipelines.
-    fn colocated(&self, backend: &dyn ResultBackend) -> Option<&RedisBackend> {
-        (backend.store_id() == Some(&self.engine.store_id)).then_some(&self.states)
+    fn colocated(&self, backend: &dyn ResultBackend) -> bool {
+        backend.store_id() == Some(&self.engine.store_id)
     }
 }
 

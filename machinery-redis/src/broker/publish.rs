@@ -89,7 +89,7 @@ impl RedisBroker {
         backend: &dyn ResultBackend,
     ) -> CoreResult<()> {
         self.check_sizes(&messages)?;
-        let Some(b) = self.colocated(backend) else {
+        if !self.colocated(backend) {
             backend.store_new(states).await?;
             return Ok(self.publish_raw(redis::pipe(), &messages).await?);
         };
@@ -99,9 +99,9 @@ impl RedisBroker {
         // The states of tasks being sent are written as they are: a UUID sent again
         // starts over at PENDING.
         if messages.len() <= PUBLISH_CHUNK {
-            b.store_into(&mut first, states, Write::Fresh)?;
+            self.engine.store_into(&mut first, states, Write::Fresh)?;
         } else {
-            b.store_with(states, Write::Fresh).await?;
+            self.engine.store_with(states, Write::Fresh).await?;
         }
         Ok(self.publish_raw(first, &messages).await?)
     }
