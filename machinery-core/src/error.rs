@@ -76,6 +76,15 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A listing's cursor was not made by that listing (or by this version). Kind:
+    /// [`ErrorKind::Rejected`].
+    #[error(
+        "invalid cursor `{cursor}`: pass the `next` cursor of the previous page of the same listing"
+    )]
+    InvalidCursor {
+        /// The cursor as given.
+        cursor: String,
+    },
     /// The engine does not offer this operation. Kind: [`ErrorKind::Rejected`].
     #[error("the {engine} engine does not support {what}")]
     Unsupported {
@@ -225,7 +234,7 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::TaskFailed { .. } => ErrorKind::TaskFailed,
             Error::ResultMissing(_) => ErrorKind::NotFound,
-            Error::Unsupported { .. } => ErrorKind::Rejected,
+            Error::Unsupported { .. } | Error::InvalidCursor { .. } => ErrorKind::Rejected,
         }
     }
 

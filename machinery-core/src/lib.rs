@@ -36,6 +36,7 @@ mod context;
 pub mod engine;
 mod error;
 mod fatal;
+pub mod inspect;
 pub mod memory;
 pub mod periodic;
 mod reason;

@@ -93,6 +93,46 @@ pub struct TaskState {
     /// When this state was written, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub updated_at: u64,
+    /// When the task's message was created (sent), in milliseconds since the Unix
+    /// epoch; 0 when unknown.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub sent_at: u64,
+    /// When the run that wrote this state started (STARTED and the final states), in
+    /// milliseconds since the Unix epoch; 0 when it has not started.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub started_at: u64,
+    /// The [`WorkerInfo::id`](crate::inspect::WorkerInfo::id) of the worker that wrote
+    /// this state (STARTED and the final states).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The delivery of the message that ran (1 for the first), for states written by a
+    /// worker; 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub delivery: u32,
+    /// The task's arguments as sent (a positional MessagePack array), kept with every
+    /// state when `result_extended` is on (the default), so `task show` can print them
+    /// after the message is gone.
+    #[serde(
+        default,
+        with = "codec::bytes::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub args: Option<Vec<u8>>,
+    /// The message's headers, with `result_extended` (as [`args`](TaskState::args)).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The producer's argument schema, with `result_extended` (as
+    /// [`args`](TaskState::args)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TaskState {
@@ -113,6 +153,13 @@ impl TaskState {
             retried: 0,
             group_uuid: None,
             updated_at: crate::signature::now_ms(),
+            sent_at: 0,
+            started_at: 0,
+            worker: None,
+            delivery: 0,
+            args: None,
+            headers: std::collections::BTreeMap::new(),
+            schema: None,
         }
     }
 
