@@ -259,6 +259,21 @@ impl fmt::Display for FailureReason {
     }
 }
 
+/// Serialized as its text ([`Display`](fmt::Display)), read back with
+/// [`parse`](DeadLetterReason::parse).
+impl serde::Serialize for DeadLetterReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeadLetterReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+        Ok(DeadLetterReason::parse(&text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,17 +371,3 @@ mod tests {
     }
 }
 
-/// Serialized as its text ([`Display`](fmt::Display)), read back with
-/// [`parse`](DeadLetterReason::parse).
-impl serde::Serialize for DeadLetterReason {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DeadLetterReason {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
-        Ok(DeadLetterReason::parse(&text))
-    }
-}
