@@ -19,6 +19,10 @@
 //! | `retry_max_delay` | `MACHINERY_RETRY_MAX_DELAY` | `10m` | duration, at least `1s` |
 //! | `max_message_bytes` | `MACHINERY_MAX_MESSAGE_BYTES` | `8388608` (8 MiB) | at least 1024 |
 //! | `started_after_ms` | `MACHINERY_STARTED_AFTER_MS` | `10ms` | duration, bare number = milliseconds, `0` = every task |
+//! | `result_extended` | `MACHINERY_RESULT_EXTENDED` | `true` | `true` or `false` (also `on`/`off`, `yes`/`no`, `1`/`0`) |
+//! | `worker_heartbeat` | `MACHINERY_WORKER_HEARTBEAT` | `5s` | duration, at least `1s` |
+//! | `stats` | `MACHINERY_STATS` | `true` | `true` or `false` (as `result_extended`) |
+//! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -58,6 +62,7 @@ mod duration;
 mod load;
 mod redact;
 mod section;
+mod switch;
 mod whole;
 
 use std::fmt;
@@ -69,6 +74,7 @@ use serde::Deserialize;
 pub use duration::{MAX_DURATION, format_duration, parse_duration, serde_duration};
 pub use redact::redact_url;
 pub use section::{EngineSection, FieldError, Section};
+pub use switch::serde_switch;
 pub use whole::{Whole, serde_whole};
 
 use crate::error::{Error, Result};
@@ -149,6 +155,28 @@ pub struct Config {
     /// STARTED for every task before it runs.
     #[serde(rename = "started_after_ms", deserialize_with = "duration::millis")]
     pub started_after: Duration,
+    /// Whether every task state also keeps the task's arguments, headers and argument
+    /// schema, so that `task show` can print them after the message is gone
+    /// (`result_extended`, `MACHINERY_RESULT_EXTENDED`); default true. Off, states hold
+    /// only the outcome, which saves the copy of the arguments per state written.
+    #[serde(deserialize_with = "serde_switch::deserialize")]
+    pub result_extended: bool,
+    /// How often a worker rewrites its record in the worker registry
+    /// (`worker_heartbeat`, `MACHINERY_WORKER_HEARTBEAT`); default 5 s; at least 1 s. A
+    /// record not rewritten for three periods disappears: that is how long a worker
+    /// that died without stopping stays listed.
+    #[serde(deserialize_with = "duration::seconds")]
+    pub worker_heartbeat: Duration,
+    /// Whether workers record statistics: per-minute counts and run and queue-wait
+    /// histograms per queue and task, and the recent failures (`stats`,
+    /// `MACHINERY_STATS`); default true. Workers count in memory and write the counts
+    /// to the broker about once a second.
+    #[serde(deserialize_with = "serde_switch::deserialize")]
+    pub stats: bool,
+    /// How long the broker keeps statistics and the list of recent failures
+    /// (`stats_window`, `MACHINERY_STATS_WINDOW`); default 24 hours; at least 1 minute.
+    #[serde(deserialize_with = "duration::seconds")]
+    pub stats_window: Duration,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -167,6 +195,10 @@ impl Default for Config {
             retry_max_delay: Duration::from_secs(600),
             max_message_bytes: 8 * 1024 * 1024,
             started_after: Duration::from_millis(10),
+            result_extended: true,
+            worker_heartbeat: Duration::from_secs(5),
+            stats: true,
+            stats_window: Duration::from_secs(24 * 3600),
             sections: Sections::default(),
         }
     }
@@ -186,6 +218,10 @@ impl fmt::Debug for Config {
             retry_max_delay,
             max_message_bytes,
             started_after,
+            result_extended,
+            worker_heartbeat,
+            stats,
+            stats_window,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -199,6 +235,10 @@ impl fmt::Debug for Config {
             .field("retry_max_delay", retry_max_delay)
             .field("max_message_bytes", max_message_bytes)
             .field("started_after", started_after)
+            .field("result_extended", result_extended)
+            .field("worker_heartbeat", worker_heartbeat)
+            .field("stats", stats)
+            .field("stats_window", stats_window)
             .field("sections", sections)
             .finish()
     }
@@ -346,6 +386,10 @@ impl Config {
             retry_max_delay,
             max_message_bytes,
             started_after,
+            result_extended: _,
+            worker_heartbeat,
+            stats: _,
+            stats_window,
             sections,
         } = self;
         check_url("broker", broker)?;
@@ -373,6 +417,10 @@ impl Config {
             .map_err(|reason| Error::config("retry_max_delay", reason))?;
         check_duration(*started_after, Duration::ZERO, "0 = every task")
             .map_err(|reason| Error::config("started_after_ms", reason))?;
+        check_duration(*worker_heartbeat, Duration::from_secs(1), "at least 1s")
+            .map_err(|reason| Error::config("worker_heartbeat", reason))?;
+        check_duration(*stats_window, Duration::from_secs(60), "at least 1m")
+            .map_err(|reason| Error::config("stats_window", reason))?;
         if *max_deliveries < 2 {
             return Err(Error::config(
                 "max_deliveries",

@@ -153,6 +153,10 @@ fn defaults_are_as_documented() {
     assert_eq!(c.retry_max_delay, secs(600));
     assert_eq!(c.started_after, ms(10));
     assert_eq!(c.max_message_bytes, 8 * 1024 * 1024);
+    assert!(c.result_extended);
+    assert_eq!(c.worker_heartbeat, secs(5));
+    assert!(c.stats);
+    assert_eq!(c.stats_window, secs(24 * 3600));
     assert_eq!(c.section::<TestEngineConfig>(), TestEngineConfig::default());
     c.validate().expect("defaults are valid");
 }
@@ -172,6 +176,10 @@ fn the_keys_are_the_serde_fields() {
             "retry_max_delay",
             "max_message_bytes",
             "started_after_ms",
+            "result_extended",
+            "worker_heartbeat",
+            "stats",
+            "stats_window",
         ]
     );
     // Every key has a distinct variable, listed in the module docs' table.
@@ -225,6 +233,10 @@ fn every_variable_is_read() {
         ("MACHINERY_RETRY_MAX_DELAY", "120"),
         ("MACHINERY_MAX_MESSAGE_BYTES", "1024"),
         ("MACHINERY_STARTED_AFTER_MS", "0"),
+        ("MACHINERY_RESULT_EXTENDED", "false"),
+        ("MACHINERY_WORKER_HEARTBEAT", "2s"),
+        ("MACHINERY_STATS", "off"),
+        ("MACHINERY_STATS_WINDOW", "7d"),
         ("MACHINERY_TESTENG_KEY_PREFIX", "app:v2"),
         ("MACHINERY_TESTENG_WAIT_MS", "250"),
         ("MACHINERY_TESTENG_IDLE", "2m"),
@@ -241,6 +253,10 @@ fn every_variable_is_read() {
     assert_eq!(c.retry_max_delay, secs(120));
     assert_eq!(c.max_message_bytes, 1024);
     assert_eq!(c.started_after, Duration::ZERO);
+    assert!(!c.result_extended);
+    assert_eq!(c.worker_heartbeat, secs(2));
+    assert!(!c.stats);
+    assert_eq!(c.stats_window, secs(7 * 86_400));
     let t: TestEngineConfig = c.section();
     assert_eq!(t.key_prefix, "app:v2");
     assert_eq!(t.wait, ms(250));
@@ -528,6 +544,10 @@ fn yaml_sets_every_key() {
          retry_max_delay: 120\n\
          max_message_bytes: 2048\n\
          started_after_ms: 250\n\
+         result_extended: false\n\
+         worker_heartbeat: 10s\n\
+         stats: no\n\
+         stats_window: 1h\n\
          testeng:\n\
          \x20 key_prefix: app\n\
          \x20 wait_ms: 100\n\
@@ -548,6 +568,10 @@ fn yaml_sets_every_key() {
     assert_eq!(c.retry_max_delay, secs(120));
     assert_eq!(c.max_message_bytes, 2048);
     assert_eq!(c.started_after, ms(250));
+    assert!(!c.result_extended);
+    assert_eq!(c.worker_heartbeat, secs(10));
+    assert!(!c.stats);
+    assert_eq!(c.stats_window, secs(3600));
     assert_eq!(
         c.section::<TestEngineConfig>(),
         TestEngineConfig {
@@ -844,7 +868,7 @@ fn from_yaml_unknown_key_in_a_file() {
 #[test]
 fn validate_names_yaml_keys() {
     type Case = (fn(&mut Config), &'static str, &'static str);
-    let cases: [Case; 12] = [
+    let cases: [Case; 15] = [
         (|c| c.broker = "nope".into(), "broker", "scheme"),
         (
             |c| c.result_backend = Some("ftp://x".into()),
@@ -897,6 +921,21 @@ fn validate_names_yaml_keys() {
             "started_after_ms",
             "at most",
         ),
+        (
+            |c| c.worker_heartbeat = ms(999),
+            "worker_heartbeat",
+            "at least 1s",
+        ),
+        (
+            |c| c.stats_window = secs(59),
+            "stats_window",
+            "at least 1m",
+        ),
+        (
+            |c| c.stats_window = Duration::MAX,
+            "stats_window",
+            "at most",
+        ),
     ];
     for (mutate, want_key, needle) in cases {
         let mut c = Config::default();
@@ -914,6 +953,8 @@ fn validate_accepts_edge_values() {
         unregistered_requeues: 0,
         visibility_timeout: secs(1),
         max_message_bytes: 1024,
+        worker_heartbeat: secs(1),
+        stats_window: secs(60),
         ..Config::default()
     };
     c.section_mut::<TestEngineConfig>().key_prefix = "a:b-c_d.e".into();
@@ -948,4 +989,45 @@ fn debug_never_shows_a_password() {
     assert!(shown.contains("machinery_tasks"), "{shown}");
     let pretty = format!("{c:#?}");
     assert!(!pretty.contains("hunter2"), "{pretty}");
+}
+
+// ---- on/off keys ------------------------------------------------------------------------
+
+#[test]
+fn switches_take_booleans_and_words() {
+    for (yaml, want) in [("true", true), ("false", false), ("on", true), ("off", false)] {
+        let c = Config::from_yaml_str(&format!("stats: {yaml}\nresult_extended: {yaml}"))
+            .expect("valid");
+        assert_eq!((c.stats, c.result_extended), (want, want), "{yaml}");
+    }
+    for (value, want) in [("TRUE", true), ("No", false), ("1", true), ("0", false)] {
+        let c = env(&[("MACHINERY_STATS", value)]).expect("valid");
+        assert_eq!(c.stats, want, "{value}");
+    }
+}
+
+#[test]
+fn switch_errors_name_the_key_and_the_words() {
+    let (key, reason) = config_error(env(&[("MACHINERY_RESULT_EXTENDED", "maybe")]));
+    assert_eq!(key, "MACHINERY_RESULT_EXTENDED");
+    assert!(reason.contains("`true` or `false`"), "{reason}");
+    assert!(reason.contains("`maybe`"), "{reason}");
+    let (key, reason) = config_error(Config::from_yaml_str("stats: 2"));
+    assert_eq!(key, "stats");
+    assert!(reason.contains("got `2`"), "{reason}");
+    let (key, reason) = config_error(Config::from_yaml_str("stats: [on]"));
+    assert_eq!(key, "stats");
+    assert!(reason.contains("`true` or `false`"), "{reason}");
+}
+
+#[test]
+fn observability_durations_are_checked_when_loaded() {
+    let (key, reason) = config_error(env(&[("MACHINERY_WORKER_HEARTBEAT", "500ms")]));
+    assert_eq!(key, "MACHINERY_WORKER_HEARTBEAT");
+    assert!(reason.contains("at least 1s"), "{reason}");
+    let (key, reason) = config_error(Config::from_yaml_str("stats_window: 30s"));
+    assert_eq!(key, "stats_window");
+    assert!(reason.contains("at least 1m"), "{reason}");
+    let c = Config::from_yaml_str("worker_heartbeat: 1\nstats_window: 1m").expect("edges");
+    assert_eq!((c.worker_heartbeat, c.stats_window), (secs(1), secs(60)));
 }
