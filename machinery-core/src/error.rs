@@ -147,6 +147,16 @@ pub enum Error {
     /// A worker refused to start. Kind: [`ErrorKind::Config`].
     #[error("worker cannot start: {0}")]
     Worker(String),
+    /// An HTTP endpoint (the metrics of [`Worker::metrics_listen`](crate::Worker::metrics_listen)
+    /// or of [`metrics::serve`](crate::metrics::serve)) cannot listen on its address: it
+    /// does not resolve, is in use, or is not this host's. Kind: [`ErrorKind::Config`].
+    #[error("cannot listen on `{addr}`: {reason}")]
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// Why, as the operating system says it.
+        reason: String,
+    },
     /// A periodic task is invalid: a cron spec that does not parse or never matches,
     /// an unknown time zone, an entry name registered twice. `what` names it
     /// (``schedule `61 * * * *` ``, ``entry `report` ``). Kind: [`ErrorKind::Config`].
@@ -226,6 +236,7 @@ impl Error {
             | Error::UnsupportedUrl { .. }
             | Error::NoDefaultServer
             | Error::Worker(_)
+            | Error::Listen { .. }
             | Error::Periodic { .. } => ErrorKind::Config,
             Error::Encode { .. } | Error::Decode { .. } => ErrorKind::Codec,
             Error::Engine { kind, .. } => *kind,

@@ -38,6 +38,8 @@ mod error;
 mod fatal;
 pub mod inspect;
 pub mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod periodic;
 mod reason;
 mod registry;

@@ -279,14 +279,22 @@ impl Server {
         // Success callbacks run later: PENDING now, so a handle made from a callback's
         // UUID finds it (and learns its FAILURE when the task before it fails).
         let mut later = Vec::new();
+        let extended = self.inner.config.result_extended;
         for mut raw in raws {
             if !raw.on_success.is_empty() {
                 self.route(&mut raw);
-                crate::workflow::build::collect_nested(&raw, &mut later);
+                crate::workflow::build::collect_nested(&raw, extended, &mut later);
             }
             messages.push(self.outgoing(&mut raw)?);
+            // The message is encoded: its parts move into the state.
             let mut state = TaskState::new(raw.uuid, raw.name, raw.routing_key, State::Pending);
             state.group_uuid = raw.group_uuid;
+            state.sent_at = raw.created_at;
+            if extended {
+                state.args = Some(raw.args);
+                state.headers = raw.headers;
+                state.schema = Some(raw.schema).filter(|s| !s.is_empty());
+            }
             states.push(state);
         }
         if !later.is_empty() {

@@ -175,7 +175,7 @@ impl RawSignature {
     }
 
     /// A state record of this task at `state` (queue as in
-    /// [`state_queue`](Self::state_queue)).
+    /// [`state_queue`](Self::state_queue)), with when it was sent.
     pub(crate) fn task_state(&self, state: State, fallback_queue: &str) -> TaskState {
         let mut s = TaskState::new(
             self.uuid,
@@ -185,7 +185,16 @@ impl RawSignature {
         );
         s.retried = self.retried;
         s.group_uuid = self.group_uuid;
+        s.sent_at = self.created_at;
         s
+    }
+
+    /// Copies what `result_extended` keeps with every state into `state`: the
+    /// arguments, the headers and the argument schema.
+    pub(crate) fn extend_state(&self, state: &mut TaskState) {
+        state.args = Some(self.args.clone());
+        state.headers.clone_from(&self.headers);
+        state.schema = Some(self.schema.clone()).filter(|s| !s.is_empty());
     }
 
     /// This task's place in its chord, when it is a chord member.

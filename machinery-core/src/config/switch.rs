@@ -42,9 +42,8 @@ impl<'de> Visitor<'de> for SwitchVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        from_text(v).ok_or_else(|| {
-            E::custom(format!("expected {ACCEPTED}; got `{}`", v.escape_debug()))
-        })
+        from_text(v)
+            .ok_or_else(|| E::custom(format!("expected {ACCEPTED}; got `{}`", v.escape_debug())))
     }
 }
 

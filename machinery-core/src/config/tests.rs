@@ -926,11 +926,7 @@ fn validate_names_yaml_keys() {
             "worker_heartbeat",
             "at least 1s",
         ),
-        (
-            |c| c.stats_window = secs(59),
-            "stats_window",
-            "at least 1m",
-        ),
+        (|c| c.stats_window = secs(59), "stats_window", "at least 1m"),
         (
             |c| c.stats_window = Duration::MAX,
             "stats_window",
@@ -995,7 +991,12 @@ fn debug_never_shows_a_password() {
 
 #[test]
 fn switches_take_booleans_and_words() {
-    for (yaml, want) in [("true", true), ("false", false), ("on", true), ("off", false)] {
+    for (yaml, want) in [
+        ("true", true),
+        ("false", false),
+        ("on", true),
+        ("off", false),
+    ] {
         let c = Config::from_yaml_str(&format!("stats: {yaml}\nresult_extended: {yaml}"))
             .expect("valid");
         assert_eq!((c.stats, c.result_extended), (want, want), "{yaml}");

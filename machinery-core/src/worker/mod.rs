@@ -1,8 +1,12 @@
 //! The worker: consumes queues and runs tasks.
 
 mod hooks;
+pub(crate) mod observe;
 mod process;
+mod report;
 mod run;
+#[cfg(feature = "metrics")]
+mod serve;
 mod started;
 
 use std::any::Any;
@@ -66,6 +70,9 @@ pub struct Worker {
     pub(crate) hooks: Hooks,
     // Periodic tasks (opt-in): see `Worker::scheduler`.
     pub(crate) scheduler: Option<crate::periodic::Scheduler>,
+    // The metrics endpoint (opt-in): see `Worker::metrics_listen`.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<serve::MetricsAddr>,
 }
 
 impl fmt::Debug for Worker {
@@ -81,6 +88,7 @@ impl fmt::Debug for Worker {
             .field("queues", &self.queues)
             .field("prefetch", &self.prefetch)
             .field("grace", &self.grace)
+            .field("metrics", &self.metrics_shown())
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +102,7 @@ impl Default for Worker {
 impl Worker {
     /// A worker for the tasks listed with [`Worker::task`].
     pub fn new() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let host = host_name();
         Worker {
             server: None,
             auto: false,
@@ -106,7 +114,17 @@ impl Worker {
             grace: Duration::from_secs(30),
             hooks: Hooks::default(),
             scheduler: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// The metrics address as given, for `Debug`.
+    fn metrics_shown(&self) -> Option<&str> {
+        #[cfg(feature = "metrics")]
+        return self.metrics.as_ref().map(|m| m.shown.as_str());
+        #[cfg(not(feature = "metrics"))]
+        return None;
     }
 
     /// A worker for every task registered with `#[task]` in this binary.
@@ -129,7 +147,8 @@ impl Worker {
         self
     }
 
-    /// The worker's name, for logs.
+    /// The worker's name, for logs and its registry record (default
+    /// `worker@HOST:PID`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -195,6 +214,50 @@ impl Worker {
         self
     }
 
+    /// Serves Prometheus metrics at `http://ADDR/metrics` while the worker runs (feature
+    /// `metrics`): this worker's task counters and run and wait histograms, and the
+    /// broker's queue depths and live workers (the list is in [`crate::metrics`]). The
+    /// address is bound when the worker starts; port 0 picks a free port, which
+    /// [`WorkerHandle::metrics_addr`] tells.
+    ///
+    /// Starting fails with [`Error::Listen`] when the address does not resolve or cannot
+    /// be bound (in use, not this host's).
+    ///
+    /// ```
+    /// # use machinery_core::prelude::*;
+    /// # #[task]
+    /// # async fn add(a: i64, b: i64) -> Result<i64, TaskError> { Ok(a + b) }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), machinery_core::Error> {
+    /// let server = Server::memory();
+    /// let worker = Worker::new()
+    ///     .task(add::ENTRY)
+    ///     .server(&server)
+    ///     .metrics_listen("127.0.0.1:0")
+    ///     .spawn()?;
+    /// let addr = worker.metrics_addr().expect("listening");
+    /// assert!(addr.port() > 0);
+    /// worker.shutdown().await
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics_listen(mut self, addr: impl std::net::ToSocketAddrs + fmt::Debug) -> Self {
+        let shown = crate::metrics::shown_addr(&addr);
+        let resolved = addr
+            .to_socket_addrs()
+            .map(Iterator::collect::<Vec<_>>)
+            .map_err(|e| e.to_string())
+            .and_then(|addrs| {
+                if addrs.is_empty() {
+                    Err("the address resolves to nothing".to_owned())
+                } else {
+                    Ok(addrs)
+                }
+            });
+        self.metrics = Some(serve::MetricsAddr { shown, resolved });
+        self
+    }
+
     pub(crate) fn registry(&self) -> Result<Registry> {
         let auto = if self.auto {
             TaskEntry::all().copied().collect()
@@ -224,7 +287,8 @@ impl Worker {
     ///
     /// # Errors
     /// [`Error::Worker`] when it cannot start (no tasks, a name registered twice, no
-    /// server); the permanent error that stopped the worker.
+    /// server); [`Error::Listen`] when its metrics address cannot be bound; the
+    /// permanent error that stopped the worker.
     pub async fn run(self) -> Result<()> {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -238,16 +302,31 @@ impl Worker {
     /// Signals are not watched.
     ///
     /// # Errors
-    /// [`Error::Worker`] when it cannot start.
+    /// [`Error::Worker`] when it cannot start; [`Error::Listen`] when its metrics
+    /// address cannot be bound.
     pub fn spawn(self) -> Result<WorkerHandle> {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let runner = run::Runner::start(self, stop.clone(), abort.clone())?;
+        #[cfg(feature = "metrics")]
+        let metrics_addr = runner.metrics_addr();
         Ok(WorkerHandle {
             stop,
             abort,
             join: tokio::spawn(runner.wait()),
+            #[cfg(feature = "metrics")]
+            metrics_addr,
         })
+    }
+}
+
+/// This host's name, for the default worker name and the registry record.
+pub(crate) fn host_name() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
     }
 }
 
@@ -257,9 +336,18 @@ pub struct WorkerHandle {
     stop: CancellationToken,
     abort: CancellationToken,
     join: JoinHandle<Result<()>>,
+    #[cfg(feature = "metrics")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerHandle {
+    /// Where the worker serves its metrics ([`Worker::metrics_listen`]), with the port
+    /// picked when port 0 was asked for; `None` when it serves none.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Graceful shutdown: stops fetching, waits for running tasks up to the grace
     /// period, hands unfinished messages back, and returns when all is settled.
     ///

@@ -18,16 +18,20 @@ use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
 use crate::signature::{RawSignature, eta_after};
 use crate::task_error::TaskError;
 
+use super::observe::{Outcome, RunTimes};
 use super::panic_message;
 use super::run::Shared;
 use super::started::StartGate;
 
+/// Runs one delivery; `started_at` is when its run started (ms), as written into its
+/// STARTED and final states.
 pub(crate) async fn process(
     shared: Arc<Shared>,
     delivery: Delivery,
     raw: Result<RawSignature>,
     permit: Option<OwnedSemaphorePermit>,
     mut started: StartGate,
+    started_at: u64,
 ) {
     let raw = match raw {
         Ok(raw) => raw,
@@ -57,6 +61,7 @@ pub(crate) async fn process(
         return;
     };
     let ctx = context(&raw, &delivery);
+    let mut times = None;
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
         Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
@@ -72,18 +77,25 @@ pub(crate) async fn process(
         // carries exactly them (a chord callback's results are appended again by it).
         Ok(args) => {
             shared.hooks.before(&ctx);
-            run(
+            let began = std::time::Instant::now();
+            let outcome = run(
                 &entry,
                 args.unwrap_or_else(|| raw.args.clone()),
                 ctx.clone(),
             )
-            .await
+            .await;
+            let ready_at = raw.created_at.max(raw.eta.unwrap_or(0));
+            times = Some(RunTimes {
+                wait_ms: started_at.saturating_sub(ready_at),
+                run: began.elapsed(),
+            });
+            outcome
         }
     };
     drop(permit);
-    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None).await;
+    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None, started_at).await;
     shared.hooks.after(&ctx, &completion.state);
-    send_completion(&shared, &delivery, completion, &mut started).await;
+    send_completion(&shared, &delivery, completion, &mut started, times).await;
 }
 
 fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
@@ -101,7 +113,8 @@ fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
 
 /// Everything a finished run decides: the state, what it sends, the later steps it
 /// stops and the chord it counts toward; dead-lettered instead of acknowledged when
-/// `dead_letter` is set (the outcome is then a failure).
+/// `dead_letter` is set (the outcome is then a failure). `started_at`: when the run
+/// started (ms), 0 when the task never ran.
 async fn settle(
     shared: &Shared,
     raw: &RawSignature,
@@ -109,8 +122,9 @@ async fn settle(
     delivery: &Delivery,
     outcome: std::result::Result<Vec<u8>, TaskError>,
     dead_letter: Option<DeadLetterReason>,
+    started_at: u64,
 ) -> Completion {
-    let (state, mut publish) = settle_outcome(shared, raw, ctx, &delivery.queue, outcome);
+    let (state, mut publish) = settle_outcome(shared, raw, ctx, delivery, started_at, outcome);
     let mut also_store = Vec::new();
     if state.state == State::Failure {
         stop_downstream(
@@ -139,22 +153,41 @@ async fn settle(
     }
 }
 
-/// Hands a completion to the completer, once the task's STARTED write (if any) is done.
+/// Hands a completion to the completer, once the task's STARTED write (if any) is done,
+/// and counts it; `times` when the task function ran.
 async fn send_completion(
     shared: &Shared,
     delivery: &Delivery,
     mut completion: Completion,
     started: &mut StartGate,
+    times: Option<RunTimes>,
 ) {
     let Some(delivery) = shared.settle(delivery) else {
         return;
     };
+    count(shared, &delivery.queue, &completion, times);
     completion.delivery = delivery;
     started.finished().await;
     let uuid = completion.state.uuid;
     if shared.completions.send(completion).await.is_err() {
         tracing::error!(task.id = %uuid, "worker is stopping; the completion is lost and the task will run again");
     }
+}
+
+/// Counts a settled delivery for the registry record, the statistics and the metrics.
+fn count(shared: &Shared, queue: &str, completion: &Completion, times: Option<RunTimes>) {
+    let state = &completion.state;
+    let failed = state.state == State::Failure;
+    let outcome = match (&completion.dead_letter, state.state) {
+        (Some(_), _) => Outcome::DeadLetter { failed },
+        (None, State::Success) => Outcome::Success,
+        (None, State::Retry) => Outcome::Retry,
+        (None, _) => Outcome::Failure,
+    };
+    let failure = failed.then_some((state.queue.as_str(), state.uuid));
+    shared
+        .observer
+        .finished(queue, &state.name, outcome, failure, times);
 }
 
 /// For a chord callback: the arguments to run it with (the members' results, a
@@ -218,7 +251,7 @@ async fn stop_downstream(
         }
     };
     for next in &downstream {
-        let mut st = next.task_state(State::Failure, queue);
+        let mut st = shared.task_state(next, State::Failure, queue);
         st.error = Some(reason.clone());
         if let Some(member) = next.chord_member(queue) {
             let group_uuid = member.group_uuid;
@@ -273,10 +306,11 @@ fn settle_outcome(
     shared: &Shared,
     raw: &RawSignature,
     ctx: &TaskContext,
-    queue: &str,
+    delivery: &Delivery,
+    started_at: u64,
     outcome: std::result::Result<Vec<u8>, TaskError>,
 ) -> (TaskState, Vec<Outgoing>) {
-    let mut state = raw.task_state(State::Success, queue);
+    let mut state = shared.run_state(raw, State::Success, delivery, started_at);
     let err = match outcome.and_then(|result| success_followers(shared, raw, result)) {
         Ok((result, publish)) => {
             state.result = Some(result);
@@ -376,10 +410,19 @@ fn success_followers(
     Ok((result, publish))
 }
 
+/// Dead-letters a message that does not decode (no state is written: nobody can know
+/// its task).
 async fn dead_letter(shared: &Shared, delivery: &Delivery, reason: &DeadLetterReason) {
     let Some(delivery) = shared.settle(delivery) else {
         return;
     };
+    shared.observer.finished(
+        &delivery.queue,
+        "",
+        Outcome::DeadLetter { failed: false },
+        None,
+        None,
+    );
     if let Err(e) = shared.server.broker().dead_letter(&delivery, reason).await {
         tracing::error!(error = %e, "could not dead-letter a message; it will be delivered again");
     }
@@ -402,9 +445,10 @@ async fn fail_and_dead_letter(
         delivery,
         Err(TaskError::fatal(reason.to_string())),
         Some(reason),
+        0,
     )
     .await;
-    send_completion(shared, delivery, completion, &mut started).await;
+    send_completion(shared, delivery, completion, &mut started, None).await;
 }
 
 async fn unregistered(
@@ -430,9 +474,10 @@ async fn unregistered(
             delivery,
             Err(TaskError::fatal(reason)),
             None,
+            0,
         )
         .await;
-        send_completion(shared, delivery, completion, &mut started).await;
+        send_completion(shared, delivery, completion, &mut started, None).await;
         return;
     }
     let limit = shared.server.config().unregistered_requeues;

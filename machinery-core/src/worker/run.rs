@@ -11,14 +11,19 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use uuid::Uuid;
+
 use crate::engine::{Completion, Delivery};
 use crate::error::{Error, Result};
 use crate::fatal::Fatal;
+use crate::inspect::{RegisteredTask, RunningTask, WorkerInfo};
 use crate::registry::Registry;
-use crate::result::State;
+use crate::result::{State, TaskState};
 use crate::server::Server;
-use crate::signature::RawSignature;
+use crate::signature::{RawSignature, now_ms};
 
+use super::observe::Observer;
+use super::report::{self, Report};
 use super::started;
 use super::{Hooks, Worker, process};
 
@@ -46,6 +51,16 @@ fn slot_key(d: &Delivery) -> SlotKey {
 pub(crate) struct Slot {
     pub(crate) delivery: Delivery,
     pub(crate) abort: Option<AbortHandle>,
+    /// The task it runs, for the registry record; `None` for a message that does not
+    /// decode or names a task not registered here.
+    run: Option<Running>,
+}
+
+/// A task a slot runs.
+struct Running {
+    uuid: Uuid,
+    name: &'static str,
+    started_at: u64,
 }
 
 /// What every task of one worker shares.
@@ -54,6 +69,10 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) hooks: Hooks,
     pub(crate) worker: String,
+    /// The worker's registry id, written into the states it writes.
+    pub(crate) id: String,
+    /// Counts for the registry record, the statistics and the metrics.
+    pub(crate) observer: Arc<Observer>,
     inflight: Mutex<HashMap<SlotKey, Slot>>,
     pub(crate) completions: mpsc::Sender<Completion>,
     /// Stops the worker on the first permanent error of its loops.
@@ -63,6 +82,55 @@ pub(crate) struct Shared {
 impl Shared {
     fn slots(&self) -> MutexGuard<'_, HashMap<SlotKey, Slot>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A state of task `raw` at `state`, with its arguments, headers and schema when
+    /// `result_extended` is on.
+    pub(crate) fn task_state(&self, raw: &RawSignature, state: State, queue: &str) -> TaskState {
+        let mut s = raw.task_state(state, queue);
+        if self.server.config().result_extended {
+            raw.extend_state(&mut s);
+        }
+        s
+    }
+
+    /// A state of a task this worker runs (STARTED, or how its delivery ended): as
+    /// [`task_state`](Shared::task_state), with the worker, the delivery and when the
+    /// run started (0 when it never started).
+    pub(crate) fn run_state(
+        &self,
+        raw: &RawSignature,
+        state: State,
+        delivery: &Delivery,
+        started_at: u64,
+    ) -> TaskState {
+        let mut s = self.task_state(raw, state, &delivery.queue);
+        s.started_at = started_at;
+        s.worker = Some(self.id.clone());
+        s.delivery = delivery.delivery_count;
+        s
+    }
+
+    /// The tasks running now, for the registry record.
+    fn running(&self) -> Vec<RunningTask> {
+        self.slots()
+            .values()
+            .filter_map(|slot| {
+                let run = slot.run.as_ref()?;
+                Some(RunningTask {
+                    uuid: run.uuid,
+                    name: run.name.to_owned(),
+                    queue: slot.delivery.queue.clone(),
+                    started_at: run.started_at,
+                })
+            })
+            .collect()
+    }
+
+    /// How many deliveries the worker holds (running, or about to).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn held(&self) -> usize {
+        self.slots().len()
     }
 
     /// Takes ownership of settling a delivery. `None` when shutdown already handed it
@@ -84,6 +152,12 @@ pub(crate) struct Runner {
     fatal: Arc<Fatal>,
     // Periodic tasks (opt-in, `Worker::scheduler`).
     periodic: Option<crate::periodic::SchedulerHandle>,
+    /// The registry record and statistics; stopped last, after the completions.
+    report: JoinHandle<()>,
+    report_stop: CancellationToken,
+    /// The metrics endpoint (`Worker::metrics_listen`).
+    #[cfg(feature = "metrics")]
+    metrics: Option<super::serve::MetricsServer>,
 }
 
 impl Runner {
@@ -117,6 +191,22 @@ impl Runner {
             tasks = ?registry.names(),
             "worker starting"
         );
+        // Bound first: a port in use stops the worker before it takes any message.
+        #[cfg(feature = "metrics")]
+        let metrics_listener = match &worker.metrics {
+            Some(addrs) => Some(super::serve::bind(addrs)?),
+            None => None,
+        };
+        #[cfg(feature = "metrics")]
+        let metrics_on = metrics_listener.is_some();
+        #[cfg(not(feature = "metrics"))]
+        let metrics_on = false;
+        let config = server.config();
+        let observer = Arc::new(Observer::new(config.stats, metrics_on));
+        let info = worker_info(&worker, &registry, &queues);
+        #[cfg(feature = "metrics")]
+        let metric_queues = queues.clone();
+        let (heartbeat_every, stats_window) = (config.worker_heartbeat, config.stats_window);
         let (tx, rx) = mpsc::channel(COMPLETION_BATCH * 4);
         let fatal = Arc::new(Fatal::new("worker", stop.clone()));
         let shared = Arc::new(Shared {
@@ -124,6 +214,8 @@ impl Runner {
             registry,
             hooks: worker.hooks.clone(),
             worker: worker.name.clone(),
+            id: info.id.clone(),
+            observer: observer.clone(),
             inflight: Mutex::new(HashMap::new()),
             completions: tx,
             fatal: fatal.clone(),
@@ -152,6 +244,25 @@ impl Runner {
             .scheduler
             .clone()
             .map(crate::periodic::Scheduler::spawn);
+        // The loops below hold the worker's state weakly: the completion channel
+        // closes only once every strong reference is gone.
+        let weak = Arc::downgrade(&shared);
+        let report_stop = CancellationToken::new();
+        let report = tokio::spawn(report::report_loop(
+            Report {
+                broker: shared.server.broker().clone(),
+                observer,
+                info,
+                running: Box::new(move || weak.upgrade().map(|s| s.running()).unwrap_or_default()),
+                heartbeat: heartbeat_every,
+                stats_window,
+            },
+            report_stop.clone(),
+        ));
+        #[cfg(feature = "metrics")]
+        let metrics = metrics_listener.map(|listener| {
+            super::serve::MetricsServer::start(listener, &shared, metric_queues, slots)
+        });
         Ok(Runner {
             shared,
             stop,
@@ -163,7 +274,17 @@ impl Runner {
             completer,
             fatal,
             periodic,
+            report,
+            report_stop,
+            #[cfg(feature = "metrics")]
+            metrics,
         })
+    }
+
+    /// Where the metrics endpoint listens, when it does.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
     }
 
     /// Runs until stopped, then shuts down gracefully.
@@ -179,6 +300,10 @@ impl Runner {
             completer,
             fatal,
             periodic,
+            report,
+            report_stop,
+            #[cfg(feature = "metrics")]
+            metrics,
         } = self;
         stop.cancelled().await;
         if let Some(p) = periodic
@@ -219,6 +344,14 @@ impl Runner {
         let _ = heartbeat.await;
         drop(shared);
         let _ = completer.await;
+        // Every run is counted and settled: the last statistics, then the registry
+        // record goes.
+        report_stop.cancel();
+        let _ = report.await;
+        #[cfg(feature = "metrics")]
+        if let Some(m) = metrics {
+            m.stop().await;
+        }
         tracing::info!("worker stopped");
         // The error that stopped the worker comes first: it is why it stopped.
         match fatal.take().or(first_error) {
@@ -326,6 +459,8 @@ async fn fetch_loop(
         // lease) is a suspect: it runs alone once the rest is done, so that a task that
         // kills its worker charges only its own deliveries, never its neighbours'.
         let config = shared.server.config();
+        // The tasks of a batch start together.
+        let started_at = now_ms();
         let mut started = Vec::with_capacity(batch.len());
         let mut decoded = Vec::with_capacity(batch.len());
         let mut suspects = Vec::new();
@@ -348,12 +483,17 @@ async fn fetch_loop(
             } else {
                 RawSignature::decode(&payload)
             };
-            let runs = match &raw {
-                Ok(raw) => shared.registry.get(&raw.name).is_some(),
-                Err(_) => false,
+            let run = match &raw {
+                Ok(raw) => shared.registry.get(&raw.name).map(|entry| Running {
+                    uuid: raw.uuid,
+                    name: entry.name,
+                    started_at,
+                }),
+                Err(_) => None,
             };
+            let runs = run.is_some();
             let permit = permits.split(1);
-            hold(&shared, &delivery);
+            hold(&shared, &delivery, run);
             if runs
                 && delivery.delivery_count > 1
                 && delivery.delivery_count <= config.max_deliveries
@@ -362,7 +502,9 @@ async fn fetch_loop(
                 continue;
             }
             started.push(match &raw {
-                Ok(raw) if runs => Some(raw.task_state(State::Started, &delivery.queue)),
+                Ok(raw) if runs => {
+                    Some(shared.run_state(raw, State::Started, &delivery, started_at))
+                }
                 _ => None,
             });
             decoded.push((delivery, raw, permit));
@@ -374,7 +516,7 @@ async fn fetch_loop(
             config.started_after,
         );
         for ((delivery, raw, permit), gate) in decoded.into_iter().zip(gates) {
-            spawn(&shared, &tracker, delivery, raw, permit, gate);
+            spawn(&shared, &tracker, delivery, raw, permit, gate, started_at);
         }
         drop(permits);
         if !suspects.is_empty()
@@ -386,13 +528,14 @@ async fn fetch_loop(
 }
 
 /// Records a delivery as held by this worker (heartbeats extend it; shutdown hands it
-/// back when it did not finish).
-fn hold(shared: &Shared, delivery: &Delivery) {
+/// back when it did not finish; the registry record lists the task it runs).
+fn hold(shared: &Shared, delivery: &Delivery, run: Option<Running>) {
     shared.slots().insert(
         slot_key(delivery),
         Slot {
             delivery: delivery.clone(),
             abort: None,
+            run,
         },
     );
 }
@@ -407,13 +550,21 @@ fn spawn(
     raw: Result<RawSignature>,
     permit: Option<OwnedSemaphorePermit>,
     gate: started::StartGate,
+    started_at: u64,
 ) -> JoinHandle<()> {
     let key = slot_key(&delivery);
     let guarded = {
         let shared = shared.clone();
         let delivery = delivery.clone();
         async move {
-            let run = process::process(shared.clone(), delivery.clone(), raw, permit, gate);
+            let run = process::process(
+                shared.clone(),
+                delivery.clone(),
+                raw,
+                permit,
+                gate,
+                started_at,
+            );
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
                 let message = super::panic_message(panic.as_ref());
                 tracing::error!(queue = %delivery.queue, receipt = %delivery.receipt, panic = %message, "the worker panicked around a task; handing its delivery back");
@@ -455,8 +606,16 @@ async fn run_alone(
     let Ok(_drained) = drained else { return false };
     for (delivery, raw, permit) in suspects {
         tracing::info!(queue = %delivery.queue, deliveries = delivery.delivery_count, "a delivery that ended unsettled before runs alone");
+        let started_at = now_ms();
+        if let Some(run) = shared
+            .slots()
+            .get_mut(&slot_key(&delivery))
+            .and_then(|slot| slot.run.as_mut())
+        {
+            run.started_at = started_at;
+        }
         let state = match &raw {
-            Ok(raw) => Some(raw.task_state(State::Started, &delivery.queue)),
+            Ok(raw) => Some(shared.run_state(raw, State::Started, &delivery, started_at)),
             Err(_) => None,
         };
         let gate = started::schedule(
@@ -467,7 +626,7 @@ async fn run_alone(
         )
         .pop()
         .unwrap_or_else(started::StartGate::none);
-        let handle = spawn(shared, tracker, delivery, raw, permit, gate);
+        let handle = spawn(shared, tracker, delivery, raw, permit, gate, started_at);
         tokio::select! {
             _ = handle => {}
             () = stop.cancelled() => return false,
@@ -557,6 +716,36 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, 
             }
         }
         batch.clear();
+    }
+}
+
+/// The worker's registry record as it starts (the report loop fills in the rest).
+fn worker_info(worker: &Worker, registry: &Registry, queues: &[String]) -> WorkerInfo {
+    let tasks = registry
+        .names()
+        .into_iter()
+        .filter_map(|name| registry.get(name))
+        .map(|e| RegisteredTask {
+            name: e.name.to_owned(),
+            schema: e.schema.to_owned(),
+            fingerprint: e.fingerprint,
+        })
+        .collect();
+    WorkerInfo {
+        id: Uuid::now_v7().to_string(),
+        name: worker.name.clone(),
+        host: super::host_name(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        queues: queues.to_vec(),
+        concurrency: worker.concurrency,
+        prefetch: worker.prefetch,
+        tasks,
+        started_at: now_ms(),
+        heartbeat_at: 0,
+        running: Vec::new(),
+        processed: 0,
+        failed: 0,
     }
 }
 

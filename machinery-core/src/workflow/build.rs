@@ -91,6 +91,7 @@ pub(crate) fn build(
     // Who carries `tail`: a chord callback (index in `plan.chords`) or the first step.
     let mut owner: Option<usize> = None;
     let mut tail = Vec::new();
+    let extended = server.config().result_extended;
     for (i, link) in links.into_iter().enumerate() {
         let (step, callback) = match link {
             Link::Broken(reason) => {
@@ -141,15 +142,15 @@ pub(crate) fn build(
             entries = Some(step);
         } else {
             for e in &step {
-                plan.later.push(pending(e));
-                collect_nested(e, &mut plan.later);
+                plan.later.push(pending(e, extended));
+                collect_nested(e, extended, &mut plan.later);
             }
             push_step(&mut tail, &step)?;
         }
         if let Some((group, count, callback)) = callback {
             attach(std::mem::take(&mut tail), owner, &mut entries, plan)?;
-            plan.later.push(pending(&callback));
-            collect_nested(&callback, &mut plan.later);
+            plan.later.push(pending(&callback, extended));
+            collect_nested(&callback, extended, &mut plan.later);
             owner = Some(plan.chords.len());
             plan.chords.push((group, count, callback));
         }
@@ -203,23 +204,23 @@ fn set_chord_queues(member: &mut [Link], group: Uuid, queue: &str) {
 }
 
 /// PENDING states for everything nested in `raw`'s success callbacks (the steps of
-/// its chain are recorded by [`build`] as it encodes them).
-pub(crate) fn collect_nested(raw: &RawSignature, out: &mut Vec<TaskState>) {
+/// its chain are recorded by [`build`] as it encodes them); `extended` keeps their
+/// arguments, headers and schema too (`result_extended`).
+pub(crate) fn collect_nested(raw: &RawSignature, extended: bool, out: &mut Vec<TaskState>) {
     let mut stack: Vec<&RawSignature> = raw.on_success.iter().collect();
     while let Some(cb) = stack.pop() {
-        out.push(pending(cb));
+        out.push(pending(cb, extended));
         stack.extend(cb.on_success.iter());
     }
 }
 
-fn pending(raw: &RawSignature) -> TaskState {
-    let mut s = TaskState::new(
-        raw.uuid,
-        raw.name.clone(),
-        raw.routing_key.clone(),
-        State::Pending,
-    );
-    s.group_uuid = raw.group_uuid;
+/// The PENDING state of a task sent later (routed already): the arguments it is sent
+/// with, before a previous step's result is appended to them.
+fn pending(raw: &RawSignature, extended: bool) -> TaskState {
+    let mut s = raw.task_state(State::Pending, "");
+    if extended {
+        raw.extend_state(&mut s);
+    }
     s
 }
 
