@@ -21,7 +21,7 @@
 //! The first five are the worker's own (a process without a worker has none); the
 //! others are read from the broker at each scrape, so every worker of a cluster reports
 //! the same values for them. Histogram buckets are those of the statistics,
-//! [`HISTOGRAM_BOUNDS_MS`](crate::inspect::HISTOGRAM_BOUNDS_MS) in seconds (0.001 to 60),
+//! [`HISTOGRAM_BOUNDS_MS`] in seconds (0.001 to 60),
 //! then `+Inf`.
 //!
 //! ```
@@ -459,5 +459,69 @@ impl Collector for Snapshot {
             Snapshot::encode_cluster(cluster, &mut encoder)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let snapshot = Snapshot {
+            local: Some(LocalFigures {
+                running: 1,
+                concurrency: 2,
+                tasks: vec![(
+                    "q".to_owned(),
+                    "say \"hi\"\\\nnow".to_owned(),
+                    Totals::default(),
+                )],
+            }),
+            cluster: None,
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(snapshot));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        assert!(
+            text.contains(
+                r#"machinery_tasks_total{task="say \"hi\"\\\nnow",queue="q",outcome="success"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("machinery_tasks_running 1\n"), "{text}");
+        assert!(text.contains("machinery_worker_concurrency 2\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn without_a_worker_only_the_broker_gauges_are_rendered() {
+        let server = Server::memory();
+        let sig = crate::testing::tasks::add::s(1, 2).queue("metrics-q");
+        sig.send_with(&server).await.expect("sent");
+        let text = Exporter::new(&server).queues(["metrics-q"]).render().await;
+        assert!(!text.contains("machinery_tasks_total"), "{text}");
+        assert!(!text.contains("machinery_tasks_running"), "{text}");
+        assert!(text.contains("machinery_broker_up 1\n"), "{text}");
+        assert!(
+            text.contains("machinery_queue_depth{queue=\"metrics-q\",state=\"ready\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn serve_reports_an_address_in_use() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = taken.local_addr().expect("its address");
+        let err = serve(addr, &Server::memory())
+            .await
+            .expect_err("the port is taken");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on `{addr}`: ")),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
     }
 }

@@ -8,6 +8,8 @@ mod run;
 #[cfg(feature = "metrics")]
 mod serve;
 mod started;
+#[cfg(test)]
+mod tests;
 
 use std::any::Any;
 use std::fmt;
