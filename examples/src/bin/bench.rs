@@ -39,6 +39,14 @@ enum Scenario {
     Engine,
     E2eMemory,
     LatencyMemory,
+    /// Not part of `all`: e2e with statistics off and on, alternating (see `stats_cost`).
+    E2eStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,6 +84,13 @@ struct Args {
     /// Print Redis's time per command and per task on stderr (from INFO commandstats).
     #[arg(long)]
     breakdown: bool,
+    /// Worker statistics (per-minute counts and histograms written to the broker); the
+    /// `e2e-stats` scenario switches them itself.
+    #[arg(long, value_enum, default_value = "on")]
+    stats: Switch,
+    /// e2e-stats: runs of each setting (off and on alternate).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     #[arg(long, value_enum, default_value = "bench", hide = true)]
     role: Role,
 }
@@ -248,6 +263,7 @@ impl Ctx {
                 self.args.prefetch.clamp(1, 1000);
         }
         c.default_queue = "bench".into();
+        c.stats = self.args.stats == Switch::On;
         c
     }
 
@@ -468,6 +484,47 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
     )])
 }
 
+/// What worker statistics cost end to end: the e2e scenario run `--runs` times with
+/// statistics off and as many with them on, alternating (off first) so that the
+/// machine's drift over the session falls on both; reports every run, the median of
+/// each setting and the cost of statistics in percent of the median throughput.
+async fn stats_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
+    let kept = ctx.args.stats;
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut out = Vec::new();
+    for run in 0..ctx.args.runs.max(1) * 2 {
+        let on = run % 2 == 1;
+        ctx.args.stats = if on { Switch::On } else { Switch::Off };
+        for mut v in e2e(ctx, false).await? {
+            if let Some(rate) = v.get("tasks_per_sec").and_then(Value::as_f64) {
+                rates[usize::from(on)].push(rate);
+            }
+            if let Some(o) = v.as_object_mut() {
+                o.insert("scenario".into(), json!("e2e_stats_run"));
+                o.insert("stats".into(), json!(if on { "on" } else { "off" }));
+            }
+            out.push(v);
+        }
+        if let Some(r) = ctx.redis.as_mut() {
+            r.flush().await?;
+        }
+    }
+    ctx.args.stats = kept;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let off = median(&mut rates[0]);
+    let on = median(&mut rates[1]);
+    out.push(json!({
+        "scenario": "e2e_stats",
+        "tasks": ctx.args.tasks.unwrap_or(200_000), "runs_each": ctx.args.runs.max(1),
+        "median_tasks_per_sec_stats_off": off, "median_tasks_per_sec_stats_on": on,
+        "stats_cost_percent": if off > 0.0 { (off - on) / off * 100.0 } else { 0.0 },
+    }));
+    Ok(out)
+}
+
 /// Drains with `--workers` child processes; seconds until the queue is empty and
 /// nothing is in flight (results are stored before acknowledgement).
 async fn drain_in_children(
@@ -620,6 +677,14 @@ fn worker_process(ctx: &Ctx) -> Result<Child, BoxError> {
         ])
         .args(["--concurrency", &ctx.args.concurrency.to_string()])
         .args(["--prefetch", &ctx.args.prefetch.to_string()])
+        .args([
+            "--stats",
+            if ctx.args.stats == Switch::On {
+                "on"
+            } else {
+                "off"
+            },
+        ])
         .stdout(Stdio::null())
         .spawn()?)
 }
@@ -773,6 +838,7 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<Vec<Value>, BoxError
         Scenario::Engine => engine_cost(ctx).await?,
         Scenario::E2eMemory => e2e(ctx, true).await?,
         Scenario::LatencyMemory => latency(ctx, true).await?,
+        Scenario::E2eStats => stats_cost(ctx).await?,
     };
     if let Some(r) = ctx.redis.as_mut() {
         r.flush().await?;
@@ -810,6 +876,7 @@ async fn worker_role(args: &Args) -> Result<(), BoxError> {
         .section_mut::<machinery_redis::RedisConfig>()
         .fetch_batch = args.prefetch.clamp(1, 1000);
     config.default_queue = "bench".into();
+    config.stats = args.stats == Switch::On;
     let server = Server::from_config(config).await?;
     Worker::auto()
         .server(&server)
