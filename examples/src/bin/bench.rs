@@ -485,15 +485,24 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
 }
 
 /// What worker statistics cost end to end: the e2e scenario run `--runs` times with
-/// statistics off and as many with them on, alternating (off first) so that the
-/// machine's drift over the session falls on both; reports every run, the median of
-/// each setting and the cost of statistics in percent of the median throughput.
+/// statistics off and as many with them on, in the order off, on, on, off, off, on, …
+/// (so that neither setting always goes first, and the machine's drift over the
+/// session falls on both), after one run that is not counted (the first run of a
+/// process is slower: connections, allocator, page faults); reports every run, the
+/// median of each setting and the cost of statistics in percent of the median
+/// throughput.
 async fn stats_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     let kept = ctx.args.stats;
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut out = Vec::new();
+    ctx.args.stats = Switch::On;
+    e2e(ctx, false).await?;
+    if let Some(r) = ctx.redis.as_mut() {
+        r.flush().await?;
+    }
     for run in 0..ctx.args.runs.max(1) * 2 {
-        let on = run % 2 == 1;
+        // 0 1 1 0 0 1 1 0 …
+        let on = (run + 1) / 2 % 2 == 1;
         ctx.args.stats = if on { Switch::On } else { Switch::Off };
         for mut v in e2e(ctx, false).await? {
             if let Some(rate) = v.get("tasks_per_sec").and_then(Value::as_f64) {

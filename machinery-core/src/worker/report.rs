@@ -42,8 +42,8 @@ struct Channel {
 }
 
 impl Channel {
-    /// Logs the result of one write; false when the broker does not support it (the
-    /// write is then turned off).
+    /// Logs the result of one write; a broker that does not support it turns the write
+    /// off.
     fn result(&mut self, result: Result<(), Error>) {
         match result {
             Ok(()) => {
