@@ -145,6 +145,25 @@ fn own_peak_rss_mb() -> Option<f64> {
     kib_field(std::process::id(), "VmHWM:")
 }
 
+/// CPU time used so far by this process's live threads, in nanoseconds (Linux's
+/// per-thread `schedstat`; `None` elsewhere). Steadier than throughput on a busy
+/// machine: time spent waiting for a core is not counted.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that ended meanwhile is skipped.
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat"))
+            && let Some(ns) = text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += ns;
+        }
+    }
+    Some(total)
+}
+
 struct Redis {
     conn: redis::aio::MultiplexedConnection,
     prefix: String,
@@ -465,10 +484,15 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
     let server = ctx.server(memory).await?;
     enqueue_noops(&server, n).await?;
     let before = ctx.commands(memory).await;
+    let mut cpu_us_per_task = None;
     let (secs, rss) = if ctx.args.workers > 0 && !memory {
         drain_in_children(ctx, &server, n).await?
     } else {
+        let cpu_before = process_cpu_ns();
         let secs = drain_in_process(ctx, &server, n).await?;
+        if let (Some(b), Some(a)) = (cpu_before, process_cpu_ns()) {
+            cpu_us_per_task = Some(a.saturating_sub(b) as f64 / 1000.0 / n as f64);
+        }
         (secs, own_peak_rss_mb())
     };
     let after = ctx.commands(memory).await;
@@ -479,6 +503,7 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
             "workers": if memory { 0 } else { ctx.args.workers },
             "concurrency": ctx.args.concurrency, "prefetch": ctx.args.prefetch,
             "worker_peak_rss_mb": rss,
+            "worker_cpu_us_per_task": cpu_us_per_task,
         }),
         ctx.cost(before, after, n),
     )])
@@ -494,6 +519,7 @@ async fn e2e(ctx: &mut Ctx, memory: bool) -> Result<Vec<Value>, BoxError> {
 async fn stats_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     let kept = ctx.args.stats;
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut out = Vec::new();
     ctx.args.stats = Switch::On;
     e2e(ctx, false).await?;
@@ -502,11 +528,14 @@ async fn stats_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     }
     for run in 0..ctx.args.runs.max(1) * 2 {
         // 0 1 1 0 0 1 1 0 …
-        let on = (run + 1) / 2 % 2 == 1;
+        let on = run.div_ceil(2) % 2 == 1;
         ctx.args.stats = if on { Switch::On } else { Switch::Off };
         for mut v in e2e(ctx, false).await? {
             if let Some(rate) = v.get("tasks_per_sec").and_then(Value::as_f64) {
                 rates[usize::from(on)].push(rate);
+            }
+            if let Some(us) = v.get("worker_cpu_us_per_task").and_then(Value::as_f64) {
+                cpu[usize::from(on)].push(us);
             }
             if let Some(o) = v.as_object_mut() {
                 o.insert("scenario".into(), json!("e2e_stats_run"));
@@ -525,11 +554,16 @@ async fn stats_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
     };
     let off = median(&mut rates[0]);
     let on = median(&mut rates[1]);
+    let cpu_off = median(&mut cpu[0]);
+    let cpu_on = median(&mut cpu[1]);
     out.push(json!({
         "scenario": "e2e_stats",
         "tasks": ctx.args.tasks.unwrap_or(200_000), "runs_each": ctx.args.runs.max(1),
         "median_tasks_per_sec_stats_off": off, "median_tasks_per_sec_stats_on": on,
         "stats_cost_percent": if off > 0.0 { (off - on) / off * 100.0 } else { 0.0 },
+        "median_worker_cpu_us_per_task_stats_off": cpu_off,
+        "median_worker_cpu_us_per_task_stats_on": cpu_on,
+        "stats_cpu_cost_percent": if cpu_off > 0.0 { (cpu_on - cpu_off) / cpu_off * 100.0 } else { 0.0 },
     }));
     Ok(out)
 }
