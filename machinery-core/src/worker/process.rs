@@ -28,7 +28,7 @@ use super::started::StartGate;
 pub(crate) async fn process(
     shared: Arc<Shared>,
     delivery: Delivery,
-    raw: Result<RawSignature>,
+    raw: Result<Arc<RawSignature>>,
     permit: Option<OwnedSemaphorePermit>,
     mut started: StartGate,
     started_at: u64,
@@ -310,7 +310,13 @@ fn settle_outcome(
     started_at: u64,
     outcome: std::result::Result<Vec<u8>, TaskError>,
 ) -> (TaskState, Vec<Outgoing>) {
-    let mut state = shared.run_state(raw, State::Success, delivery, started_at);
+    let mut state = shared.run_state(
+        raw,
+        State::Success,
+        &delivery.queue,
+        delivery.delivery_count,
+        started_at,
+    );
     let err = match outcome.and_then(|result| success_followers(shared, raw, result)) {
         Ok((result, publish)) => {
             state.result = Some(result);

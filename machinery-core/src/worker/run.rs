@@ -63,6 +63,28 @@ struct Running {
     started_at: u64,
 }
 
+/// A STARTED state not built yet: most tasks finish before it would be written.
+pub(crate) struct Started {
+    shared: Arc<Shared>,
+    raw: Arc<RawSignature>,
+    fallback: Option<String>,
+    delivery: u32,
+    started_at: u64,
+}
+
+impl started::StartedState for Started {
+    fn build(self) -> TaskState {
+        let queue = self.fallback.as_deref().unwrap_or_default();
+        self.shared.run_state(
+            &self.raw,
+            State::Started,
+            queue,
+            self.delivery,
+            self.started_at,
+        )
+    }
+}
+
 /// What every task of one worker shares.
 pub(crate) struct Shared {
     pub(crate) server: Server,
@@ -95,20 +117,40 @@ impl Shared {
     }
 
     /// A state of a task this worker runs (STARTED, or how its delivery ended): as
-    /// [`task_state`](Shared::task_state), with the worker, the delivery and when the
-    /// run started (0 when it never started).
+    /// [`task_state`](Shared::task_state) (`queue`: the queue it was fetched from),
+    /// with the worker, the delivery (1 for the first) and when the run started (0 when
+    /// it never started).
     pub(crate) fn run_state(
         &self,
         raw: &RawSignature,
         state: State,
-        delivery: &Delivery,
+        queue: &str,
+        delivery: u32,
         started_at: u64,
     ) -> TaskState {
-        let mut s = self.task_state(raw, state, &delivery.queue);
+        let mut s = self.task_state(raw, state, queue);
         s.started_at = started_at;
         s.worker = Some(self.id.clone());
-        s.delivery = delivery.delivery_count;
+        s.delivery = delivery;
         s
+    }
+
+    /// The STARTED state of `raw`, fetched from `delivery`'s queue, built if it is
+    /// written.
+    fn started(
+        self: &Arc<Self>,
+        raw: &Arc<RawSignature>,
+        delivery: &Delivery,
+        started_at: u64,
+    ) -> Started {
+        Started {
+            shared: self.clone(),
+            raw: raw.clone(),
+            // The fetch queue matters only to a message without a routing key.
+            fallback: raw.routing_key.is_empty().then(|| delivery.queue.clone()),
+            delivery: delivery.delivery_count,
+            started_at,
+        }
     }
 
     /// The tasks running now, for the registry record.
@@ -481,7 +523,7 @@ async fn fetch_loop(
                     ),
                 })
             } else {
-                RawSignature::decode(&payload)
+                RawSignature::decode(&payload).map(Arc::new)
             };
             let run = match &raw {
                 Ok(raw) => shared.registry.get(&raw.name).map(|entry| Running {
@@ -502,9 +544,7 @@ async fn fetch_loop(
                 continue;
             }
             started.push(match &raw {
-                Ok(raw) if runs => {
-                    Some(shared.run_state(raw, State::Started, &delivery, started_at))
-                }
+                Ok(raw) if runs => Some(shared.started(raw, &delivery, started_at)),
                 _ => None,
             });
             decoded.push((delivery, raw, permit));
@@ -547,7 +587,7 @@ fn spawn(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     delivery: Delivery,
-    raw: Result<RawSignature>,
+    raw: Result<Arc<RawSignature>>,
     permit: Option<OwnedSemaphorePermit>,
     gate: started::StartGate,
     started_at: u64,
@@ -596,7 +636,11 @@ async fn run_alone(
     tracker: &TaskTracker,
     semaphore: &Arc<Semaphore>,
     slots: usize,
-    suspects: Vec<(Delivery, Result<RawSignature>, Option<OwnedSemaphorePermit>)>,
+    suspects: Vec<(
+        Delivery,
+        Result<Arc<RawSignature>>,
+        Option<OwnedSemaphorePermit>,
+    )>,
 ) -> bool {
     let others = u32::try_from(slots.saturating_sub(suspects.len())).unwrap_or(u32::MAX);
     let drained = tokio::select! {
@@ -615,7 +659,7 @@ async fn run_alone(
             run.started_at = started_at;
         }
         let state = match &raw {
-            Ok(raw) => Some(shared.run_state(raw, State::Started, &delivery, started_at)),
+            Ok(raw) => Some(shared.started(raw, &delivery, started_at)),
             Err(_) => None,
         };
         let gate = started::schedule(

@@ -34,6 +34,19 @@ struct Batch {
     written: watch::Receiver<bool>,
 }
 
+/// A task's STARTED state, built only when the task is picked for the write (most
+/// tasks finish before, and never need one).
+pub(crate) trait StartedState: Send + 'static {
+    /// The state to write.
+    fn build(self) -> TaskState;
+}
+
+impl StartedState for TaskState {
+    fn build(self) -> TaskState {
+        self
+    }
+}
+
 /// One task's place in its batch's STARTED write.
 pub(crate) struct StartGate {
     slot: Option<(Arc<Batch>, usize)>,
@@ -67,17 +80,17 @@ impl StartGate {
 }
 
 /// Schedules the STARTED write of a fetched batch `after` from now, on `tracker`:
-/// `states` holds, per delivery, its STARTED state, or `None` when none is written for
-/// it. Returns each delivery's gate, in the order of `states`. With `after` zero, every
+/// `states` holds, per delivery, its STARTED state (built when picked), or `None` when
+/// none is written for it. Returns each delivery's gate, in the order of `states`. With `after` zero, every
 /// task is in the write, which starts at once.
-pub(crate) fn schedule(
+pub(crate) fn schedule<S: StartedState>(
     tracker: &TaskTracker,
     backend: Arc<dyn ResultBackend>,
-    states: Vec<Option<TaskState>>,
+    states: Vec<Option<S>>,
     after: Duration,
 ) -> Vec<StartGate> {
     let mut gates: Vec<StartGate> = states.iter().map(|_| StartGate::none()).collect();
-    let states: Vec<(usize, TaskState)> = states
+    let states: Vec<(usize, S)> = states
         .into_iter()
         .enumerate()
         .filter_map(|(i, state)| Some((i, state?)))
@@ -102,7 +115,7 @@ pub(crate) fn schedule(
             .into_iter()
             .zip(batch.phases.iter())
             .filter(|(_, phase)| pick(phase))
-            .map(|((_, state), _)| state)
+            .map(|((_, state), _)| state.build())
             .collect();
         if !picked.is_empty()
             && let Err(e) = backend.store(&picked).await

@@ -256,12 +256,23 @@ async fn the_registry_record_describes_the_running_worker_and_goes_at_stop() {
     assert_eq!(running.name, "conformance.gate");
     assert_eq!(running.queue, "machinery_tasks");
     assert!(running.started_at >= info.started_at);
-    // The task's STARTED state names the worker.
-    let started = state(&server, held.uuid()).await;
-    if started.state == State::Started {
-        assert_eq!(started.worker.as_deref(), Some(info.id.as_str()));
-        assert_eq!(started.started_at, running.started_at);
-    }
+    // The task's STARTED state (written `started_after_ms` after it started) names the
+    // worker.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let started = loop {
+        let s = state(&server, held.uuid()).await;
+        if s.state == State::Started {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never STARTED");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(started.worker.as_deref(), Some(info.id.as_str()));
+    assert_eq!(started.started_at, running.started_at);
+    assert_eq!(started.delivery, 1);
+    assert!(started.sent_at > 0 && started.sent_at <= started.started_at);
+    assert!(started.args.is_some(), "result_extended: the arguments");
+    assert_eq!(started.schema.as_deref(), Some(gate::ENTRY.schema()));
     tasks::open(&k);
     held.get_timeout(WAIT).await.expect("the gate opens");
     let sum = add::s(1, 2).send_with(&server).await.expect("sent");
