@@ -161,8 +161,14 @@
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
+//! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
+//! | `<p>:{q:<queue>}:failed` | zset | task UUIDs that ended in FAILURE (score: when, ms); at most 10,000, none older than the statistics window |
+//! | `<p>:{q:<queue>}:stats` | zset | the minutes that have a statistics bucket (member and score: the minute, ms / 60,000) |
+//! | `<p>:{q:<queue>}:stats:<minute>` | hash | one minute's statistics: `<task>:<field>` → count (`processed`, `failed`, `retried`, `dead`, `run_sum`, `run:<bucket>`, `wait_sum`, `wait:<bucket>`); expires the statistics window after its minute |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
+//! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
+//! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
