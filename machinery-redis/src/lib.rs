@@ -120,6 +120,24 @@
 //! - **Listings** (`pending`, `delayed`, `depth`) compare ETAs with the server's clock:
 //!   a delayed message whose ETA has passed is listed and counted as ready, in its place
 //!   by priority and age, even before a fetch promotes it.
+//! - **Paged listings** (`BrokerAdmin::tasks`) never read a whole queue: one script call
+//!   (`page.lua`) per page of at most 1,000, O(log n + page) wherever the page starts.
+//!   The cursor of a sorted set (ready, delayed, in flight, failures) is the last member
+//!   listed and its score, so members consumed before it move nothing (keyset
+//!   pagination; its place among members of equal score is found by binary search on
+//!   rank). The dead-letter list is paged by index, realigned on the last entry listed.
+//!   `find` and `delete_pending` have no UUID index to use (one would cost every send a
+//!   write): they walk the payload hash with `HSCAN`, 5,000 fields per script call,
+//!   comparing each payload's first field (the UUID) without decoding it — about 0.2 s
+//!   per 100,000 messages; `purge` deletes 2,000 messages per call.
+//! - **Pause**: a flag per queue, checked by the fetch script (one `EXISTS` per call):
+//!   a paused queue hands out and promotes nothing, and reports nothing due, so its
+//!   workers block on the wake-up list as on an empty queue; `resume` pushes a wake-up
+//!   token. The flag lives in Redis: it outlives workers and restarts.
+//! - **Worker registry and statistics**: a record per worker (`SET … PX`, indexed by
+//!   expiry on the server's clock); per queue and minute a hash of counters added with
+//!   `HINCRBY`, one pipeline per batch, expiring the statistics window after its minute;
+//!   recent failures in a set per queue, the newest 10,000 within the window.
 //!
 //! The broker writes states itself when the result backend is one of this crate's on the
 //! same server, prefix and results TTL (equal

@@ -92,8 +92,11 @@ fn parse(list: TaskList, queue: &str, text: &str) -> Option<Cursor> {
             let [index, last] = rest.as_slice() else {
                 return None;
             };
+            // Redis takes list indexes as signed 64-bit integers.
+            let index: u64 = index.parse().ok()?;
+            i64::try_from(index).ok()?;
             Some(Cursor::At {
-                index: index.parse().ok()?,
+                index,
                 last: u64::from_str_radix(last, 16).ok()?,
             })
         }
@@ -161,6 +164,11 @@ mod tests {
             (TaskList::Pending, "q", &text.replace(".1.", ".nan.")),
             (TaskList::Pending, "q", &text.replace(".1.", ".1 .")),
             (TaskList::Dead, "q", "x.00000000.1"),
+            (
+                TaskList::Dead,
+                "q",
+                &format!("x.{}.{}.0", queue_tag("q"), u64::MAX),
+            ),
         ] {
             let e = decode(list, queue, bad).unwrap_err();
             assert!(

@@ -247,7 +247,7 @@ impl RedisBroker {
                 .cmd("LRANGE")
                 .arg(&key)
                 .arg(index)
-                .arg(index + limit as u64)
+                .arg(index.saturating_add(limit as u64))
                 .query_async(&mut conn)
                 .await
                 .map_err(Error::from)?;
@@ -275,7 +275,7 @@ impl RedisBroker {
             None => redis::cmd("LRANGE")
                 .arg(&key)
                 .arg(start)
-                .arg(start + limit as u64)
+                .arg(start.saturating_add(limit as u64))
                 .query_async(&mut conn)
                 .await
                 .map_err(Error::from)?,
