@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend};
 use crate::error::{Error, Result};
+use crate::inspect::Inspector;
 use crate::memory::{MemoryBackend, MemoryBroker};
 use crate::registry::BoxFuture;
 use crate::result::{AsyncResult, State, TaskState};
@@ -334,6 +335,17 @@ impl Server {
             engine: broker.engine(),
             what: "listing and administering queues",
         })
+    }
+
+    /// The inspect and admin façade over this server's engines: queues, paged task
+    /// listings, one task by UUID, workers, statistics and actions.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the broker's engine has no admin plane
+    /// ([`Broker::admin`]).
+    pub fn inspect(&self) -> Result<Inspector> {
+        self.admin()?;
+        Ok(Inspector::new(self.clone()))
     }
 
     /// The signatures ready in `queue`, in delivery order. Messages that do not decode
