@@ -1,5 +1,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::inspect::{ListedTask, Page, QueueInfo, StatsBucket, TaskList, WorkerInfo};
 use crate::memory::backend::STORE;
+use crate::memory::ready::{Message, Ready};
 use crate::result::TaskState;
 use crate::signature::{RawSignature, eta_after, now_ms, to_ms};
 
@@ -34,43 +36,23 @@ pub struct MemoryBroker {
     epoch: Instant,
 }
 
-#[derive(Debug, Clone)]
-struct Message {
-    queue: String,
-    /// As published; nil when the publisher gave none.
-    uuid: Uuid,
-    priority: u8,
-    payload: Vec<u8>,
-    delivery_count: u32,
-    seq: u64,
-}
-
-impl Message {
-    /// Its place among the ready messages of its queue.
-    fn ready_key(&self) -> ReadyKey {
-        (Reverse(self.priority), self.seq)
-    }
-}
-
-/// Ready order: higher priority, then lower sequence number (the message keeps its
-/// sequence number when it comes back, so it keeps its place).
-type ReadyKey = (Reverse<u8>, u64);
-
 /// Delayed order: due instant (tokio time), then a sequence number.
 type DueKey = (Instant, u64);
 
-/// Lease order: deadline (tokio time), then receipt.
-type LeaseKey = (Instant, u64);
-
 struct Delayed {
     message: Message,
+    queue: usize,
     /// When it becomes ready, as the publisher asked (ms since the epoch).
     eta_ms: u64,
 }
 
 struct InFlight {
     message: Message,
+    queue: usize,
     deadline: Instant,
+    /// Its key in the queue's leases: the sequence number of its last lease (at fetch
+    /// the receipt, then one per extension).
+    lease: u64,
 }
 
 struct Dead {
@@ -80,18 +62,57 @@ struct Dead {
     letter: DeadLetter,
 }
 
-/// One queue: every message of it but those in flight and delayed (kept in `Inner`
-/// and indexed here), in the order its listings walk.
-#[derive(Default)]
+/// One queue: its ready messages and dead letters, and the keys of its delayed
+/// messages and leases (kept in `Inner`), each in the order its listing walks.
 struct Queue {
-    ready: BTreeMap<ReadyKey, Message>,
+    name: String,
+    ready: Ready,
     /// Keys of `Inner::delayed` for this queue.
     delayed: BTreeSet<DueKey>,
-    /// Leases of `Inner::inflight` for this queue.
-    leases: BTreeSet<LeaseKey>,
+    /// Lease sequence number → receipt. Every lease ends one visibility timeout after
+    /// it was taken or extended, so the order of lease sequence numbers is the order of
+    /// deadlines.
+    leases: BTreeMap<u64, u64>,
     /// Dead letters by a sequence number: oldest first.
     dead: BTreeMap<u64, Dead>,
     paused: bool,
+}
+
+impl Queue {
+    fn new(name: String) -> Self {
+        Queue {
+            name,
+            ready: Ready::default(),
+            delayed: BTreeSet::new(),
+            leases: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            paused: false,
+        }
+    }
+}
+
+/// Hashes the broker's own sequence numbers (receipts) with one multiplication. They
+/// are made here, never chosen by a caller, so there is no flooding to fear, and the
+/// hash of consecutive numbers spreads over consecutive buckets.
+#[derive(Default, Clone, Copy)]
+struct SeqHasher(u64);
+
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(FIBONACCI);
+    }
 }
 
 /// The failures recorded for one queue.
@@ -119,10 +140,14 @@ impl Failures {
 
 #[derive(Default)]
 struct Inner {
-    queues: HashMap<String, Queue>,
+    /// Every queue published to, paused or holding dead letters; never removed, so an
+    /// index names a queue for good.
+    queues: Vec<Queue>,
+    names: HashMap<String, usize>,
     /// Every delayed message, by when it is due.
     delayed: BTreeMap<DueKey, Delayed>,
-    inflight: HashMap<u64, InFlight>,
+    /// Receipt → delivery.
+    inflight: HashMap<u64, InFlight, BuildHasherDefault<SeqHasher>>,
     seq: u64,
     rotation: usize,
     /// No lease expires before this instant, so `promote` can skip the scan of the
@@ -176,46 +201,45 @@ fn is_task(uuid: Uuid, payload: &[u8], wanted: Uuid) -> bool {
     uuid == wanted || (uuid.is_nil() && uuid_of(uuid, payload) == Some(wanted))
 }
 
-/// Runs `f` on the queue `name`, made when unknown (without allocating a name when
-/// it exists).
-fn with_queue<R>(
-    queues: &mut HashMap<String, Queue>,
-    name: &str,
-    f: impl FnOnce(&mut Queue) -> R,
-) -> R {
-    if let Some(queue) = queues.get_mut(name) {
-        return f(queue);
-    }
-    f(queues.entry(name.to_owned()).or_default())
-}
-
-/// Makes `message` ready in its queue.
-fn insert_ready(queues: &mut HashMap<String, Queue>, message: Message) {
-    let key = message.ready_key();
-    match queues.get_mut(&message.queue) {
-        Some(q) => {
-            q.ready.insert(key, message);
-        }
-        None => {
-            let name = message.queue.clone();
-            queues.entry(name).or_default().ready.insert(key, message);
-        }
-    }
-}
-
 impl Inner {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 
-    fn push_ready(&mut self, message: Message) {
-        insert_ready(&mut self.queues, message);
+    /// The index of queue `name`, made when unknown.
+    fn queue_index(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.names.get(name) {
+            return i;
+        }
+        let i = self.queues.len();
+        self.queues.push(Queue::new(name.to_owned()));
+        self.names.insert(name.to_owned(), i);
+        i
     }
 
-    fn push_delayed(&mut self, key: DueKey, message: Message, eta_ms: u64) {
-        with_queue(&mut self.queues, &message.queue, |q| q.delayed.insert(key));
-        self.delayed.insert(key, Delayed { message, eta_ms });
+    fn queue(&self, name: &str) -> Option<&Queue> {
+        self.names.get(name).map(|&i| &self.queues[i])
+    }
+
+    fn queue_mut(&mut self, name: &str) -> Option<&mut Queue> {
+        self.names.get(name).map(|&i| &mut self.queues[i])
+    }
+
+    fn push_ready(&mut self, queue: usize, message: Message) {
+        self.queues[queue].ready.push(message);
+    }
+
+    fn push_delayed(&mut self, key: DueKey, queue: usize, message: Message, eta_ms: u64) {
+        self.queues[queue].delayed.insert(key);
+        self.delayed.insert(
+            key,
+            Delayed {
+                message,
+                queue,
+                eta_ms,
+            },
+        );
     }
 
     /// Moves due delayed messages and expired leases to the ready queues; returns the
@@ -226,24 +250,24 @@ impl Inner {
                 break;
             }
             let key = *entry.key();
-            let Delayed { message, .. } = entry.remove();
-            if let Some(q) = self.queues.get_mut(&message.queue) {
-                q.delayed.remove(&key);
-            }
-            insert_ready(&mut self.queues, message);
+            let Delayed { message, queue, .. } = entry.remove();
+            self.queues[queue].delayed.remove(&key);
+            self.push_ready(queue, message);
         }
         if self.leases_checked_until.is_some_and(|t| t <= now) {
             let mut next: Option<Instant> = None;
-            for queue in self.queues.values_mut() {
-                while let Some(&(deadline, receipt)) = queue.leases.first() {
-                    if deadline > now {
-                        next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            for queue in &mut self.queues {
+                while let Some((&lease, &receipt)) = queue.leases.first_key_value() {
+                    if let Some(f) = self.inflight.get(&receipt)
+                        && f.deadline > now
+                    {
+                        next = Some(next.map_or(f.deadline, |n| n.min(f.deadline)));
                         break;
                     }
-                    queue.leases.pop_first();
+                    queue.leases.remove(&lease);
                     if let Some(f) = self.inflight.remove(&receipt) {
-                        tracing::warn!(queue = %f.message.queue, "delivery lease expired; the message is ready again");
-                        queue.ready.insert(f.message.ready_key(), f.message);
+                        tracing::warn!(queue = %queue.name, "delivery lease expired; the message is ready again");
+                        queue.ready.push(f.message);
                     }
                 }
             }
@@ -265,42 +289,53 @@ impl Inner {
         let deadline = after(visibility);
         let start = self.rotation % names.len();
         self.rotation = self.rotation.wrapping_add(1);
-        let Inner {
-            queues,
-            inflight,
-            seq,
-            leases_checked_until,
-            ..
-        } = self;
         for i in 0..names.len() {
-            let Some(queue) = queues.get_mut(&names[(start + i) % names.len()]) else {
+            let Some(&index) = self.names.get(&names[(start + i) % names.len()]) else {
                 continue;
             };
+            let Inner {
+                queues,
+                inflight,
+                seq,
+                leases_checked_until,
+                ..
+            } = self;
+            let queue = &mut queues[index];
             if queue.paused {
                 continue;
             }
             while out.len() < max {
-                let Some(entry) = queue.ready.first_entry() else {
+                let Some(next) = queue.ready.peek() else {
                     break;
                 };
                 // A message delivered before comes alone (see `Broker::fetch`).
-                let again = entry.get().delivery_count > 0;
+                let again = next.delivery_count > 0;
                 if again && !out.is_empty() {
                     return out;
                 }
-                let mut message = entry.remove();
+                let Some(mut message) = queue.ready.pop() else {
+                    break;
+                };
                 message.delivery_count += 1;
                 *seq += 1;
                 let receipt = *seq;
                 out.push(Delivery {
                     payload: message.payload.clone(),
-                    queue: message.queue.clone(),
+                    queue: queue.name.clone(),
                     delivery_count: message.delivery_count,
                     receipt: receipt.to_string(),
                 });
                 leases_checked_until.get_or_insert(deadline);
-                queue.leases.insert((deadline, receipt));
-                inflight.insert(receipt, InFlight { message, deadline });
+                queue.leases.insert(receipt, receipt);
+                inflight.insert(
+                    receipt,
+                    InFlight {
+                        message,
+                        queue: index,
+                        deadline,
+                        lease: receipt,
+                    },
+                );
                 if again {
                     return out;
                 }
@@ -309,8 +344,8 @@ impl Inner {
         out
     }
 
-    /// Removes the lease of `delivery` and returns its message.
-    fn take_inflight(&mut self, delivery: &Delivery) -> Result<Message> {
+    /// Removes the lease of `delivery` and returns its message and queue.
+    fn take_inflight(&mut self, delivery: &Delivery) -> Result<(usize, Message)> {
         let receipt = receipt_of(delivery)?;
         let f = self
             .inflight
@@ -318,32 +353,30 @@ impl Inner {
             .ok_or_else(|| Error::LeaseLost {
                 receipt: delivery.receipt.clone(),
             })?;
-        if let Some(queue) = self.queues.get_mut(&f.message.queue) {
-            queue.leases.remove(&(f.deadline, receipt));
-        }
-        Ok(f.message)
+        self.queues[f.queue].leases.remove(&f.lease);
+        Ok((f.queue, f.message))
     }
 
-    /// Moves dead letters back to their queue's ready messages, delivery count reset.
-    fn requeue(&mut self, dead: Vec<Dead>) {
+    /// Moves dead letters back to the ready messages of `queue`, delivery count reset.
+    fn requeue(&mut self, queue: usize, dead: Vec<Dead>) {
         for d in dead {
             let seq = self.next_seq();
-            self.push_ready(Message {
-                queue: d.letter.queue,
-                uuid: d.uuid,
-                priority: d.priority,
-                payload: d.letter.payload,
-                delivery_count: 0,
-                seq,
-            });
+            self.push_ready(
+                queue,
+                Message {
+                    uuid: d.uuid,
+                    priority: d.priority,
+                    payload: d.letter.payload,
+                    delivery_count: 0,
+                    seq,
+                },
+            );
         }
     }
 
     /// Removes the dead letters of task `uuid` from `queue`.
-    fn take_dead(&mut self, queue: &str, uuid: Uuid) -> Vec<Dead> {
-        let Some(q) = self.queues.get_mut(queue) else {
-            return Vec::new();
-        };
+    fn take_dead(&mut self, queue: usize, uuid: Uuid) -> Vec<Dead> {
+        let q = &mut self.queues[queue];
         let keys: Vec<u64> = q
             .dead
             .iter()
@@ -362,26 +395,26 @@ fn receipt_of(delivery: &Delivery) -> Result<u64> {
 
 // ---- listings ----
 
-fn listed(message: &Message) -> ListedTask {
-    let mut task = ListedTask::new(message.queue.clone(), message.payload.clone());
+fn listed(queue: &Queue, message: &Message) -> ListedTask {
+    let mut task = ListedTask::new(queue.name.clone(), message.payload.clone());
     task.uuid = uuid_of(message.uuid, &message.payload);
     task
 }
 
-fn listed_ready(message: &Message) -> ListedTask {
-    let mut task = listed(message);
+fn listed_ready(queue: &Queue, message: &Message) -> ListedTask {
+    let mut task = listed(queue, message);
     task.deliveries = message.delivery_count;
     task
 }
 
-fn listed_delayed(delayed: &Delayed) -> ListedTask {
-    let mut task = listed_ready(&delayed.message);
+fn listed_delayed(queue: &Queue, delayed: &Delayed) -> ListedTask {
+    let mut task = listed_ready(queue, &delayed.message);
     task.eta = Some(delayed.eta_ms);
     task
 }
 
-fn listed_inflight(f: &InFlight) -> ListedTask {
-    let mut task = listed(&f.message);
+fn listed_inflight(queue: &Queue, f: &InFlight) -> ListedTask {
+    let mut task = listed(queue, &f.message);
     // The delivery under way has not ended.
     task.deliveries = f.message.delivery_count.saturating_sub(1);
     task.lease_deadline = Some(wall_ms(f.deadline));
@@ -454,15 +487,19 @@ fn cursor_number(cursor: &str, field: &str) -> Result<u64> {
     field.parse().map_err(|_| invalid_cursor(cursor))
 }
 
-fn pending_cursor(cursor: &str) -> Result<ReadyKey> {
+fn pending_cursor(cursor: &str) -> Result<(u8, u64)> {
     let [priority, seq] = cursor_fields(cursor, TaskList::Pending)?;
-    let priority =
-        u8::try_from(cursor_number(cursor, priority)?).map_err(|_| invalid_cursor(cursor))?;
-    Ok((Reverse(priority), cursor_number(cursor, seq)?))
+    let priority = cursor_number(cursor, priority)?;
+    let seq = cursor_number(cursor, seq)?;
+    match u8::try_from(priority) {
+        Ok(priority) if priority <= 9 => Ok((priority, seq)),
+        _ => Err(invalid_cursor(cursor)),
+    }
 }
 
-fn dead_cursor(cursor: &str) -> Result<u64> {
-    let [seq] = cursor_fields(cursor, TaskList::Dead)?;
+/// The cursors of lists keyed by one sequence number (in flight, dead).
+fn seq_cursor(cursor: &str, list: TaskList) -> Result<u64> {
+    let [seq] = cursor_fields(cursor, list)?;
     cursor_number(cursor, seq)
 }
 
@@ -472,7 +509,7 @@ fn failed_cursor(cursor: &str) -> Result<(Reverse<u64>, Uuid)> {
     Ok((Reverse(cursor_number(cursor, at)?), uuid))
 }
 
-/// The lower bound of a page: after the cursor's position, or from the start.
+/// The range of a page: after the cursor's position, or from the start.
 fn from<K>(after: Option<K>) -> (Bound<K>, Bound<K>) {
     (
         after.map_or(Bound::Unbounded, Bound::Excluded),
@@ -511,22 +548,23 @@ impl MemoryBroker {
     /// Moves a held delivery to the dead-letter queue under the lock.
     fn bury(&self, delivery: &Delivery, reason: DeadLetterReason) -> Result<()> {
         let mut inner = self.lock();
-        let message = inner.take_inflight(delivery)?;
-        tracing::warn!(queue = %message.queue, %reason, "message moved to the dead-letter queue");
+        let (queue, message) = inner.take_inflight(delivery)?;
         let seq = inner.next_seq();
-        let dead = Dead {
-            uuid: message.uuid,
-            priority: message.priority,
-            delivery_count: message.delivery_count,
-            letter: DeadLetter {
-                queue: message.queue,
-                reason,
-                payload: message.payload,
+        let q = &mut inner.queues[queue];
+        tracing::warn!(queue = %q.name, %reason, "message moved to the dead-letter queue");
+        q.dead.insert(
+            seq,
+            Dead {
+                uuid: message.uuid,
+                priority: message.priority,
+                delivery_count: message.delivery_count,
+                letter: DeadLetter {
+                    queue: q.name.clone(),
+                    reason,
+                    payload: message.payload,
+                },
             },
-        };
-        with_queue(&mut inner.queues, &dead.letter.queue.clone(), |q| {
-            q.dead.insert(seq, dead);
-        });
+        );
         Ok(())
     }
 
@@ -550,15 +588,15 @@ impl MemoryBroker {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The position a cursor of `list` (delayed or in flight) names: an instant of
-    /// tokio time and a number.
-    fn instant_cursor(&self, cursor: &str, list: TaskList) -> Result<(Instant, u64)> {
-        let [nanos, n] = cursor_fields(cursor, list)?;
+    /// The position a cursor of the delayed list names: an instant of tokio time and
+    /// a sequence number.
+    fn delayed_cursor(&self, cursor: &str) -> Result<DueKey> {
+        let [nanos, seq] = cursor_fields(cursor, TaskList::Delayed)?;
         let at = self
             .epoch
             .checked_add(Duration::from_nanos(cursor_number(cursor, nanos)?))
             .ok_or_else(|| invalid_cursor(cursor))?;
-        Ok((at, cursor_number(cursor, n)?))
+        Ok((at, cursor_number(cursor, seq)?))
     }
 }
 
@@ -585,10 +623,19 @@ impl Broker for MemoryBroker {
         let now_wall = to_ms(SystemTime::now());
         {
             let mut inner = self.lock();
+            // Batches usually go to one queue: look it up once.
+            let mut last: Option<(String, usize)> = None;
             for m in messages {
+                let queue = match &last {
+                    Some((name, i)) if *name == m.queue => *i,
+                    _ => {
+                        let i = inner.queue_index(&m.queue);
+                        last = Some((m.queue, i));
+                        i
+                    }
+                };
                 let seq = inner.next_seq();
                 let message = Message {
-                    queue: m.queue,
                     uuid: m.uuid,
                     priority: m.priority.min(9),
                     payload: m.payload,
@@ -597,9 +644,9 @@ impl Broker for MemoryBroker {
                 };
                 match m.eta {
                     Some(eta) if eta > now_wall => {
-                        inner.push_delayed((eta_instant(eta), seq), message, eta);
+                        inner.push_delayed((eta_instant(eta), seq), queue, message, eta);
                     }
-                    _ => inner.push_ready(message),
+                    _ => inner.push_ready(queue, message),
                 }
             }
         }
@@ -641,39 +688,39 @@ impl Broker for MemoryBroker {
 
     async fn extend(&self, deliveries: &[Delivery]) -> Result<Vec<bool>> {
         let mut guard = self.lock();
-        let Inner {
-            queues, inflight, ..
-        } = &mut *guard;
+        let inner = &mut *guard;
         let deadline = after(self.visibility);
-        Ok(deliveries
-            .iter()
-            .map(|d| {
-                let Some((receipt, f)) = receipt_of(d)
-                    .ok()
-                    .and_then(|r| inflight.get_mut(&r).map(|f| (r, f)))
-                else {
-                    return false;
-                };
-                if let Some(queue) = queues.get_mut(&f.message.queue) {
-                    queue.leases.remove(&(f.deadline, receipt));
-                    queue.leases.insert((deadline, receipt));
-                }
-                f.deadline = deadline;
-                true
-            })
-            .collect())
+        let mut held = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let Some((receipt, f)) = receipt_of(d)
+                .ok()
+                .and_then(|r| inner.inflight.get_mut(&r).map(|f| (r, f)))
+            else {
+                held.push(false);
+                continue;
+            };
+            inner.seq += 1;
+            let lease = inner.seq;
+            let leases = &mut inner.queues[f.queue].leases;
+            leases.remove(&f.lease);
+            leases.insert(lease, receipt);
+            f.lease = lease;
+            f.deadline = deadline;
+            held.push(true);
+        }
+        Ok(held)
     }
 
     async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()> {
         {
             let mut inner = self.lock();
-            let message = inner.take_inflight(delivery)?;
+            let (queue, message) = inner.take_inflight(delivery)?;
             match delay {
                 Some(d) if !d.is_zero() => {
                     let seq = inner.next_seq();
-                    inner.push_delayed((after(d), seq), message, eta_after(d));
+                    inner.push_delayed((after(d), seq), queue, message, eta_after(d));
                 }
-                _ => inner.push_ready(message),
+                _ => inner.push_ready(queue, message),
             }
         }
         self.arrived.notify_waiters();
@@ -729,8 +776,8 @@ impl BrokerAdmin for MemoryBroker {
     async fn pending(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
         let mut inner = self.lock();
         inner.promote(Instant::now());
-        Ok(inner.queues.get(queue).map_or_else(Vec::new, |q| {
-            q.ready.values().map(|m| m.payload.clone()).collect()
+        Ok(inner.queue(queue).map_or_else(Vec::new, |q| {
+            q.ready.after(None).map(|m| m.payload.clone()).collect()
         }))
     }
 
@@ -743,7 +790,7 @@ impl BrokerAdmin for MemoryBroker {
                 .values()
                 .map(|d| d.message.payload.clone())
                 .collect(),
-            Some(queue) => inner.queues.get(queue).map_or_else(Vec::new, |q| {
+            Some(queue) => inner.queue(queue).map_or_else(Vec::new, |q| {
                 q.delayed
                     .iter()
                     .filter_map(|k| inner.delayed.get(k))
@@ -757,8 +804,7 @@ impl BrokerAdmin for MemoryBroker {
         let mut inner = self.lock();
         inner.promote(Instant::now());
         Ok(inner
-            .queues
-            .get(queue)
+            .queue(queue)
             .map_or_else(QueueDepth::default, |q| QueueDepth {
                 ready: q.ready.len(),
                 delayed: q.delayed.len(),
@@ -767,7 +813,7 @@ impl BrokerAdmin for MemoryBroker {
     }
 
     async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>> {
-        Ok(self.lock().queues.get(queue).map_or_else(Vec::new, |q| {
+        Ok(self.lock().queue(queue).map_or_else(Vec::new, |q| {
             q.dead.values().map(|d| d.letter.clone()).collect()
         }))
     }
@@ -775,13 +821,12 @@ impl BrokerAdmin for MemoryBroker {
     async fn requeue_dead_letters(&self, queue: &str) -> Result<usize> {
         let n = {
             let mut inner = self.lock();
-            let dead = inner
-                .queues
-                .get_mut(queue)
-                .map(|q| std::mem::take(&mut q.dead))
-                .unwrap_or_default();
+            let Some(&index) = inner.names.get(queue) else {
+                return Ok(0);
+            };
+            let dead = std::mem::take(&mut inner.queues[index].dead);
             let n = dead.len();
-            inner.requeue(dead.into_values().collect());
+            inner.requeue(index, dead.into_values().collect());
             n
         };
         self.arrived.notify_waiters();
@@ -791,8 +836,7 @@ impl BrokerAdmin for MemoryBroker {
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
         Ok(self
             .lock()
-            .queues
-            .get_mut(queue)
+            .queue_mut(queue)
             .map_or(0, |q| std::mem::take(&mut q.dead).len()))
     }
 
@@ -802,8 +846,8 @@ impl BrokerAdmin for MemoryBroker {
         let mut out: Vec<QueueInfo> = inner
             .queues
             .iter()
-            .map(|(name, q)| QueueInfo {
-                name: name.clone(),
+            .map(|q| QueueInfo {
+                name: q.name.clone(),
                 ready: q.ready.len() as u64,
                 delayed: q.delayed.len() as u64,
                 in_flight: q.leases.len() as u64,
@@ -828,47 +872,53 @@ impl BrokerAdmin for MemoryBroker {
                 let after = cursor.map(pending_cursor).transpose()?;
                 let mut inner = self.lock();
                 inner.promote(Instant::now());
-                Ok(inner.queues.get(queue).map_or_else(Page::empty, |q| {
+                Ok(inner.queue(queue).map_or_else(Page::empty, |q| {
                     page(
-                        q.ready.range(from(after)),
+                        q.ready.after(after).map(|m| ((m.priority, m.seq), m)),
                         limit,
-                        listed_ready,
-                        |(Reverse(priority), seq)| format!("pending:{priority}:{seq}"),
+                        |m| listed_ready(q, m),
+                        |(priority, seq)| format!("pending:{priority}:{seq}"),
                     )
                 }))
             }
             TaskList::Delayed => {
-                let after = cursor.map(|c| self.instant_cursor(c, list)).transpose()?;
+                let after = cursor.map(|c| self.delayed_cursor(c)).transpose()?;
                 let mut inner = self.lock();
                 inner.promote(Instant::now());
-                Ok(inner.queues.get(queue).map_or_else(Page::empty, |q| {
+                Ok(inner.queue(queue).map_or_else(Page::empty, |q| {
                     let items = q
                         .delayed
                         .range(from(after))
                         .filter_map(|k| inner.delayed.get(k).map(|d| (*k, d)));
-                    page(items, limit, listed_delayed, |(due, seq)| {
-                        format!("delayed:{}:{seq}", self.instant_field(*due))
-                    })
+                    page(
+                        items,
+                        limit,
+                        |d| listed_delayed(q, d),
+                        |(due, seq)| format!("delayed:{}:{seq}", self.instant_field(*due)),
+                    )
                 }))
             }
             TaskList::InFlight => {
-                let after = cursor.map(|c| self.instant_cursor(c, list)).transpose()?;
+                let after = cursor.map(|c| seq_cursor(c, list)).transpose()?;
                 let mut inner = self.lock();
                 inner.promote(Instant::now());
-                Ok(inner.queues.get(queue).map_or_else(Page::empty, |q| {
+                Ok(inner.queue(queue).map_or_else(Page::empty, |q| {
                     let items = q
                         .leases
                         .range(from(after))
-                        .filter_map(|k| inner.inflight.get(&k.1).map(|f| (*k, f)));
-                    page(items, limit, listed_inflight, |(deadline, receipt)| {
-                        format!("in_flight:{}:{receipt}", self.instant_field(*deadline))
-                    })
+                        .filter_map(|(lease, r)| inner.inflight.get(r).map(|f| (*lease, f)));
+                    page(
+                        items,
+                        limit,
+                        |f| listed_inflight(q, f),
+                        |lease| format!("in_flight:{lease}"),
+                    )
                 }))
             }
             TaskList::Dead => {
-                let after = cursor.map(dead_cursor).transpose()?;
+                let after = cursor.map(|c| seq_cursor(c, list)).transpose()?;
                 let inner = self.lock();
-                Ok(inner.queues.get(queue).map_or_else(Page::empty, |q| {
+                Ok(inner.queue(queue).map_or_else(Page::empty, |q| {
                     page(q.dead.range(from(after)), limit, listed_dead, |seq| {
                         format!("dead:{seq}")
                     })
@@ -905,11 +955,15 @@ impl BrokerAdmin for MemoryBroker {
     async fn find(&self, queue: &str, uuid: Uuid) -> Result<Option<(TaskList, ListedTask)>> {
         let mut inner = self.lock();
         inner.promote(Instant::now());
-        let Some(q) = inner.queues.get(queue) else {
+        let Some(q) = inner.queue(queue) else {
             return Ok(None);
         };
-        if let Some(m) = q.ready.values().find(|m| is_task(m.uuid, &m.payload, uuid)) {
-            return Ok(Some((TaskList::Pending, listed_ready(m))));
+        if let Some(m) = q
+            .ready
+            .after(None)
+            .find(|m| is_task(m.uuid, &m.payload, uuid))
+        {
+            return Ok(Some((TaskList::Pending, listed_ready(q, m))));
         }
         if let Some(d) = q
             .delayed
@@ -917,15 +971,15 @@ impl BrokerAdmin for MemoryBroker {
             .filter_map(|k| inner.delayed.get(k))
             .find(|d| is_task(d.message.uuid, &d.message.payload, uuid))
         {
-            return Ok(Some((TaskList::Delayed, listed_delayed(d))));
+            return Ok(Some((TaskList::Delayed, listed_delayed(q, d))));
         }
         if let Some(f) = q
             .leases
-            .iter()
-            .filter_map(|(_, r)| inner.inflight.get(r))
+            .values()
+            .filter_map(|r| inner.inflight.get(r))
             .find(|f| is_task(f.message.uuid, &f.message.payload, uuid))
         {
-            return Ok(Some((TaskList::InFlight, listed_inflight(f))));
+            return Ok(Some((TaskList::InFlight, listed_inflight(q, f))));
         }
         Ok(q.dead
             .values()
@@ -936,48 +990,45 @@ impl BrokerAdmin for MemoryBroker {
     async fn delete_pending(&self, queue: &str, uuid: Uuid) -> Result<bool> {
         let mut inner = self.lock();
         inner.promote(Instant::now());
-        let inner = &mut *inner;
-        let Some(q) = inner.queues.get_mut(queue) else {
+        let Some(&index) = inner.names.get(queue) else {
             return Ok(false);
         };
-        let ready: Vec<ReadyKey> = q
-            .ready
-            .iter()
-            .filter(|(_, m)| is_task(m.uuid, &m.payload, uuid))
-            .map(|(k, _)| *k)
-            .collect();
-        let delayed: Vec<DueKey> = q
+        let Inner {
+            queues, delayed, ..
+        } = &mut *inner;
+        let q = &mut queues[index];
+        let ready = q.ready.retain(|m| !is_task(m.uuid, &m.payload, uuid));
+        let due: Vec<DueKey> = q
             .delayed
             .iter()
             .filter(|k| {
-                inner
-                    .delayed
+                delayed
                     .get(k)
                     .is_some_and(|d| is_task(d.message.uuid, &d.message.payload, uuid))
             })
             .copied()
             .collect();
-        for k in &ready {
-            q.ready.remove(k);
-        }
-        for k in &delayed {
+        for k in &due {
             q.delayed.remove(k);
-            inner.delayed.remove(k);
+            delayed.remove(k);
         }
-        Ok(!ready.is_empty() || !delayed.is_empty())
+        Ok(ready > 0 || !due.is_empty())
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
         let mut inner = self.lock();
         inner.promote(Instant::now());
-        let inner = &mut *inner;
-        let Some(q) = inner.queues.get_mut(queue) else {
+        let Some(&index) = inner.names.get(queue) else {
             return Ok(0);
         };
+        let Inner {
+            queues, delayed, ..
+        } = &mut *inner;
+        let q = &mut queues[index];
         let n = q.ready.len() + q.delayed.len();
         q.ready.clear();
         for k in std::mem::take(&mut q.delayed) {
-            inner.delayed.remove(&k);
+            delayed.remove(&k);
         }
         Ok(n as u64)
     }
@@ -985,9 +1036,12 @@ impl BrokerAdmin for MemoryBroker {
     async fn requeue_dead_letter(&self, queue: &str, uuid: Uuid) -> Result<bool> {
         let found = {
             let mut inner = self.lock();
-            let dead = inner.take_dead(queue, uuid);
+            let Some(&index) = inner.names.get(queue) else {
+                return Ok(false);
+            };
+            let dead = inner.take_dead(index, uuid);
             let found = !dead.is_empty();
-            inner.requeue(dead);
+            inner.requeue(index, dead);
             found
         };
         if found {
@@ -997,21 +1051,23 @@ impl BrokerAdmin for MemoryBroker {
     }
 
     async fn delete_dead_letter(&self, queue: &str, uuid: Uuid) -> Result<bool> {
-        Ok(!self.lock().take_dead(queue, uuid).is_empty())
+        let mut inner = self.lock();
+        let Some(&index) = inner.names.get(queue) else {
+            return Ok(false);
+        };
+        Ok(!inner.take_dead(index, uuid).is_empty())
     }
 
     async fn pause(&self, queue: &str) -> Result<bool> {
         let mut inner = self.lock();
-        Ok(with_queue(&mut inner.queues, queue, |q| {
-            !std::mem::replace(&mut q.paused, true)
-        }))
+        let index = inner.queue_index(queue);
+        Ok(!std::mem::replace(&mut inner.queues[index].paused, true))
     }
 
     async fn resume(&self, queue: &str) -> Result<bool> {
         let was_paused = self
             .lock()
-            .queues
-            .get_mut(queue)
+            .queue_mut(queue)
             .is_some_and(|q| std::mem::replace(&mut q.paused, false));
         if was_paused {
             // Fetches waiting on it look again.
@@ -1117,5 +1173,201 @@ impl BrokerAdmin for MemoryBroker {
 
     fn engine(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn broker(visibility: Duration) -> MemoryBroker {
+        MemoryBroker::new(&Config {
+            visibility_timeout: visibility,
+            ..Config::default()
+        })
+    }
+
+    fn message(queue: &str, n: u8) -> Outgoing {
+        Outgoing {
+            uuid: Uuid::now_v7(),
+            queue: queue.into(),
+            eta: None,
+            priority: 0,
+            payload: vec![n],
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_cursors_are_refused() {
+        let b = broker(Duration::from_secs(60));
+        b.publish(vec![message("q", 1)]).await.unwrap();
+        let bad = [
+            (TaskList::Pending, "pending:1"),
+            (TaskList::Pending, "pending:1:2:3"),
+            (TaskList::Pending, "pending:+1:2"),
+            (TaskList::Pending, "pending:256:2"),
+            (TaskList::Pending, "pending::2"),
+            (TaskList::Pending, "dead:1"),
+            (TaskList::Delayed, "delayed:1"),
+            (TaskList::Delayed, "delayed:99999999999999999999:1"),
+            (TaskList::InFlight, "in_flight:-1:1"),
+            (TaskList::Dead, "dead:"),
+            (TaskList::Dead, "dead:1:2"),
+            (TaskList::Failed, "failed:1:not-a-uuid"),
+            (TaskList::Failed, "failed:1"),
+        ];
+        for (list, cursor) in bad {
+            // On a known queue and an unknown one alike.
+            for queue in ["q", "unknown"] {
+                let err = b.tasks(queue, list, Some(cursor), 10).await.unwrap_err();
+                assert!(
+                    matches!(&err, Error::InvalidCursor { cursor: c } if c == cursor),
+                    "{list:?} {cursor}: {err}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_is_bounded() {
+        let b = broker(Duration::from_secs(60));
+        b.publish((0..1500).map(|i| message("q", (i % 256) as u8)).collect())
+            .await
+            .unwrap();
+        let page = b.tasks("q", TaskList::Pending, None, 5000).await.unwrap();
+        assert_eq!(page.items.len(), MAX_PAGE);
+        let rest = b
+            .tasks("q", TaskList::Pending, page.next.as_deref(), 0)
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 1, "a limit of 0 counts as 1");
+        assert!(rest.next.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lease_lists_the_message_as_pending_again() {
+        let b = broker(Duration::from_secs(30));
+        b.publish(vec![message("q", 1)]).await.unwrap();
+        let d = b.fetch(&["q".into()], 1, Duration::ZERO).await.unwrap();
+        assert_eq!(d.len(), 1);
+        let listed = b.tasks("q", TaskList::InFlight, None, 10).await.unwrap();
+        assert_eq!(listed.items[0].deliveries, 0);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(
+            b.tasks("q", TaskList::InFlight, None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        let pending = b.tasks("q", TaskList::Pending, None, 10).await.unwrap();
+        assert_eq!(pending.items.len(), 1);
+        assert_eq!(
+            pending.items[0].deliveries, 1,
+            "one delivery ended unsettled"
+        );
+        let depth = b.depth("q").await.unwrap();
+        assert_eq!((depth.ready, depth.in_flight), (1, Some(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_extended_lease_moves_later_in_the_listing() {
+        let b = broker(Duration::from_secs(30));
+        b.publish(vec![message("q", 1), message("q", 2)])
+            .await
+            .unwrap();
+        let first = b.fetch(&["q".into()], 1, Duration::ZERO).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = b.fetch(&["q".into()], 1, Duration::ZERO).await.unwrap();
+        let order = |page: Page<ListedTask>| -> Vec<Vec<u8>> {
+            page.items.into_iter().map(|t| t.payload).collect()
+        };
+        let listed = b.tasks("q", TaskList::InFlight, None, 10).await.unwrap();
+        assert_eq!(order(listed), [vec![1], vec![2]]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.extend(&first).await.unwrap(), [true]);
+        let listed = b.tasks("q", TaskList::InFlight, None, 10).await.unwrap();
+        assert_eq!(order(listed), [vec![2], vec![1]]);
+        // The extended lease outlives the other one.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        let listed = b.tasks("q", TaskList::InFlight, None, 10).await.unwrap();
+        assert_eq!(order(listed), [vec![1]]);
+        assert!(matches!(
+            b.ack(&second[0]).await,
+            Err(Error::LeaseLost { .. })
+        ));
+        b.ack(&first[0]).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn worker_records_expire_on_tokio_time() {
+        let b = broker(Duration::from_secs(30));
+        let info = WorkerInfo {
+            id: "w1".into(),
+            name: "w".into(),
+            host: "h".into(),
+            pid: 1,
+            version: "0".into(),
+            queues: Vec::new(),
+            concurrency: 1,
+            prefetch: 1,
+            tasks: Vec::new(),
+            started_at: 0,
+            heartbeat_at: 0,
+            running: Vec::new(),
+            processed: 0,
+            failed: 0,
+        };
+        b.register_worker(&info, Duration::from_secs(15))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert_eq!(b.workers().await.unwrap().len(), 1);
+        b.register_worker(&info, Duration::from_secs(15))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert_eq!(b.workers().await.unwrap().len(), 1, "renewed");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(b.workers().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_queue_keeps_its_fetch_waiting_until_the_wait_ends() {
+        let b = std::sync::Arc::new(broker(Duration::from_secs(30)));
+        b.pause("q").await.unwrap();
+        let start = Instant::now();
+        let waiting = {
+            let b = b.clone();
+            tokio::spawn(async move { b.fetch(&["q".into()], 1, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b.publish(vec![message("q", 1)]).await.unwrap();
+        let got = waiting.await.unwrap().unwrap();
+        assert!(got.is_empty());
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // Delayed messages of a paused queue become ready, and wait there.
+        b.publish(vec![Outgoing {
+            eta: Some(now_ms() + 5_000),
+            ..message("q", 2)
+        }])
+        .await
+        .unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(
+            b.fetch(&["q".into()], 5, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        b.resume("q").await.unwrap();
+        assert_eq!(
+            b.fetch(&["q".into()], 5, Duration::ZERO)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }
