@@ -6,8 +6,8 @@
 //! processes. Time is tokio's clock, so tests can run it with a paused clock.
 //!
 //! The broker implements the whole admin plane ([`BrokerAdmin`](crate::engine::BrokerAdmin)):
-//! listings are paged by keyset cursors (a page costs its own size and a tree lookup,
-//! at most 1,000 items a page), paused queues, worker records (expiring on tokio's clock)
+//! listings are paged by keyset cursors (a page costs its own size and a few lookups,
+//! never a copy of the queue; at most 1,000 items a page), paused queues, worker records (expiring on tokio's clock)
 //! and statistics (kept by wall-clock minute) live in the broker and go with it.
 
 mod backend;
