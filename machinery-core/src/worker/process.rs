@@ -17,6 +17,7 @@ use crate::result::{State, TaskState};
 use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
 use crate::signature::{RawSignature, eta_after};
 use crate::task_error::TaskError;
+use crate::trace::TaskTrace;
 
 use super::panic_message;
 use super::run::Shared;
@@ -57,6 +58,7 @@ pub(crate) async fn process(
         return;
     };
     let ctx = context(&raw, &delivery);
+    let trace = TaskTrace::start(&raw, &delivery.queue, delivery.delivery_count);
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
         Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
@@ -72,16 +74,19 @@ pub(crate) async fn process(
         // carries exactly them (a chord callback's results are appended again by it).
         Ok(args) => {
             shared.hooks.before(&ctx);
-            run(
-                &entry,
-                args.unwrap_or_else(|| raw.args.clone()),
-                ctx.clone(),
-            )
-            .await
+            trace
+                .run(run(
+                    &entry,
+                    args.unwrap_or_else(|| raw.args.clone()),
+                    ctx.clone(),
+                ))
+                .await
         }
     };
     drop(permit);
-    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None).await;
+    let completion = trace
+        .scope(settle(&shared, &raw, &ctx, &delivery, outcome, None))
+        .await;
     shared.hooks.after(&ctx, &completion.state);
     send_completion(&shared, &delivery, completion, &mut started).await;
 }
@@ -395,15 +400,18 @@ async fn fail_and_dead_letter(
     mut started: StartGate,
 ) {
     let ctx = context(raw, delivery);
-    let completion = settle(
-        shared,
-        raw,
-        &ctx,
-        delivery,
-        Err(TaskError::fatal(reason.to_string())),
-        Some(reason),
-    )
-    .await;
+    let trace = TaskTrace::start(raw, &delivery.queue, delivery.delivery_count);
+    trace.failed();
+    let completion = trace
+        .scope(settle(
+            shared,
+            raw,
+            &ctx,
+            delivery,
+            Err(TaskError::fatal(reason.to_string())),
+            Some(reason),
+        ))
+        .await;
     send_completion(shared, delivery, completion, &mut started).await;
 }
 
