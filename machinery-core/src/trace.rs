@@ -3,8 +3,8 @@
 //!
 //! **The span.** A worker runs each delivery inside an `INFO` span named `task`, with
 //! the fields `task.id`, `task.name`, `queue`, `retried` (retries before this run),
-//! `delivery` (the broker's delivery count), `group` (the group or chord, when any) and
-//! the trace fields `trace_id` (32 hex digits), `span_id` (16) and `parent_id` (16,
+//! `delivery` (the broker's delivery count), `group` (the group or chord it is a member
+//! of), `chord` (the chord it is the callback of) and the trace fields `trace_id` (32 hex digits), `span_id` (16) and `parent_id` (16,
 //! when the message named a parent). Whatever the task logs is inside it, and so are the
 //! worker's own lines about the run ("task failed; retrying", …), so a log line can be
 //! tied to its task and its trace with any `tracing` subscriber. The span is a root in
@@ -26,7 +26,8 @@
 //! A chord's callback is written once, when the chord is sent, and queued by the engine
 //! when the last member finishes, so its parent is the span that sent the chord (the
 //! producer's, or the task's that sent it), not one of the members; the members and the
-//! callback share the trace, and their spans carry the chord's UUID in `group`.
+//! callback share the trace, and the chord's UUID is the members' `group` and the
+//! callback's `chord`.
 //!
 //! **OpenTelemetry** (feature `otel`). The task span's OpenTelemetry parent is the
 //! message's `traceparent`, it is a `consumer` span named after the task, and it ends
@@ -286,6 +287,9 @@ impl TaskTrace {
         if let Some(g) = raw.group_uuid {
             span.record("group", display(g));
         }
+        if let Some(c) = raw.chord_of {
+            span.record("chord", display(c));
+        }
         TaskTrace { span, context }
     }
 
@@ -346,6 +350,7 @@ fn task_span(raw: &RawSignature, queue: &str, delivery: u32) -> tracing::Span {
         retried = raw.retried,
         delivery,
         group = Empty,
+        chord = Empty,
         trace_id = Empty,
         span_id = Empty,
         parent_id = Empty,
@@ -364,6 +369,7 @@ fn task_span(raw: &RawSignature, queue: &str, delivery: u32) -> tracing::Span {
         retried = raw.retried,
         delivery,
         group = Empty,
+        chord = Empty,
         trace_id = Empty,
         span_id = Empty,
         parent_id = Empty,
