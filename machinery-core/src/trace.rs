@@ -271,11 +271,7 @@ impl TaskTrace {
                 span,
             };
         }
-        #[cfg(feature = "otel")]
-        let exported = otel::start(&span, parent);
-        #[cfg(not(feature = "otel"))]
-        let exported = None;
-        let context = exported.unwrap_or_else(|| own_context(raw, parent));
+        let context = exported(&span, parent).unwrap_or_else(|| own_context(raw, parent));
         span.record(
             "trace_id",
             display(format_args!("{:032x}", context.trace_id)),
@@ -337,6 +333,18 @@ fn own_context(raw: &RawSignature, parent: Option<TraceContext>) -> TraceContext
         }
     };
     parent.unwrap_or_else(root).child(uuid)
+}
+
+/// The context of the exported span `span`, made a child of `parent`: with `otel`, when
+/// an OpenTelemetry layer records it.
+#[cfg(feature = "otel")]
+fn exported(span: &tracing::Span, parent: Option<TraceContext>) -> Option<TraceContext> {
+    otel::start(span, parent)
+}
+
+#[cfg(not(feature = "otel"))]
+fn exported(_span: &tracing::Span, _parent: Option<TraceContext>) -> Option<TraceContext> {
+    None
 }
 
 #[cfg(not(feature = "otel"))]
