@@ -8,7 +8,9 @@
 //! when the message named a parent). Whatever the task logs is inside it, and so are the
 //! worker's own lines about the run ("task failed; retrying", …), so a log line can be
 //! tied to its task and its trace with any `tracing` subscriber. The span is a root in
-//! the process's span tree: its parent is the message's, not whatever ran before.
+//! the process's span tree: its parent is the message's, not whatever ran before. Its
+//! target is `machinery_core::trace`: a filter that drops it (`machinery_core=warn`)
+//! drops the spans, not the trace context, which messages carry on regardless.
 //!
 //! **The header.** Messages carry their parent in the header [`TRACEPARENT`]
 //! (`traceparent`, as [W3C Trace Context](https://www.w3.org/TR/trace-context/) writes
