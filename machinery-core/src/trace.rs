@@ -66,6 +66,7 @@
 //! # }
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -187,9 +188,9 @@ impl TraceContext {
     }
 
     /// A fresh span in this trace: same trace id and flags, a new span id.
-    fn child(self, seed: u128) -> Self {
+    fn child(self) -> Self {
         TraceContext {
-            span_id: random_id(seed),
+            span_id: random_id(),
             ..self
         }
     }
@@ -222,12 +223,21 @@ fn hex_field(digits: &[u8]) -> Option<u128> {
     })
 }
 
-/// A random non-zero id, without a system call: std's per-thread random hash keys
-/// (seeded once from the OS, stepped for every `RandomState`) over `seed`.
-fn random_id(seed: u128) -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(seed);
-    match h.finish() {
+/// A random non-zero id, in a few instructions: SplitMix64 over a per-thread counter
+/// that starts at a random point (std's random hash keys, seeded from the OS once per
+/// thread). SplitMix64 is a bijection, so a thread repeats no id before 2^64 of them.
+fn random_id() -> u64 {
+    thread_local! {
+        static NEXT: Cell<u64> = Cell::new(RandomState::new().build_hasher().finish());
+    }
+    let mut z = NEXT.with(|n| {
+        let x = n.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        n.set(x);
+        x
+    });
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    match z ^ (z >> 31) {
         0 => 1,
         id => id,
     }
@@ -325,7 +335,7 @@ fn own_context(raw: &RawSignature, parent: Option<TraceContext>) -> TraceContext
     let uuid = raw.uuid.as_u128();
     let root = || {
         let trace_id = match uuid {
-            0 => u128::from(random_id(0)) << 64 | u128::from(random_id(1)),
+            0 => u128::from(random_id()) << 64 | u128::from(random_id()),
             id => id,
         };
         TraceContext {
@@ -334,7 +344,7 @@ fn own_context(raw: &RawSignature, parent: Option<TraceContext>) -> TraceContext
             flags: SAMPLED,
         }
     };
-    parent.unwrap_or_else(root).child(uuid)
+    parent.unwrap_or_else(root).child()
 }
 
 /// The context of the exported span `span`, made a child of `parent`: with `otel`, when
@@ -574,6 +584,17 @@ mod tests {
             prop_assert_eq!(header.len(), 55);
             prop_assert_eq!(TraceContext::parse(&header), Some(cx));
         }
+    }
+
+    #[test]
+    fn span_ids_do_not_repeat_within_or_across_threads() {
+        let draw = || (0..10_000).map(|_| random_id()).collect::<Vec<_>>();
+        let other = std::thread::spawn(draw).join().expect("no panic");
+        let mut all: Vec<u64> = draw().into_iter().chain(other).collect();
+        assert!(all.iter().all(|&id| id != 0));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 20_000);
     }
 
     #[test]
