@@ -261,7 +261,11 @@ pub(crate) fn inject(raw: &mut RawSignature) {
     }
 }
 
-/// The span and trace context of one task run.
+/// The span and trace context of one task run, kept in its
+/// [`TaskContext`](crate::TaskContext). The wrappers take the task's boxed future and
+/// the worker's synchronous settling, never a large future, so that tracing costs no
+/// copies of big future states.
+#[derive(Debug, Clone)]
 pub(crate) struct TaskTrace {
     span: tracing::Span,
     context: TraceContext,
@@ -301,8 +305,20 @@ impl TaskTrace {
         TaskTrace { span, context }
     }
 
+    /// A run outside any worker ([`TaskContext::detached`](crate::TaskContext::detached)):
+    /// no span, and a trace of its own named by `uuid`.
+    pub(crate) fn detached(uuid: uuid::Uuid) -> Self {
+        let raw = RawSignature {
+            uuid,
+            ..RawSignature::default()
+        };
+        TaskTrace {
+            span: tracing::Span::none(),
+            context: own_context(&raw, None),
+        }
+    }
+
     /// The context messages sent during the run name as their parent.
-    #[cfg(test)]
     pub(crate) fn context(&self) -> TraceContext {
         self.context
     }
@@ -314,13 +330,9 @@ impl TaskTrace {
             .instrument(self.span.clone())
     }
 
-    /// Runs the task's future inside the span; a failure marks the span failed.
-    pub(crate) async fn run<T, E>(&self, fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        let outcome = self.scope(fut).await;
-        if outcome.is_err() {
-            self.failed();
-        }
-        outcome
+    /// Runs `f` inside the span, with this run's context current.
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.span.in_scope(|| CURRENT.sync_scope(self.context, f))
     }
 
     /// Marks the span failed (an error status in OpenTelemetry).
@@ -670,6 +682,9 @@ mod propagation {
 
     fn note(ctx: &TaskContext, n: u64) -> Result<(), TaskError> {
         let me = TraceContext::current().ok_or_else(|| TaskError::msg("no trace context"))?;
+        if me != ctx.trace() {
+            return Err(TaskError::msg("the context's trace is not the current one"));
+        }
         seen().push(Seen {
             name: ctx.name().to_owned(),
             n,

@@ -58,7 +58,6 @@ pub(crate) async fn process(
         return;
     };
     let ctx = context(&raw, &delivery);
-    let trace = TaskTrace::start(&raw, &delivery.queue, delivery.delivery_count);
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
         Ok(_) if raw.fingerprint != 0 && raw.fingerprint != entry.fingerprint => {
@@ -74,19 +73,16 @@ pub(crate) async fn process(
         // carries exactly them (a chord callback's results are appended again by it).
         Ok(args) => {
             shared.hooks.before(&ctx);
-            trace
-                .run(run(
-                    &entry,
-                    args.unwrap_or_else(|| raw.args.clone()),
-                    ctx.clone(),
-                ))
-                .await
+            run(
+                &entry,
+                args.unwrap_or_else(|| raw.args.clone()),
+                ctx.clone(),
+            )
+            .await
         }
     };
     drop(permit);
-    let completion = trace
-        .scope(settle(&shared, &raw, &ctx, &delivery, outcome, None))
-        .await;
+    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None).await;
     shared.hooks.after(&ctx, &completion.state);
     send_completion(&shared, &delivery, completion, &mut started).await;
 }
@@ -101,6 +97,7 @@ fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
         headers: raw.headers.clone(),
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
+        trace: TaskTrace::start(raw, &delivery.queue, delivery.delivery_count),
     }
 }
 
@@ -115,7 +112,9 @@ async fn settle(
     outcome: std::result::Result<Vec<u8>, TaskError>,
     dead_letter: Option<DeadLetterReason>,
 ) -> Completion {
-    let (state, mut publish) = settle_outcome(shared, raw, ctx, &delivery.queue, outcome);
+    let (state, mut publish) = ctx
+        .trace
+        .in_scope(|| settle_outcome(shared, raw, ctx, &delivery.queue, outcome));
     let mut also_store = Vec::new();
     if state.state == State::Failure {
         stop_downstream(
@@ -249,8 +248,9 @@ async fn run(
     args: Vec<u8>,
     ctx: TaskContext,
 ) -> std::result::Result<Vec<u8>, TaskError> {
+    let trace = ctx.trace.clone();
     let invocation = Invocation { args, ctx };
-    let fut = AssertUnwindSafe((entry.handler)(invocation)).catch_unwind();
+    let fut = AssertUnwindSafe(trace.scope((entry.handler)(invocation))).catch_unwind();
     let joined = match entry.timeout() {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
@@ -289,6 +289,7 @@ fn settle_outcome(
         }
         Err(err) => err,
     };
+    ctx.trace.failed();
     let mut message = err.message().to_owned();
     shared.hooks.on_error(ctx, &message);
     if !err.is_fatal() && raw.retry_count > 0 {
@@ -400,18 +401,15 @@ async fn fail_and_dead_letter(
     mut started: StartGate,
 ) {
     let ctx = context(raw, delivery);
-    let trace = TaskTrace::start(raw, &delivery.queue, delivery.delivery_count);
-    trace.failed();
-    let completion = trace
-        .scope(settle(
-            shared,
-            raw,
-            &ctx,
-            delivery,
-            Err(TaskError::fatal(reason.to_string())),
-            Some(reason),
-        ))
-        .await;
+    let completion = settle(
+        shared,
+        raw,
+        &ctx,
+        delivery,
+        Err(TaskError::fatal(reason.to_string())),
+        Some(reason),
+    )
+    .await;
     send_completion(shared, delivery, completion, &mut started).await;
 }
 
