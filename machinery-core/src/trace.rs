@@ -50,7 +50,8 @@
 //! #[task]
 //! async fn parent_of(ctx: TaskContext) -> Result<(String, String), TaskError> {
 //!     // This run's own context, and the header naming its parent.
-//!     let me = TraceContext::current().ok_or_else(|| TaskError::msg("not traced"))?;
+//!     let me = ctx.trace();
+//!     assert_eq!(TraceContext::current(), Some(me));
 //!     Ok((me.to_string(), ctx.header(TRACEPARENT).unwrap_or_default().to_owned()))
 //! }
 //!
