@@ -209,12 +209,15 @@ impl Server {
         }
     }
 
-    /// Encodes a signature for the broker, filling in the default queue.
+    /// Encodes a signature for the broker, filling in the default queue and, inside a
+    /// trace (a running task, or an OpenTelemetry span with feature `otel`), its
+    /// [`traceparent`](crate::trace) header.
     ///
     /// # Errors
     /// [`Error::Encode`], [`Error::MessageTooLarge`].
     pub fn outgoing(&self, raw: &mut RawSignature) -> Result<Outgoing> {
         self.route(raw);
+        crate::trace::inject(raw);
         let payload = raw.encode()?;
         let limit = self.inner.config.max_message_bytes;
         if payload.len() > limit {
