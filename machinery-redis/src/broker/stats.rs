@@ -136,7 +136,7 @@ impl RedisBroker {
         // Minutes past the window are forgotten; the set itself outlives its last
         // minute by the window.
         let oldest = now.saturating_sub(window_ms) / MINUTE_MS;
-        for q in queues {
+        for q in queues.iter().copied() {
             let minutes = keys.stats_minutes(q);
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&minutes)
@@ -147,6 +147,11 @@ impl RedisBroker {
                 .arg(&minutes)
                 .arg(window_ms.saturating_add(MINUTE_MS))
                 .ignore();
+        }
+        // A queue with statistics is a queue `queues()` and `stats(_, None)` list, even
+        // when this client never published to it (one key per command: cluster-safe).
+        for q in &queues {
+            pipe.cmd("SADD").arg(keys.queues()).arg(*q).ignore();
         }
         let () = pipe
             .query_async(&mut self.conn())
