@@ -114,6 +114,16 @@ pub enum TaskCommand {
         /// The task's UUID.
         uuid: Uuid,
     },
+    /// Deletes a pending (ready or delayed) task from its queue, so it never runs; a
+    /// task in flight is left to its worker. Its stored state is kept.
+    Delete {
+        /// The task's UUID.
+        uuid: Uuid,
+        /// The queue it waits in (default: the queue its stored state names, else the
+        /// configuration's default queue).
+        #[arg(long, value_name = "QUEUE")]
+        queue: Option<String>,
+    },
 }
 
 /// Which dead letters an action takes.

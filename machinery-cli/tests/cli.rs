@@ -328,12 +328,24 @@ async fn queues_pause_resume_and_purge() {
     assert!(ok(&redis, &["queue", "resume", "batch"]).contains("was not paused"));
     assert_eq!(queue(&json(&redis, &["queues"]), "batch")["paused"], false);
 
+    // One pending task deleted by UUID: its queue is found from its stored state.
+    let first = server.pending_tasks("batch").await.unwrap()[0]
+        .uuid
+        .to_string();
+    let deleted = json(&redis, &["task", "delete", &first]);
+    assert_eq!(
+        (deleted["queue"].clone(), deleted["deleted"].clone()),
+        ("batch".into(), true.into())
+    );
+    assert_eq!(queue(&json(&redis, &["queues"]), "batch")["ready"], 4);
+    let stderr = fails(&redis, &["task", "delete", &first], 3);
+    assert!(stderr.contains("is not pending in queue batch"), "{stderr}");
     let stderr = fails(&redis, &["queue", "purge", "batch"], 2);
     assert!(stderr.contains("--yes"), "{stderr}");
-    assert_eq!(queue(&json(&redis, &["queues"]), "batch")["ready"], 5);
+    assert_eq!(queue(&json(&redis, &["queues"]), "batch")["ready"], 4);
     assert_eq!(
         json(&redis, &["queue", "purge", "batch", "--yes"])["deleted"],
-        5
+        4
     );
     assert_eq!(queue(&json(&redis, &["queues"]), "batch")["ready"], 0);
 }

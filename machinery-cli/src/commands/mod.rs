@@ -72,6 +72,9 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result {
         Command::Stats(args) => stats::run(&server, args, out).await,
         Command::Tasks(TasksCommand::Ls(args)) => tasks::run(&server, args, out).await,
         Command::Task(TaskCommand::Show { uuid }) => task::run(&server, uuid, out).await,
+        Command::Task(TaskCommand::Delete { uuid, queue }) => {
+            task::delete(&server, uuid, queue, out).await
+        }
         Command::Dead(cmd) => dead::run(&server, cmd, out).await,
         Command::Queue(cmd) => queue::run(&server, cmd, out).await,
         Command::Periodic(cmd) => periodic::run(&server, cmd, out).await,

@@ -1,4 +1,4 @@
-//! `machinery task show`.
+//! `machinery task show|delete`.
 
 use machinery_core::Server;
 use machinery_core::inspect::TaskInfo;
@@ -18,6 +18,29 @@ pub async fn run(server: &Server, uuid: Uuid, out: &mut Out) -> Result {
         return Ok(out.json(&info)?);
     }
     Ok(out.table(&details(&info, now_ms()))?)
+}
+
+pub async fn delete(server: &Server, uuid: Uuid, queue: Option<String>, out: &mut Out) -> Result {
+    let inspector = server.inspect()?;
+    let queue = match queue {
+        Some(queue) => queue,
+        None => match server.backend().load("", uuid).await? {
+            Some(state) if !state.queue.is_empty() => state.queue,
+            _ => server.config().default_queue.clone(),
+        },
+    };
+    if !inspector.delete_pending(&queue, uuid).await? {
+        return Err(Failure::not_found(format!(
+            "task {uuid} is not pending in queue {queue}: it ran, runs now, is a dead letter, \
+             or waits in another queue (see `machinery task show {uuid}`)"
+        )));
+    }
+    if out.json {
+        out.json(&serde_json::json!({"queue": queue, "uuid": uuid, "deleted": true}))?;
+    } else {
+        out.line(format!("deleted pending task {uuid} from queue {queue}"))?;
+    }
+    Ok(())
 }
 
 fn pretty(value: &serde_json::Value) -> String {
