@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use crate::trace::{TaskTrace, TraceContext};
+
 /// Information about the running task, given to a task whose first parameter is
 /// `TaskContext` (that parameter is not sent as an argument).
 ///
@@ -26,6 +28,7 @@ pub struct TaskContext {
     pub(crate) headers: BTreeMap<String, String>,
     pub(crate) group_uuid: Option<Uuid>,
     pub(crate) queue: String,
+    pub(crate) trace: TaskTrace,
 }
 
 impl TaskContext {
@@ -75,10 +78,19 @@ impl TaskContext {
         &self.queue
     }
 
+    /// This run's place in its trace: the parent every message it sends names in its
+    /// [`traceparent`](crate::trace) header (with feature `otel` and an OpenTelemetry
+    /// layer, the exported span of the run).
+    pub fn trace(&self) -> TraceContext {
+        self.trace.context()
+    }
+
     /// A context for calling a task function directly, outside a worker (tests).
     pub fn detached(name: impl Into<String>) -> Self {
+        let uuid = Uuid::now_v7();
         TaskContext {
-            uuid: Uuid::now_v7(),
+            trace: TaskTrace::detached(uuid),
+            uuid,
             name: name.into(),
             retried: 0,
             retries_left: 0,

@@ -50,6 +50,7 @@ mod signature;
 mod task_error;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod trace;
 mod worker;
 pub mod workflow;
 
@@ -71,6 +72,7 @@ pub use result::{AsyncResult, State, TaskState};
 pub use server::Server;
 pub use signature::{MAX_NESTING, RawSignature, Signature};
 pub use task_error::TaskError;
+pub use trace::TraceContext;
 pub use worker::{Worker, WorkerHandle};
 pub use workflow::{
     Chain, ChainResult, Chord, ChordResult, ErrorCallback, Group, GroupResult, Partial, group,

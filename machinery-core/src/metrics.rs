@@ -42,9 +42,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelValue, LabelValueEncoder, NoLabelSet,
-};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -293,24 +291,6 @@ struct QueueFigures {
     paused: Option<bool>,
 }
 
-/// A label value, escaped as OpenMetrics requires (`\`, `"` and newlines).
-struct Label<'a>(&'a str);
-
-impl EncodeLabelValue for Label<'_> {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
-        use fmt::Write as _;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Everything one scrape renders.
 struct Snapshot {
     local: Option<LocalFigures>,
@@ -330,7 +310,7 @@ fn seconds_buckets(h: &Histogram) -> Vec<(f64, u64)> {
     HISTOGRAM_BOUNDS_MS
         .iter()
         .map(|&ms| ms as f64 / 1000.0)
-        .chain(std::iter::once(f64::MAX))
+        .chain(std::iter::once(f64::INFINITY))
         .zip(h.counts.iter().copied())
         .collect()
 }
@@ -351,9 +331,9 @@ impl Snapshot {
                 ("dead_letter", t.dead_letter),
             ] {
                 let labels = [
-                    ("task", Label(task)),
-                    ("queue", Label(queue)),
-                    ("outcome", Label(outcome)),
+                    ("task", task.as_str()),
+                    ("queue", queue.as_str()),
+                    ("outcome", outcome),
                 ];
                 m.encode_family(&labels)?
                     .encode_counter::<NoLabelSet, u64, u64>(&value, None)?;
@@ -375,7 +355,7 @@ impl Snapshot {
                 enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
             for (queue, task, t) in &local.tasks {
                 let h = pick(t);
-                let labels = [("task", Label(task)), ("queue", Label(queue))];
+                let labels = [("task", task.as_str()), ("queue", queue.as_str())];
                 m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                     h.sum_us as f64 / 1e6,
                     h.count(),
@@ -418,7 +398,7 @@ impl Snapshot {
             )?;
             for q in &cluster.queues {
                 for (state, n) in &q.depth {
-                    let labels = [("queue", Label(&q.name)), ("state", Label(state))];
+                    let labels = [("queue", q.name.as_str()), ("state", *state)];
                     m.encode_family(&labels)?.encode_gauge(n)?;
                 }
             }
@@ -432,7 +412,7 @@ impl Snapshot {
             )?;
             for q in &cluster.queues {
                 if let Some(paused) = q.paused {
-                    let labels = [("queue", Label(&q.name))];
+                    let labels = [("queue", q.name.as_str())];
                     m.encode_family(&labels)?.encode_gauge(&u32::from(paused))?;
                 }
             }

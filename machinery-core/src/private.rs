@@ -191,9 +191,18 @@ where
     Box::pin(async move {
         let args = args?;
         let ctx = inv.ctx;
+        // The blocking thread runs inside the task's span and trace.
+        let span = tracing::Span::current();
+        let trace = crate::TraceContext::current();
         let joined = tokio::task::spawn_blocking(move || {
-            let value = f(ctx, args)?;
-            encode_output(&value)
+            let run = || {
+                let value = f(ctx, args)?;
+                encode_output(&value)
+            };
+            span.in_scope(|| match trace {
+                Some(cx) => cx.sync_scope(run),
+                None => run(),
+            })
         })
         .await;
         match joined {

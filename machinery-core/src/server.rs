@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend};
 use crate::error::{Error, Result};
+use crate::inspect::Inspector;
 use crate::memory::{MemoryBackend, MemoryBroker};
 use crate::registry::BoxFuture;
 use crate::result::{AsyncResult, State, TaskState};
@@ -208,12 +209,15 @@ impl Server {
         }
     }
 
-    /// Encodes a signature for the broker, filling in the default queue.
+    /// Encodes a signature for the broker, filling in the default queue and, inside a
+    /// trace (a running task, or an OpenTelemetry span with feature `otel`), its
+    /// [`traceparent`](crate::trace) header.
     ///
     /// # Errors
     /// [`Error::Encode`], [`Error::MessageTooLarge`].
     pub fn outgoing(&self, raw: &mut RawSignature) -> Result<Outgoing> {
         self.route(raw);
+        crate::trace::inject(raw);
         let payload = raw.encode()?;
         let limit = self.inner.config.max_message_bytes;
         if payload.len() > limit {
@@ -342,6 +346,17 @@ impl Server {
             engine: broker.engine(),
             what: "listing and administering queues",
         })
+    }
+
+    /// The inspect and admin façade over this server's engines: queues, paged task
+    /// listings, one task by UUID, workers, statistics and actions.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the broker's engine has no admin plane
+    /// ([`Broker::admin`]).
+    pub fn inspect(&self) -> Result<Inspector> {
+        self.admin()?;
+        Ok(Inspector::new(self.clone()))
     }
 
     /// The signatures ready in `queue`, in delivery order. Messages that do not decode

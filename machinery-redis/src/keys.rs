@@ -20,8 +20,14 @@
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
+//! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
+//! | `<p>:{q:<queue>}:failed` | zset | task UUIDs that ended in FAILURE (score: when, ms); at most 10,000, none older than the statistics window |
+//! | `<p>:{q:<queue>}:stats` | zset | the minutes that have a statistics bucket (member and score: the minute, ms / 60,000) |
+//! | `<p>:{q:<queue>}:stats:<minute>` | hash | one minute's statistics: `<task>:<field>` → count (`processed`, `failed`, `retried`, `dead`, `run_sum`, `run:<bucket>`, `wait_sum`, `wait:<bucket>`); expires the statistics window after its minute |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
+//! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
+//! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
@@ -83,6 +89,34 @@ impl Keys {
         self.queue(queue, "dead")
     }
 
+    pub(crate) fn paused(&self, queue: &str) -> String {
+        self.queue(queue, "paused")
+    }
+
+    pub(crate) fn failed(&self, queue: &str) -> String {
+        self.queue(queue, "failed")
+    }
+
+    /// The set of the minutes that have a statistics bucket in `queue`.
+    pub(crate) fn stats_minutes(&self, queue: &str) -> String {
+        self.queue(queue, "stats")
+    }
+
+    /// The statistics bucket of `queue` in `minute` (ms / 60,000).
+    pub(crate) fn stats(&self, queue: &str, minute: u64) -> String {
+        format!("{}:{{q:{queue}}}:stats:{minute}", self.prefix)
+    }
+
+    /// The index of registered workers.
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:{{workers}}:all", self.prefix)
+    }
+
+    /// The registry record of worker `id`.
+    pub(crate) fn worker(&self, id: &str) -> String {
+        format!("{}:{{workers}}:worker:{id}", self.prefix)
+    }
+
     pub(crate) fn wake(&self, queue: &str) -> String {
         format!("{}:{{wake}}:{queue}", self.prefix)
     }
@@ -127,6 +161,12 @@ mod tests {
         let (q, u) = ("<queue>", Uuid::nil());
         let mut names: Vec<String> = QUEUE_KEYS.iter().map(|kind| k.queue(q, kind)).collect();
         names.extend([
+            k.paused(q),
+            k.failed(q),
+            k.stats_minutes(q),
+            k.stats(q, 0).replace(":stats:0", ":stats:<minute>"),
+            k.workers(),
+            k.worker("<id>"),
             k.state(q, u),
             k.chord(q, u),
             k.chord_results(q, u),
@@ -215,6 +255,11 @@ mod tests {
             include_str!("lua/periodic_record.lua"),
             include_str!("lua/periodic_remove.lua"),
             include_str!("lua/periodic_upsert.lua"),
+            include_str!("lua/page.lua"),
+            include_str!("lua/find.lua"),
+            include_str!("lua/dead_one.lua"),
+            include_str!("lua/purge.lua"),
+            include_str!("lua/worker_register.lua"),
         ];
         for script in scripts {
             let code: String = script
@@ -230,6 +275,11 @@ mod tests {
                 "chord:",
                 ":done:",
                 ":results",
+                ":paused",
+                ":failed",
+                ":stats",
+                "{workers}",
+                ":worker:",
                 "prefix",
             ] {
                 assert!(

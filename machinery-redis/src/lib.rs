@@ -120,6 +120,24 @@
 //! - **Listings** (`pending`, `delayed`, `depth`) compare ETAs with the server's clock:
 //!   a delayed message whose ETA has passed is listed and counted as ready, in its place
 //!   by priority and age, even before a fetch promotes it.
+//! - **Paged listings** (`BrokerAdmin::tasks`) never read a whole queue: one script call
+//!   (`page.lua`) per page of at most 1,000, O(log n + page) wherever the page starts.
+//!   The cursor of a sorted set (ready, delayed, in flight, failures) is the last member
+//!   listed and its score, so members consumed before it move nothing (keyset
+//!   pagination; its place among members of equal score is found by binary search on
+//!   rank). The dead-letter list is paged by index, realigned on the last entry listed.
+//!   `find` and `delete_pending` have no UUID index to use (one would cost every send a
+//!   write): they walk the payload hash with `HSCAN`, 5,000 fields per script call,
+//!   comparing each payload's first field (the UUID) without decoding it — about 0.2 s
+//!   per 100,000 messages; `purge` deletes 2,000 messages per call.
+//! - **Pause**: a flag per queue, checked by the fetch script (one `EXISTS` per call):
+//!   a paused queue hands out and promotes nothing, and reports nothing due, so its
+//!   workers block on the wake-up list as on an empty queue; `resume` pushes a wake-up
+//!   token. The flag lives in Redis: it outlives workers and restarts.
+//! - **Worker registry and statistics**: a record per worker (`SET … PX`, indexed by
+//!   expiry on the server's clock); per queue and minute a hash of counters added with
+//!   `HINCRBY`, one pipeline per batch, expiring the statistics window after its minute;
+//!   recent failures in a set per queue, the newest 10,000 within the window.
 //!
 //! The broker writes states itself when the result backend is one of this crate's on the
 //! same server, prefix and results TTL (equal
@@ -161,8 +179,14 @@
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
+//! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
+//! | `<p>:{q:<queue>}:failed` | zset | task UUIDs that ended in FAILURE (score: when, ms); at most 10,000, none older than the statistics window |
+//! | `<p>:{q:<queue>}:stats` | zset | the minutes that have a statistics bucket (member and score: the minute, ms / 60,000) |
+//! | `<p>:{q:<queue>}:stats:<minute>` | hash | one minute's statistics: `<task>:<field>` → count (`processed`, `failed`, `retried`, `dead`, `run_sum`, `run:<bucket>`, `wait_sum`, `wait:<bucket>`); expires the statistics window after its minute |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
+//! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
+//! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |

@@ -27,6 +27,11 @@ pub(crate) struct Scripts {
     pub(crate) requeue: Script,
     pub(crate) store_open: Script,
     pub(crate) pending: Script,
+    pub(crate) page: Script,
+    pub(crate) find: Script,
+    pub(crate) dead_one: Script,
+    pub(crate) purge: Script,
+    pub(crate) worker_register: Script,
 }
 
 impl Scripts {
@@ -48,11 +53,16 @@ impl Scripts {
             requeue: script(include_str!("lua/requeue.lua")),
             store_open: script(include_str!("lua/store_open.lua")),
             pending: script(include_str!("lua/pending.lua")),
+            page: script(include_str!("lua/page.lua")),
+            find: script(include_str!("lua/find.lua")),
+            dead_one: script(include_str!("lua/dead_one.lua")),
+            purge: script(include_str!("lua/purge.lua")),
+            worker_register: script(include_str!("lua/worker_register.lua")),
         }
     }
 
     /// Every script, to load them all again (a restarted Redis forgets them).
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 14] {
         [
             &self.publish,
             &self.fetch,
@@ -63,6 +73,11 @@ impl Scripts {
             &self.requeue,
             &self.store_open,
             &self.pending,
+            &self.page,
+            &self.find,
+            &self.dead_one,
+            &self.purge,
+            &self.worker_register,
         ]
     }
 }
@@ -104,7 +119,8 @@ fn message_args(invocation: &mut ScriptInvocation<'_>, m: &Outgoing) {
         .arg(m.payload.as_slice());
 }
 
-/// `fetch.lua`: up to `max` messages of `queue`, leased for `visibility_ms`.
+/// `fetch.lua`: up to `max` messages of `queue`, leased for `visibility_ms`, unless the
+/// queue is paused.
 pub(crate) struct FetchArgs<'a> {
     pub(crate) queue: &'a str,
     pub(crate) max: usize,
@@ -114,7 +130,10 @@ pub(crate) struct FetchArgs<'a> {
 impl FetchArgs<'_> {
     pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
         let mut invocation = queue_call(&scripts.fetch, keys, self.queue);
-        invocation.arg(self.max).arg(self.visibility_ms);
+        invocation
+            .key(keys.paused(self.queue))
+            .arg(self.max)
+            .arg(self.visibility_ms);
         invocation
     }
 }
@@ -195,6 +214,159 @@ pub(crate) struct PendingArgs<'a> {
 impl PendingArgs<'_> {
     pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
         queue_call(&scripts.pending, keys, self.queue)
+    }
+}
+
+/// The sorted sets of a queue that `page.lua` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PagedSet {
+    Ready,
+    Delayed,
+    InFlight,
+    Failed,
+}
+
+/// Where a page starts: after the member `member` of score `score` (as Redis
+/// formatted it), in the listing's order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct After<'a> {
+    pub(crate) score: &'a str,
+    pub(crate) member: &'a [u8],
+}
+
+/// `page.lua`: up to `limit` members of one of `queue`'s sorted sets after `after`
+/// (from the start when `None`); ascending, but the failures newest first.
+pub(crate) struct PageArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) set: PagedSet,
+    pub(crate) after: Option<After<'a>>,
+    pub(crate) limit: usize,
+}
+
+impl PageArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.page, keys, self.queue);
+        let (key, order, payloads) = match self.set {
+            PagedSet::Ready => (keys.ready(self.queue), "asc", true),
+            PagedSet::Delayed => (keys.delayed(self.queue), "asc", true),
+            PagedSet::InFlight => (keys.inflight(self.queue), "asc", true),
+            PagedSet::Failed => (keys.failed(self.queue), "desc", false),
+        };
+        let (score, member) = self
+            .after
+            .as_ref()
+            .map_or(("", &[][..]), |a| (a.score, a.member));
+        invocation
+            .key(key)
+            .arg(order)
+            .arg(flag(self.after.is_some()))
+            .arg(score)
+            .arg(member)
+            .arg(self.limit)
+            .arg(flag(payloads));
+        invocation
+    }
+}
+
+/// The bytes `find.lua` and `dead_one.lua` look for in a payload: the envelope's first
+/// field, the key `uuid` and the UUID as a 16-byte MessagePack `bin` (what
+/// `RawSignature::encode` writes first; a unit test checks it).
+pub(crate) fn uuid_needle(uuid: Uuid) -> Vec<u8> {
+    let mut needle = Vec::with_capacity(23);
+    needle.extend_from_slice(&[0xa4, b'u', b'u', b'i', b'd', 0xc4, 16]);
+    needle.extend_from_slice(uuid.as_bytes());
+    needle
+}
+
+/// `find.lua`: up to `budget` fields of `queue`'s payload hash from HSCAN cursor
+/// `cursor`, looking for task `uuid`'s message; with `delete`, the first match that is
+/// ready or delayed is deleted.
+pub(crate) struct FindArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) cursor: &'a str,
+    pub(crate) budget: usize,
+    pub(crate) uuid: Uuid,
+    pub(crate) delete: bool,
+}
+
+impl FindArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.find, keys, self.queue);
+        invocation
+            .arg(self.cursor)
+            .arg(self.budget)
+            .arg(uuid_needle(self.uuid))
+            .arg(flag(self.delete));
+        invocation
+    }
+}
+
+/// What `dead_one.lua` does with the dead letter it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadAction {
+    Find,
+    Delete,
+    Requeue,
+}
+
+/// `dead_one.lua`: up to `budget` dead letters of `queue` from index `start`, looking
+/// for task `uuid`'s.
+pub(crate) struct DeadOneArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) action: DeadAction,
+    pub(crate) start: u64,
+    pub(crate) budget: usize,
+    pub(crate) uuid: Uuid,
+}
+
+impl DeadOneArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.dead_one, keys, self.queue);
+        let action = match self.action {
+            DeadAction::Find => "find",
+            DeadAction::Delete => "delete",
+            DeadAction::Requeue => "requeue",
+        };
+        invocation
+            .arg(action)
+            .arg(self.start)
+            .arg(self.budget)
+            .arg(uuid_needle(self.uuid));
+        invocation
+    }
+}
+
+/// `purge.lua`: up to `max` ready and delayed messages of `queue` deleted.
+pub(crate) struct PurgeArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) max: usize,
+}
+
+impl PurgeArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.purge, keys, self.queue);
+        invocation.arg(self.max);
+        invocation
+    }
+}
+
+/// `worker_register.lua`: worker `id`'s record `record`, kept for `ttl_ms`.
+pub(crate) struct RegisterArgs<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) record: &'a [u8],
+    pub(crate) ttl_ms: u64,
+}
+
+impl RegisterArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = scripts.worker_register.prepare_invoke();
+        invocation
+            .key(keys.worker(self.id))
+            .key(keys.workers())
+            .arg(self.id)
+            .arg(self.record)
+            .arg(self.ttl_ms.max(1));
+        invocation
     }
 }
 

@@ -94,7 +94,12 @@ macro_rules! conformance_suite {
             wf_long_chain, wf_long_chain_failure, wf_chord_step_then_more,
             wf_empty_chord, wf_deep_callbacks_refused, outcome_member_of_unknown_chord,
             outcome_extreme_counters, outcome_callbacks_and_groups_are_found,
-            engine_step_by_step_settles
+            engine_step_by_step_settles,
+            admin_queues_counts, admin_pending_pages, admin_delayed_pages, admin_in_flight_pages,
+            admin_dead_letters_one_by_one, admin_failed_list, admin_invalid_cursor,
+            admin_find_and_delete_pending, admin_purge_leaves_in_flight_and_dead,
+            admin_pause_holds_fetch, admin_pause_stops_worker, admin_worker_registry,
+            admin_stats_record_and_merge
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

@@ -10,8 +10,11 @@ use uuid::Uuid;
 use super::Harness;
 use super::tasks::{self, *};
 use crate::config::Config;
-use crate::engine::{Completion, Outgoing};
+use crate::engine::{BrokerAdmin, Completion, Outgoing};
 use crate::error::Error;
+use crate::inspect::{
+    ListedTask, Page, QueueInfo, RegisteredTask, RunningTask, StatsBucket, TaskList, WorkerInfo,
+};
 use crate::result::{State, TaskState};
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
@@ -2333,4 +2336,916 @@ pub async fn engine_step_by_step_settles<H: Harness>(h: &H) {
         .unwrap();
     assert_eq!(again.get_timeout(WAIT).await.unwrap(), 10);
     w.shutdown().await.unwrap();
+}
+
+// ---- inspect and admin API ----
+
+/// The engine's admin plane.
+fn admin(server: &Server) -> &dyn BrokerAdmin {
+    server.admin().expect("the engine has an admin plane")
+}
+
+/// A queue of one test's own.
+fn queue_of_test(what: &str) -> String {
+    key(&format!("admin-{what}"))
+}
+
+fn wall_ms() -> u64 {
+    crate::signature::to_ms(SystemTime::now())
+}
+
+/// The UUID of a listed task: as listed, or read from its message.
+fn listed_uuid(task: &ListedTask) -> Uuid {
+    let decoded = RawSignature::decode(&task.payload).ok().map(|raw| raw.uuid);
+    if let (Some(listed), Some(decoded)) = (task.uuid, decoded) {
+        assert_eq!(listed, decoded, "the listed UUID is the message's");
+    }
+    task.uuid
+        .or(decoded)
+        .expect("a listed task names its UUID or carries a task message")
+}
+
+fn uuids(tasks: &[ListedTask]) -> Vec<Uuid> {
+    tasks.iter().map(listed_uuid).collect()
+}
+
+fn delivered_uuid(delivery: &crate::engine::Delivery) -> Uuid {
+    RawSignature::decode(&delivery.payload)
+        .expect("a task message")
+        .uuid
+}
+
+/// One page, checked against its limit.
+async fn one_page(
+    admin: &dyn BrokerAdmin,
+    queue: &str,
+    list: TaskList,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Page<ListedTask> {
+    let page = admin.tasks(queue, list, cursor, limit).await.unwrap();
+    assert!(
+        page.items.len() <= limit,
+        "a page of at most {limit} held {}",
+        page.items.len()
+    );
+    for task in &page.items {
+        assert_eq!(task.queue, queue, "listed under its queue");
+    }
+    page
+}
+
+/// Every item of a listing from `cursor` on, `limit` per page.
+async fn walk_from(
+    admin: &dyn BrokerAdmin,
+    queue: &str,
+    list: TaskList,
+    mut cursor: Option<String>,
+    limit: usize,
+) -> Vec<ListedTask> {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let page = one_page(admin, queue, list, cursor.as_deref(), limit).await;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+    panic!("the {list:?} listing of {queue} did not end after 1000 pages");
+}
+
+async fn walk(
+    admin: &dyn BrokerAdmin,
+    queue: &str,
+    list: TaskList,
+    limit: usize,
+) -> Vec<ListedTask> {
+    walk_from(admin, queue, list, None, limit).await
+}
+
+/// Sends `n` tasks to `queue`; returns their UUIDs in order.
+async fn send_to(server: &Server, queue: &str, n: usize) -> Vec<Uuid> {
+    let mut sent = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = add::s(i as i64, 1)
+            .queue(queue)
+            .send_with(server)
+            .await
+            .unwrap();
+        sent.push(r.uuid());
+    }
+    sent
+}
+
+/// Takes `n` deliveries from `queue`, one fetch at a time.
+async fn take_each(server: &Server, queue: &str, n: usize) -> Vec<crate::engine::Delivery> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let got = server
+            .broker()
+            .fetch(&[queue.to_owned()], 1, WAIT)
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "a message of {queue} is delivered");
+        out.extend(got);
+    }
+    out
+}
+
+fn queue_info<'a>(queues: &'a [QueueInfo], name: &str) -> &'a QueueInfo {
+    queues
+        .iter()
+        .find(|q| q.name == name)
+        .unwrap_or_else(|| panic!("queue {name} is listed in {queues:?}"))
+}
+
+/// `queues()` counts each kind of message, lists paused queues, sorted by name.
+pub async fn admin_queues_counts<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("counts");
+    let idle = queue_of_test("idle");
+    send_to(&server, &q, 4).await;
+    add::s(0, 0)
+        .queue(&q)
+        .delay(Duration::from_secs(3600))
+        .send_with(&server)
+        .await
+        .unwrap();
+    let held = take_each(&server, &q, 2).await;
+    server
+        .broker()
+        .dead_letter(&held[1], &"counted".into())
+        .await
+        .unwrap();
+    assert!(admin.pause(&idle).await.unwrap(), "the queue was running");
+    assert!(!admin.pause(&idle).await.unwrap(), "already paused");
+
+    let queues = admin.queues().await.unwrap();
+    assert!(
+        queues.windows(2).all(|w| w[0].name < w[1].name),
+        "sorted by name, each once: {queues:?}"
+    );
+    let info = queue_info(&queues, &q);
+    assert_eq!(
+        (
+            info.ready,
+            info.delayed,
+            info.in_flight,
+            info.dead,
+            info.paused
+        ),
+        (2, 1, 1, 1, false),
+        "{info:?}"
+    );
+    let info = queue_info(&queues, &idle);
+    assert_eq!(
+        (
+            info.ready,
+            info.delayed,
+            info.in_flight,
+            info.dead,
+            info.paused
+        ),
+        (0, 0, 0, 0, true),
+        "a paused queue is listed though it never held a message: {info:?}"
+    );
+
+    assert!(admin.pause(&q).await.unwrap());
+    let queues = admin.queues().await.unwrap();
+    let info = queue_info(&queues, &q);
+    assert!(info.paused);
+    assert_eq!((info.ready, info.delayed, info.in_flight), (2, 1, 1));
+    assert!(admin.resume(&q).await.unwrap(), "it was paused");
+    assert!(!admin.resume(&q).await.unwrap(), "already running");
+    assert!(!queue_info(&admin.queues().await.unwrap(), &q).paused);
+
+    server.broker().ack(&held[0]).await.unwrap();
+    let queues = admin.queues().await.unwrap();
+    let info = queue_info(&queues, &q);
+    assert_eq!((info.ready, info.in_flight, info.dead), (2, 0, 1));
+}
+
+/// Pending tasks are listed in delivery order, page by page; a cursor keeps its place
+/// when tasks before and after it are consumed meanwhile.
+pub async fn admin_pending_pages<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("pending");
+    let priorities = [0u8, 5, 0, 9, 5, 0, 9, 0, 5];
+    let mut sent = Vec::new();
+    for (i, priority) in priorities.iter().enumerate() {
+        let r = add::s(i as i64, 0)
+            .queue(&q)
+            .priority(*priority)
+            .send_with(&server)
+            .await
+            .unwrap();
+        sent.push((*priority, r.uuid()));
+    }
+    let mut expected = sent.clone();
+    expected.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
+    let expected: Vec<Uuid> = expected.into_iter().map(|(_, u)| u).collect();
+    let listed = walk(admin, &q, TaskList::Pending, 2).await;
+    assert_eq!(
+        uuids(&listed),
+        expected,
+        "higher priority first, then oldest"
+    );
+    for task in &listed {
+        assert_eq!(
+            (task.eta, task.lease_deadline, &task.reason, task.failed_at),
+            (None, None, &None, None)
+        );
+    }
+    // The other lists of the queue are empty.
+    for list in [TaskList::Delayed, TaskList::InFlight, TaskList::Dead] {
+        assert!(walk(admin, &q, list, 2).await.is_empty(), "{list:?}");
+    }
+
+    // Consumed between pages: the first page's tasks and the first one after it.
+    let q = queue_of_test("pending-consumed");
+    let sent = send_to(&server, &q, 10).await;
+    let first = one_page(admin, &q, TaskList::Pending, None, 3).await;
+    assert_eq!(uuids(&first.items), sent[..3]);
+    let cursor = first.next.expect("more pages follow");
+    let taken = server
+        .broker()
+        .fetch(std::slice::from_ref(&q), 4, WAIT)
+        .await
+        .unwrap();
+    let mut taken_all = taken;
+    if taken_all.len() < 4 {
+        let more = take_each(&server, &q, 4 - taken_all.len()).await;
+        taken_all.extend(more);
+    }
+    let taken_uuids: Vec<Uuid> = taken_all.iter().map(delivered_uuid).collect();
+    assert_eq!(taken_uuids, sent[..4], "delivered oldest first");
+    let rest = walk_from(admin, &q, TaskList::Pending, Some(cursor), 3).await;
+    assert_eq!(
+        uuids(&rest),
+        sent[4..],
+        "the tasks left are listed once each, none skipped"
+    );
+    for d in &taken_all {
+        server.broker().ack(d).await.unwrap();
+    }
+    // A walk from the start sees the same.
+    assert_eq!(
+        uuids(&walk(admin, &q, TaskList::Pending, 4).await),
+        sent[4..]
+    );
+}
+
+/// Delayed tasks are listed soonest first with their ETA, page by page.
+pub async fn admin_delayed_pages<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("delayed");
+    let base = SystemTime::now() + Duration::from_secs(3600);
+    let mut sent = Vec::new();
+    for offset in [30u64, 10, 50, 20, 40] {
+        let eta = base + Duration::from_secs(offset);
+        let r = add::s(offset as i64, 0)
+            .queue(&q)
+            .eta(eta)
+            .send_with(&server)
+            .await
+            .unwrap();
+        sent.push((crate::signature::to_ms(eta), r.uuid()));
+    }
+    sent.sort();
+    let listed = walk(admin, &q, TaskList::Delayed, 2).await;
+    assert_eq!(
+        uuids(&listed),
+        sent.iter().map(|(_, u)| *u).collect::<Vec<_>>(),
+        "soonest first"
+    );
+    for (task, (eta, _)) in listed.iter().zip(&sent) {
+        let listed_eta = task.eta.expect("a delayed task lists its ETA");
+        assert!(
+            listed_eta.abs_diff(*eta) <= 1000,
+            "ETA {listed_eta} listed, {eta} asked"
+        );
+    }
+    assert!(walk(admin, &q, TaskList::Pending, 2).await.is_empty());
+
+    // Deleted between pages: one before the cursor and one after it.
+    let first = one_page(admin, &q, TaskList::Delayed, None, 2).await;
+    assert_eq!(uuids(&first.items), [sent[0].1, sent[1].1]);
+    assert!(admin.delete_pending(&q, sent[0].1).await.unwrap());
+    assert!(admin.delete_pending(&q, sent[3].1).await.unwrap());
+    let rest = walk_from(admin, &q, TaskList::Delayed, first.next, 2).await;
+    assert_eq!(uuids(&rest), [sent[2].1, sent[4].1]);
+}
+
+/// Deliveries in flight are listed soonest lease deadline first, with their deadline.
+pub async fn admin_in_flight_pages<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let visibility = millis_of(server.config().visibility_timeout);
+    let q = queue_of_test("in-flight");
+    let sent = send_to(&server, &q, 5).await;
+    let before = wall_ms();
+    let held = take_each(&server, &q, 5).await;
+    let after = wall_ms();
+    let listed = walk(admin, &q, TaskList::InFlight, 2).await;
+    let mut listed_uuids = uuids(&listed);
+    listed_uuids.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(listed_uuids, expected, "each delivery once");
+    let deadlines: Vec<u64> = listed
+        .iter()
+        .map(|t| {
+            t.lease_deadline
+                .expect("a delivery lists its lease deadline")
+        })
+        .collect();
+    assert!(
+        deadlines.windows(2).all(|w| w[0] <= w[1]),
+        "soonest deadline first: {deadlines:?}"
+    );
+    for d in &deadlines {
+        assert!(
+            (before + visibility).saturating_sub(1000) <= *d && *d <= after + visibility + 1000,
+            "deadline {d} is one visibility timeout ({visibility} ms) after the fetch ({before}..{after})"
+        );
+    }
+    for task in &listed {
+        assert_eq!(task.deliveries, 0, "no delivery of it ended yet");
+        assert_eq!(task.eta, None);
+    }
+    let delivery = |uuid: Uuid| {
+        held.iter()
+            .find(|d| delivered_uuid(d) == uuid)
+            .expect("a held delivery")
+    };
+
+    // Settled between pages: the first page's, and one after it.
+    let first = one_page(admin, &q, TaskList::InFlight, None, 2).await;
+    let first_uuids = uuids(&first.items);
+    let later = uuids(&listed)[4];
+    for u in first_uuids.iter().chain([&later]) {
+        server.broker().ack(delivery(*u)).await.unwrap();
+    }
+    let rest = walk_from(admin, &q, TaskList::InFlight, first.next, 2).await;
+    let expected_rest: Vec<Uuid> = uuids(&listed)[2..4].to_vec();
+    let mut rest_uuids = uuids(&rest);
+    rest_uuids.sort();
+    let mut expected_sorted = expected_rest;
+    expected_sorted.sort();
+    assert_eq!(
+        rest_uuids, expected_sorted,
+        "the deliveries left, once each"
+    );
+    for task in &rest {
+        server
+            .broker()
+            .ack(delivery(listed_uuid(task)))
+            .await
+            .unwrap();
+    }
+    assert!(walk(admin, &q, TaskList::InFlight, 2).await.is_empty());
+}
+
+fn millis_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Dead letters are listed oldest first with their reason; one can be requeued (its
+/// delivery count starts over) or deleted by UUID.
+pub async fn admin_dead_letters_one_by_one<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("dead");
+    let sent = send_to(&server, &q, 5).await;
+    let held = take_each(&server, &q, 5).await;
+    for (i, d) in held.iter().enumerate() {
+        assert_eq!(delivered_uuid(d), sent[i]);
+        server
+            .broker()
+            .dead_letter(d, &format!("reason {i}").as_str().into())
+            .await
+            .unwrap();
+    }
+    let listed = walk(admin, &q, TaskList::Dead, 2).await;
+    assert_eq!(uuids(&listed), sent, "oldest first");
+    for (i, task) in listed.iter().enumerate() {
+        assert_eq!(
+            task.reason,
+            Some(crate::DeadLetterReason::from(format!("reason {i}"))),
+            "a dead letter lists its reason"
+        );
+    }
+
+    assert!(admin.requeue_dead_letter(&q, sent[1]).await.unwrap());
+    assert!(
+        !admin.requeue_dead_letter(&q, sent[1]).await.unwrap(),
+        "gone"
+    );
+    let (list, found) = admin.find(&q, sent[1]).await.unwrap().expect("requeued");
+    assert_eq!(list, TaskList::Pending);
+    assert_eq!(listed_uuid(&found), sent[1]);
+    let again = take_each(&server, &q, 1).await;
+    assert_eq!(delivered_uuid(&again[0]), sent[1]);
+    assert_eq!(again[0].delivery_count, 1, "its delivery count starts over");
+    server.broker().ack(&again[0]).await.unwrap();
+
+    assert!(admin.delete_dead_letter(&q, sent[2]).await.unwrap());
+    assert!(
+        !admin.delete_dead_letter(&q, sent[2]).await.unwrap(),
+        "gone"
+    );
+    assert!(admin.find(&q, sent[2]).await.unwrap().is_none());
+    assert!(!admin.requeue_dead_letter(&q, Uuid::now_v7()).await.unwrap());
+    assert!(!admin.delete_dead_letter(&q, Uuid::now_v7()).await.unwrap());
+    assert_eq!(
+        uuids(&walk(admin, &q, TaskList::Dead, 2).await),
+        [sent[0], sent[3], sent[4]]
+    );
+
+    // Removed between pages.
+    let first = one_page(admin, &q, TaskList::Dead, None, 2).await;
+    assert_eq!(uuids(&first.items), [sent[0], sent[3]]);
+    assert!(admin.delete_dead_letter(&q, sent[0]).await.unwrap());
+    let rest = walk_from(admin, &q, TaskList::Dead, first.next, 2).await;
+    assert_eq!(uuids(&rest), [sent[4]]);
+    assert_eq!(server.dead_letters(&q).await.unwrap().len(), 2);
+    let queues = admin.queues().await.unwrap();
+    assert_eq!(queue_info(&queues, &q).dead, 2);
+}
+
+/// Failures recorded by workers are listed most recent first, within the window.
+pub async fn admin_failed_list<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("failed");
+    let other = queue_of_test("failed-other");
+    let now = wall_ms();
+    let window = Duration::from_secs(3600);
+    let failed: Vec<(Uuid, u64)> = (0..5u64)
+        .map(|i| (Uuid::now_v7(), now - (5 - i) * 1000))
+        .collect();
+    let elsewhere = Uuid::now_v7();
+    let too_old = Uuid::now_v7();
+    // Their states are stored, as a worker's would be.
+    let mut states = Vec::new();
+    for (uuid, queue) in failed
+        .iter()
+        .map(|(u, _)| (*u, q.as_str()))
+        .chain([(elsewhere, other.as_str()), (too_old, q.as_str())])
+    {
+        let mut state = TaskState::new(uuid, fail::NAME, queue, State::Failure);
+        state.error = Some("no luck".into());
+        states.push(state);
+    }
+    server.backend().store(&states).await.unwrap();
+    let record = |items: &[(Uuid, u64)], queue: &str| -> Vec<(String, Uuid, u64)> {
+        items
+            .iter()
+            .map(|(u, at)| (queue.to_owned(), *u, *at))
+            .collect()
+    };
+    admin
+        .record_failures(&record(&failed[..2], &q), window)
+        .await
+        .unwrap();
+    admin
+        .record_failures(&record(&failed[2..], &q), window)
+        .await
+        .unwrap();
+    admin
+        .record_failures(&record(&[(elsewhere, now)], &other), window)
+        .await
+        .unwrap();
+    admin
+        .record_failures(&record(&[(too_old, now - 7_200_000)], &q), window)
+        .await
+        .unwrap();
+
+    let listed = walk(admin, &q, TaskList::Failed, 2).await;
+    let expected: Vec<Uuid> = failed.iter().rev().map(|(u, _)| *u).collect();
+    assert_eq!(
+        listed.iter().map(|t| t.uuid.unwrap()).collect::<Vec<_>>(),
+        expected,
+        "most recent first, within the window, of this queue only"
+    );
+    for (task, (_, at)) in listed.iter().zip(failed.iter().rev()) {
+        assert_eq!(task.failed_at, Some(*at));
+    }
+    let listed = walk(admin, &other, TaskList::Failed, 2).await;
+    assert_eq!(
+        listed.iter().map(|t| t.uuid).collect::<Vec<_>>(),
+        [Some(elsewhere)]
+    );
+}
+
+/// A cursor no listing made is refused with `InvalidCursor`.
+pub async fn admin_invalid_cursor<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("cursor");
+    send_to(&server, &q, 3).await;
+    for list in TaskList::ALL {
+        for bad in ["not a cursor", ""] {
+            match admin.tasks(&q, list, Some(bad), 2).await {
+                Err(Error::InvalidCursor { cursor }) => assert_eq!(cursor, bad),
+                other => {
+                    panic!("{list:?} with cursor {bad:?}: expected InvalidCursor, got {other:?}")
+                }
+            }
+        }
+    }
+    // A cursor made by the listing is good.
+    let first = one_page(admin, &q, TaskList::Pending, None, 2).await;
+    let rest = one_page(admin, &q, TaskList::Pending, first.next.as_deref(), 2).await;
+    assert_eq!(rest.items.len(), 1);
+}
+
+/// One task is found by UUID wherever it is, and deleted when it waits.
+pub async fn admin_find_and_delete_pending<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("find");
+    let running = send_to(&server, &q, 1).await[0];
+    let held = take_each(&server, &q, 1).await;
+    let dead = send_to(&server, &q, 1).await[0];
+    let poison = take_each(&server, &q, 1).await;
+    server
+        .broker()
+        .dead_letter(&poison[0], &"buried".into())
+        .await
+        .unwrap();
+    let ready = send_to(&server, &q, 1).await[0];
+    let eta = SystemTime::now() + Duration::from_secs(3600);
+    let delayed = add::s(9, 9)
+        .queue(&q)
+        .eta(eta)
+        .send_with(&server)
+        .await
+        .unwrap()
+        .uuid();
+
+    let (list, task) = admin.find(&q, running).await.unwrap().expect("in flight");
+    assert_eq!(list, TaskList::InFlight);
+    assert_eq!(listed_uuid(&task), running);
+    assert!(task.lease_deadline.is_some(), "{task:?}");
+    let (list, task) = admin.find(&q, dead).await.unwrap().expect("dead");
+    assert_eq!(list, TaskList::Dead);
+    assert_eq!(listed_uuid(&task), dead);
+    assert_eq!(task.reason, Some("buried".into()));
+    let (list, task) = admin.find(&q, ready).await.unwrap().expect("ready");
+    assert_eq!(list, TaskList::Pending);
+    assert_eq!(listed_uuid(&task), ready);
+    assert_eq!(task.queue, q);
+    let raw = RawSignature::decode(&task.payload).expect("the task's message");
+    assert_eq!(raw.name, add::NAME);
+    let (list, task) = admin.find(&q, delayed).await.unwrap().expect("delayed");
+    assert_eq!(list, TaskList::Delayed);
+    assert_eq!(listed_uuid(&task), delayed);
+    assert!(task.eta.is_some());
+    assert!(admin.find(&q, Uuid::now_v7()).await.unwrap().is_none());
+    assert!(
+        admin
+            .find(&queue_of_test("nothing"), ready)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(admin.delete_pending(&q, ready).await.unwrap());
+    assert!(!admin.delete_pending(&q, ready).await.unwrap(), "gone");
+    assert!(admin.find(&q, ready).await.unwrap().is_none());
+    assert!(admin.delete_pending(&q, delayed).await.unwrap());
+    assert!(
+        !admin.delete_pending(&q, running).await.unwrap(),
+        "not while in flight"
+    );
+    assert!(
+        !admin.delete_pending(&q, dead).await.unwrap(),
+        "not a dead letter"
+    );
+    let queues = admin.queues().await.unwrap();
+    let info = queue_info(&queues, &q);
+    assert_eq!(
+        (info.ready, info.delayed, info.in_flight, info.dead),
+        (0, 0, 1, 1)
+    );
+    server.broker().ack(&held[0]).await.unwrap();
+    // The state is left as it was.
+    assert_eq!(
+        server
+            .result::<i64>(ready, add::NAME)
+            .state()
+            .await
+            .unwrap(),
+        State::Pending
+    );
+}
+
+/// Purging a queue deletes what waits in it, not what is in flight or dead.
+pub async fn admin_purge_leaves_in_flight_and_dead<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("purge");
+    send_to(&server, &q, 2).await;
+    let held = take_each(&server, &q, 2).await;
+    server
+        .broker()
+        .dead_letter(&held[1], &"kept".into())
+        .await
+        .unwrap();
+    send_to(&server, &q, 3).await;
+    for i in 0..2 {
+        add::s(i, i)
+            .queue(&q)
+            .delay(Duration::from_secs(3600))
+            .send_with(&server)
+            .await
+            .unwrap();
+    }
+    assert_eq!(admin.purge(&q).await.unwrap(), 5);
+    let queues = admin.queues().await.unwrap();
+    let info = queue_info(&queues, &q);
+    assert_eq!(
+        (info.ready, info.delayed, info.in_flight, info.dead),
+        (0, 0, 1, 1)
+    );
+    assert!(walk(admin, &q, TaskList::Pending, 10).await.is_empty());
+    assert!(walk(admin, &q, TaskList::Delayed, 10).await.is_empty());
+    server.broker().ack(&held[0]).await.unwrap();
+    assert_eq!(server.dead_letters(&q).await.unwrap().len(), 1);
+    assert_eq!(admin.purge(&q).await.unwrap(), 0);
+    assert_eq!(admin.purge(&queue_of_test("never-used")).await.unwrap(), 0);
+}
+
+/// A fetch hands out nothing from a paused queue, and one waiting on it is woken when
+/// the queue resumes.
+pub async fn admin_pause_holds_fetch<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("paused");
+    let other = queue_of_test("running");
+    assert!(admin.pause(&q).await.unwrap());
+    let paused_task = send_to(&server, &q, 1).await[0];
+    let running_task = send_to(&server, &other, 1).await[0];
+    let broker = server.broker().clone();
+    let got = broker
+        .fetch(&[q.clone(), other.clone()], 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(delivered_uuid).collect::<Vec<_>>(),
+        [running_task],
+        "only the running queue's task"
+    );
+    broker.ack(&got[0]).await.unwrap();
+    assert!(
+        broker
+            .fetch(std::slice::from_ref(&q), 1, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing from a paused queue"
+    );
+
+    let waiting = {
+        let broker = broker.clone();
+        let q = q.clone();
+        tokio::spawn(async move {
+            broker
+                .fetch(std::slice::from_ref(&q), 10, Duration::from_secs(15))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the fetch waits");
+    // A publish to the paused queue does not end the wait.
+    let second = send_to(&server, &q, 1).await[0];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the fetch still waits");
+    let queues = admin.queues().await.unwrap();
+    let info = queue_info(&queues, &q);
+    assert_eq!((info.ready, info.paused), (2, true));
+
+    assert!(admin.resume(&q).await.unwrap());
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("resuming wakes a waiting fetch")
+        .unwrap()
+        .unwrap();
+    let mut got_uuids: Vec<Uuid> = got.iter().map(delivered_uuid).collect();
+    let rest = if got.len() < 2 {
+        take_each(&server, &q, 2 - got.len()).await
+    } else {
+        Vec::new()
+    };
+    got_uuids.extend(rest.iter().map(delivered_uuid));
+    assert_eq!(got_uuids, [paused_task, second]);
+    for d in got.iter().chain(&rest) {
+        broker.ack(d).await.unwrap();
+    }
+}
+
+/// A running worker stops taking tasks from a paused queue (they stay PENDING) and
+/// takes them again once it resumes.
+pub async fn admin_pause_stops_worker<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("pause-worker");
+    let other = queue_of_test("pause-other");
+    let w = Worker::auto()
+        .server(&server)
+        .queue(&q)
+        .queue(&other)
+        .grace_period(Duration::from_secs(10))
+        .spawn()
+        .unwrap();
+    let first = add::s(1, 1).queue(&q).send_with(&server).await.unwrap();
+    assert_eq!(first.get_timeout(WAIT).await.unwrap(), 2);
+    assert!(admin.pause(&q).await.unwrap());
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(add::s(i, 10).queue(&q).send_with(&server).await.unwrap());
+    }
+    let elsewhere = add::s(5, 5).queue(&other).send_with(&server).await.unwrap();
+    assert_eq!(
+        elsewhere.get_timeout(WAIT).await.unwrap(),
+        10,
+        "the worker goes on with its other queue"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for r in &held {
+        assert_eq!(r.state().await.unwrap(), State::Pending);
+    }
+    let queues = admin.queues().await.unwrap();
+    assert_eq!(queue_info(&queues, &q).ready, 3);
+    assert!(admin.resume(&q).await.unwrap());
+    for (i, r) in held.iter().enumerate() {
+        assert_eq!(r.get_timeout(WAIT).await.unwrap(), i as i64 + 10);
+    }
+    w.shutdown().await.unwrap();
+}
+
+fn worker_record(id: &str, name: &str, queue: &str, processed: u64) -> WorkerInfo {
+    let now = wall_ms();
+    WorkerInfo {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        host: "host-a".into(),
+        pid: 4242,
+        version: "0.0.0-conformance".into(),
+        queues: vec![queue.to_owned()],
+        concurrency: 4,
+        prefetch: 8,
+        tasks: vec![RegisteredTask {
+            name: add::NAME.into(),
+            schema: add::SCHEMA.into(),
+            fingerprint: 0x1234_5678_9abc_def0,
+        }],
+        started_at: now - 5_000,
+        heartbeat_at: now,
+        running: vec![RunningTask {
+            uuid: Uuid::now_v7(),
+            name: add::NAME.into(),
+            queue: queue.to_owned(),
+            started_at: now - 100,
+        }],
+        processed,
+        failed: 1,
+    }
+}
+
+/// Worker records are listed by name then id, replaced when written again, gone after
+/// their TTL or when removed.
+pub async fn admin_worker_registry<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let q = queue_of_test("workers");
+    assert!(admin.workers().await.unwrap().is_empty());
+    let long = Duration::from_secs(60);
+    let b = worker_record(&key("id-b"), "worker-b", &q, 3);
+    let a = worker_record(&key("id-a"), "worker-a", &q, 7);
+    let same_2 = worker_record("same-2", "worker-same", &q, 0);
+    let same_1 = worker_record("same-1", "worker-same", &q, 0);
+    for w in [&b, &a, &same_2, &same_1] {
+        admin.register_worker(w, long).await.unwrap();
+    }
+    assert_eq!(
+        admin.workers().await.unwrap(),
+        [a.clone(), b.clone(), same_1.clone(), same_2.clone()],
+        "by name, then id"
+    );
+
+    // Written again: replaced, now with a short TTL.
+    let mut a2 = a.clone();
+    a2.processed = 10;
+    a2.running.clear();
+    a2.heartbeat_at += 1000;
+    admin
+        .register_worker(&a2, Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let listed = admin.workers().await.unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0], a2);
+    let written = tokio::time::Instant::now();
+    eventually("the record expired", || async {
+        admin.workers().await.unwrap().len() == 3
+    })
+    .await;
+    assert!(
+        written.elapsed() >= Duration::from_millis(1000),
+        "kept for its TTL"
+    );
+    assert_eq!(
+        admin.workers().await.unwrap(),
+        [b.clone(), same_1.clone(), same_2.clone()]
+    );
+
+    admin.unregister_worker(&b.id).await.unwrap();
+    admin.unregister_worker(&b.id).await.unwrap();
+    admin.unregister_worker("nobody").await.unwrap();
+    assert_eq!(admin.workers().await.unwrap(), [same_1, same_2.clone()]);
+    admin.unregister_worker("same-1").await.unwrap();
+    admin.unregister_worker("same-2").await.unwrap();
+    assert!(admin.workers().await.unwrap().is_empty());
+}
+
+/// Statistics buckets of the same minute, queue and task add up; they are read from a
+/// minute on, for one queue or all; minutes past the window are dropped.
+pub async fn admin_stats_record_and_merge<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let admin = admin(&server);
+    let qa = queue_of_test("stats-a");
+    let qb = queue_of_test("stats-b");
+    let window = Duration::from_secs(3600);
+    let minute = wall_ms() / 60_000;
+    let mut first = StatsBucket::new(minute, &qa, add::NAME);
+    first.processed = 3;
+    first.failed = 1;
+    first.run_ms[StatsBucket::bucket_of(4)] = 3;
+    first.run_ms_sum = 12;
+    first.wait_ms[StatsBucket::bucket_of(40)] = 3;
+    first.wait_ms_sum = 120;
+    let mut second = StatsBucket::new(minute, &qa, add::NAME);
+    second.processed = 2;
+    second.retried = 1;
+    second.dead = 1;
+    second.run_ms[StatsBucket::bucket_of(4)] = 1;
+    second.run_ms[StatsBucket::bucket_of(700)] = 1;
+    second.run_ms_sum = 704;
+    second.wait_ms[StatsBucket::bucket_of(100_000)] = 2;
+    second.wait_ms_sum = 200_000;
+    let mut earlier = StatsBucket::new(minute - 1, &qa, add::NAME);
+    earlier.processed = 5;
+    earlier.run_ms[0] = 5;
+    let mut other = StatsBucket::new(minute, &qb, fail::NAME);
+    other.processed = 1;
+    other.failed = 1;
+    other.run_ms[1] = 1;
+    let mut ancient = StatsBucket::new(minute - 180, &qa, add::NAME);
+    ancient.processed = 7;
+
+    admin
+        .record_stats(&[first.clone(), earlier.clone(), ancient], window)
+        .await
+        .unwrap();
+    admin
+        .record_stats(&[second.clone(), other.clone()], window)
+        .await
+        .unwrap();
+    let mut merged = first.clone();
+    merged.add(&second);
+    assert_eq!(merged.processed, 5);
+
+    assert_eq!(
+        admin.stats(minute - 1, None).await.unwrap(),
+        [earlier.clone(), merged.clone(), other.clone()],
+        "by minute, queue and task; one bucket per minute, queue and task"
+    );
+    assert_eq!(
+        admin.stats(0, None).await.unwrap(),
+        [earlier.clone(), merged.clone(), other.clone()],
+        "the minute past the window was dropped"
+    );
+    assert_eq!(
+        admin.stats(minute, Some(&qa)).await.unwrap(),
+        [merged.clone()]
+    );
+    assert_eq!(
+        admin.stats(minute - 1, Some(&qa)).await.unwrap(),
+        [earlier, merged]
+    );
+    assert_eq!(admin.stats(0, Some(&qb)).await.unwrap(), [other]);
+    assert!(admin.stats(minute + 1, None).await.unwrap().is_empty());
+    assert!(
+        admin
+            .stats(0, Some(&queue_of_test("no-stats")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

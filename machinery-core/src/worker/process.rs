@@ -17,6 +17,7 @@ use crate::result::{State, TaskState};
 use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
 use crate::signature::{RawSignature, eta_after};
 use crate::task_error::TaskError;
+use crate::trace::TaskTrace;
 
 use super::observe::{Outcome, RunTimes};
 use super::panic_message;
@@ -108,6 +109,7 @@ fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
         headers: raw.headers.clone(),
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
+        trace: TaskTrace::start(raw, &delivery.queue, delivery.delivery_count),
     }
 }
 
@@ -124,7 +126,9 @@ async fn settle(
     dead_letter: Option<DeadLetterReason>,
     started_at: u64,
 ) -> Completion {
-    let (state, mut publish) = settle_outcome(shared, raw, ctx, delivery, started_at, outcome);
+    let (state, mut publish) = ctx
+        .trace
+        .in_scope(|| settle_outcome(shared, raw, ctx, delivery, started_at, outcome));
     let mut also_store = Vec::new();
     if state.state == State::Failure {
         stop_downstream(
@@ -277,8 +281,9 @@ async fn run(
     args: Vec<u8>,
     ctx: TaskContext,
 ) -> std::result::Result<Vec<u8>, TaskError> {
+    let trace = ctx.trace.clone();
     let invocation = Invocation { args, ctx };
-    let fut = AssertUnwindSafe((entry.handler)(invocation)).catch_unwind();
+    let fut = AssertUnwindSafe(trace.scope((entry.handler)(invocation))).catch_unwind();
     let joined = match entry.timeout() {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
@@ -324,6 +329,7 @@ fn settle_outcome(
         }
         Err(err) => err,
     };
+    ctx.trace.failed();
     let mut message = err.message().to_owned();
     shared.hooks.on_error(ctx, &message);
     if !err.is_fatal() && raw.retry_count > 0 {

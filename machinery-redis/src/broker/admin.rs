@@ -133,7 +133,7 @@ impl RedisBroker {
     }
 
     /// The server's clock in milliseconds: ETAs are compared with it, as in the scripts.
-    async fn server_ms(&self) -> CoreResult<u64> {
+    pub(super) async fn server_ms(&self) -> CoreResult<u64> {
         let (secs, micros): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut self.conn())
             .await

@@ -1,13 +1,21 @@
 //! The Redis broker: the [`Broker`] implementation delegates to one file per concern:
 //! `publish.rs` (sending), `fetch.rs` (taking messages, blocking reads), `complete.rs`
 //! (settling: ack, release, dead-letter, extend, batch completion), `admin.rs`
-//! (listings and dead-letter administration) and `reply.rs` (reading script replies).
+//! (listings and dead-letter administration), `inspect.rs` (queue counts, paged
+//! listings with `cursor.rs`, finding a task), `actions.rs` (deleting, purging,
+//! pausing), `registry.rs` (the worker registry), `stats.rs` (statistics and recent
+//! failures) and `reply.rs` (reading script replies).
 
+mod actions;
 mod admin;
 mod complete;
+mod cursor;
 mod fetch;
+mod inspect;
 mod publish;
+mod registry;
 mod reply;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -18,7 +26,11 @@ use async_trait::async_trait;
 use machinery_core::engine::{
     Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, ResultBackend,
 };
+use machinery_core::inspect::{ListedTask, Page, QueueInfo, StatsBucket, TaskList, WorkerInfo};
 use machinery_core::{Result as CoreResult, TaskState};
+use uuid::Uuid;
+
+use crate::scripts::DeadAction;
 
 use crate::conn::{BlockingPool, Engine};
 
@@ -192,5 +204,122 @@ impl BrokerAdmin for RedisBroker {
 
     async fn purge_dead_letters(&self, queue: &str) -> CoreResult<usize> {
         self.purge_dead(queue).await
+    }
+
+    /// Every queue in the set of queues published to (pausing a queue adds it), sorted.
+    /// Counts are read in one pipeline per 500 queues, on the server's clock: a delayed
+    /// message whose ETA has passed counts as ready, as in
+    /// [`depth`](BrokerAdmin::depth).
+    async fn queues(&self) -> CoreResult<Vec<QueueInfo>> {
+        self.list_queues().await
+    }
+
+    /// One script call per page (`page.lua`), whose cost is O(log n + page), wherever
+    /// the page starts; at most 1,000 items per page.
+    ///
+    /// - Pending, Delayed, InFlight: keyset pages over the queue's sorted sets, the
+    ///   cursor being the last member listed and its score, so consuming or deleting
+    ///   members before it skips nothing. Pending lists the ready set only (a delayed
+    ///   message whose ETA passed is under Delayed until a fetch promotes it).
+    /// - Dead: the cursor is an index into the list with the hash of the last entry
+    ///   listed; when entries before it were removed meanwhile, the page starts after
+    ///   that entry, found again within the 1,000 entries before its old place. When the
+    ///   entry itself was removed, the page starts 1,000 entries earlier and may repeat
+    ///   some (a dead letter is never skipped unless more than 1,000 before it went).
+    /// - Failed: newest first; failures whose state is gone are left out (and dropped)
+    ///   — checked with the state keys when the result backend is this broker's server,
+    ///   else by age against the results TTL. A page may then hold fewer items than
+    ///   asked while a cursor follows.
+    ///
+    /// [`ListedTask::uuid`] is filled from the payload's first field (no decoding of the
+    /// rest); `None` for a payload that is not a message.
+    async fn tasks(
+        &self,
+        queue: &str,
+        list: TaskList,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> CoreResult<Page<ListedTask>> {
+        self.list_tasks(queue, list, cursor, limit).await
+    }
+
+    /// Walks the queue's payload hash (HSCAN, 5,000 fields per script call, each payload
+    /// compared at its first field, not decoded), then its dead letters (5,000 per
+    /// call): O(queue) in the worst case, a few milliseconds of Redis's time per call
+    /// and about 0.2 s per 100,000 messages on a small machine.
+    async fn find(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<(TaskList, ListedTask)>> {
+        self.find_task(queue, uuid).await
+    }
+
+    /// Walks the payload hash as [`find`](BrokerAdmin::find) does (O(queue) in the worst
+    /// case); the first message of `uuid` that is ready or delayed is deleted with its
+    /// payload and count in the same script call that finds it.
+    async fn delete_pending(&self, queue: &str, uuid: Uuid) -> CoreResult<bool> {
+        self.delete_pending_task(queue, uuid).await
+    }
+
+    /// Deletes in script calls of 2,000 messages (ready first, then delayed), until one
+    /// finds fewer: Redis serves other clients between calls, and messages published
+    /// meanwhile may be purged too.
+    async fn purge(&self, queue: &str) -> CoreResult<u64> {
+        self.purge_queue(queue).await
+    }
+
+    /// Walks the dead letters (5,000 per script call) for the first of task `uuid`,
+    /// then moves it back in the same call: ready at once, at priority 0, with a new
+    /// message id, so its delivery count starts again (as
+    /// [`requeue_dead_letters`](BrokerAdmin::requeue_dead_letters)).
+    async fn requeue_dead_letter(&self, queue: &str, uuid: Uuid) -> CoreResult<bool> {
+        self.one_dead_letter(queue, uuid, DeadAction::Requeue).await
+    }
+
+    /// Walks the dead letters (5,000 per script call) for the first of task `uuid`, and
+    /// deletes it in the same call.
+    async fn delete_dead_letter(&self, queue: &str, uuid: Uuid) -> CoreResult<bool> {
+        self.one_dead_letter(queue, uuid, DeadAction::Delete).await
+    }
+
+    /// Sets the queue's pause flag, which the fetch script checks: workers of a paused
+    /// queue block on its wake-up list as on an empty queue. Messages in flight run to
+    /// their end; delayed messages and expired leases are promoted after the resume.
+    async fn pause(&self, queue: &str) -> CoreResult<bool> {
+        self.pause_queue(queue).await
+    }
+
+    async fn resume(&self, queue: &str) -> CoreResult<bool> {
+        self.resume_queue(queue).await
+    }
+
+    async fn register_worker(&self, info: &WorkerInfo, ttl: Duration) -> CoreResult<()> {
+        self.register(info, ttl).await
+    }
+
+    async fn unregister_worker(&self, id: &str) -> CoreResult<()> {
+        self.unregister(id).await
+    }
+
+    async fn workers(&self) -> CoreResult<Vec<WorkerInfo>> {
+        self.live_workers().await
+    }
+
+    async fn record_stats(&self, buckets: &[StatsBucket], window: Duration) -> CoreResult<()> {
+        self.add_stats(buckets, window).await
+    }
+
+    /// Keeps at most the newest 10,000 failures per queue.
+    async fn record_failures(
+        &self,
+        failures: &[(String, Uuid, u64)],
+        window: Duration,
+    ) -> CoreResult<()> {
+        self.add_failures(failures, window).await
+    }
+
+    async fn stats(&self, since_minute: u64, queue: Option<&str>) -> CoreResult<Vec<StatsBucket>> {
+        self.read_stats(since_minute, queue).await
+    }
+
+    fn engine(&self) -> &'static str {
+        "redis"
     }
 }

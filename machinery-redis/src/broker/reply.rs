@@ -21,7 +21,7 @@ pub(super) fn receipt_id(d: &Delivery) -> CoreResult<&str> {
         })
 }
 
-fn bytes(v: &Value) -> Option<Vec<u8>> {
+pub(super) fn bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b.clone()),
         Value::SimpleString(s) => Some(s.clone().into_bytes()),
@@ -30,11 +30,11 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-fn int(v: &Value) -> Option<i64> {
+pub(super) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
         other => text(other)?.parse().ok(),

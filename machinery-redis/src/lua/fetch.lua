@@ -1,5 +1,5 @@
 -- Takes up to `max` ready messages of one queue.
--- KEYS: the queue's keys (`queue_keys`, 8).
+-- KEYS: the queue's keys (`queue_keys`, 8), then its pause flag.
 -- ARGV: max, visibility_ms (`FetchArgs` in scripts.rs).
 -- Reply: {ms until the next delayed message or lease deadline is due (-1: none),
 --         1 when more messages are ready (the client wakes another worker) else 0,
@@ -14,6 +14,12 @@
 -- is one per call, shared by the batch: a message is at most once in a batch, so
 -- (message, token) still names one delivery, and the token is formatted once.
 local q = queue_keys()
+-- A paused queue hands out nothing and promotes nothing; nothing comes due for its
+-- workers (-1), so they block on the wake-up list as on an empty queue, and resuming
+-- pushes a wake-up token.
+if redis.call('EXISTS', KEYS[QUEUE_KEY_COUNT + 1]) == 1 then
+  return {-1, 0}
+end
 local max, visibility = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
 local delayed, inflight, counts = q.delayed, q.inflight, q.count

@@ -7,12 +7,24 @@
 //! Times are milliseconds since the Unix epoch (`u64`), durations milliseconds, as in
 //! the rest of the message format.
 //!
+//! [`Inspector`] is the façade that tools use: it joins the engine's listings with the
+//! worker registry and the stored states, decodes arguments and results to JSON
+//! ([`msgpack_to_json`]) and sums statistics up ([`StatsSummary`]).
+//!
 //! [`Server::inspect`]: crate::Server::inspect
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::reason::DeadLetterReason;
+
+mod inspector;
+mod json;
+mod summary;
+
+pub use inspector::{Confirm, Inspector, TaskInfo, TaskLocation, Timings};
+pub use json::msgpack_to_json;
+pub use summary::{StatsSummary, StatsTotals, percentile};
 
 /// One page of a listing, and where the next one starts.
 ///
@@ -113,7 +125,7 @@ pub struct ListedTask {
     #[serde(with = "crate::codec::bytes")]
     pub payload: Vec<u8>,
     /// The task's UUID, when known (always for [`Failed`](TaskList::Failed); otherwise
-    /// read from the payload by [`Inspector`](crate::inspect) callers).
+    /// read from the payload by [`Inspector::tasks`]).
     pub uuid: Option<Uuid>,
     /// For [`Delayed`](TaskList::Delayed): when it becomes ready (ms).
     pub eta: Option<u64>,
