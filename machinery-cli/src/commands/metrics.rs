@@ -26,14 +26,14 @@ pub async fn run(server: &Server, args: MetricsArgs, out: &mut Out) -> Result {
     export(server, listener).await
 }
 
-/// Serves the cluster-wide gauges of `server`'s broker on `listener` until Ctrl-C.
-///
-/// The exporter is `machinery_core::metrics`, which this build does not have yet: the
-/// command says so rather than serving nothing.
+/// Serves the cluster-wide gauges of `server`'s broker on `listener` until Ctrl-C
+/// (`machinery_core::metrics`).
 async fn export(server: &Server, listener: TcpListener) -> Result {
-    let _ = (server, listener);
-    Err(Failure::failed(
-        "this build of machinery has no metrics exporter (machinery_core::metrics); \
-         rebuild machinery-cli against a machinery-core that has it",
-    ))
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    machinery_core::metrics::Exporter::new(server)
+        .serve(listener, interrupted)
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))
 }
