@@ -362,6 +362,9 @@ impl Server {
     /// The signatures ready in `queue`, in delivery order. Messages that do not decode
     /// are left out (they go to the dead-letter queue when consumed).
     ///
+    /// This reads the whole queue into memory: for a queue of any size, page through it
+    /// with [`Server::inspect`] and [`Inspector::tasks`](crate::inspect::Inspector::tasks).
+    ///
     /// # Errors
     /// [`Error::Unsupported`] without an admin plane; engine errors.
     pub async fn pending_tasks(&self, queue: &str) -> Result<Vec<RawSignature>> {
