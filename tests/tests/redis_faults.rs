@@ -507,3 +507,121 @@ async fn poison_message_is_dead_lettered_alone() {
         drop(workers);
     }
 }
+
+/// The worker registry, for real: a worker killed with SIGKILL disappears within three
+/// heartbeats, one stopped by SIGTERM at once; the in-flight listing names the worker
+/// that holds each task; a queue paused before its workers start stays paused across
+/// their restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_follows_killed_and_stopped_workers_and_pause_outlives_them() {
+    let redis = RedisServer::start();
+    let prefix = "registry";
+    let server = server(&redis, prefix, 30).await;
+    let inspector = server.inspect().unwrap();
+    let heartbeat = [("MACHINERY_WORKER_HEARTBEAT", "1s")];
+    let mut a = WorkerProcess::start_with(&redis, prefix, "A", 1, 30, &heartbeat);
+    let names = || async {
+        let mut names: Vec<String> = inspector
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        names.sort();
+        names
+    };
+    until("A registered", Duration::from_secs(20), || async {
+        names().await == ["A"]
+    })
+    .await;
+
+    // A runs a long task: the registry says so, and the in-flight listing names A.
+    let r = linger::s(1).send_with(&server).await.unwrap();
+    let queue = r.queue().to_owned();
+    let a_id = until_some("A runs the task", Duration::from_secs(20), || async {
+        inspector
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.name == "A" && w.running.iter().any(|t| t.uuid == r.uuid()))
+            .map(|w| w.id)
+    })
+    .await;
+    let page = inspector
+        .tasks(
+            &queue,
+            machinery_core::inspect::TaskList::InFlight,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].uuid, Some(r.uuid()));
+    assert_eq!(page.items[0].worker.as_deref(), Some(a_id.as_str()));
+    assert!(page.items[0].lease_deadline.is_some());
+
+    let mut b = WorkerProcess::start_with(&redis, prefix, "B", 1, 30, &heartbeat);
+    until(
+        "both workers registered",
+        Duration::from_secs(20),
+        || async { names().await == ["A", "B"] },
+    )
+    .await;
+
+    // SIGKILL A: its record goes within three heartbeats (plus the listing's poll).
+    a.signal("KILL");
+    assert!(a.wait_exit(Duration::from_secs(5)));
+    let killed = Instant::now();
+    until("A's record expired", Duration::from_secs(10), || async {
+        names().await == ["B"]
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "gone within about three heartbeats: {:?}",
+        killed.elapsed()
+    );
+
+    // SIGTERM B: a graceful stop removes its record at once.
+    b.signal("TERM");
+    assert!(b.wait_exit(Duration::from_secs(20)));
+    assert!(names().await.is_empty(), "a stopped worker unregisters");
+
+    // Pause, then start a fresh worker: nothing runs until the resume.
+    assert!(inspector.pause(&queue).await.unwrap());
+    let _c = WorkerProcess::start_with(&redis, prefix, "C", 1, 30, &heartbeat);
+    until("C registered", Duration::from_secs(20), || async {
+        names().await == ["C"]
+    })
+    .await;
+    let mut c = conn(&redis).await;
+    let before = counter(&mut c, &runs_key(prefix, 2)).await;
+    let r2 = work::s(2, 0).send_with(&server).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(counter(&mut c, &runs_key(prefix, 2)).await, before);
+    assert_eq!(r2.state().await.unwrap(), State::Pending);
+    assert!(inspector.resume(&queue).await.unwrap());
+    assert_eq!(
+        r2.get_timeout(Duration::from_secs(20)).await.unwrap(),
+        2,
+        "runs once resumed"
+    );
+}
+
+async fn until_some<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
