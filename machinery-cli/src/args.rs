@@ -1,6 +1,5 @@
 //! The command line: global options and every command, as clap parses them.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,7 +68,8 @@ pub enum Command {
 /// `machinery stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// How far back: `30m`, `1h`, `1d` (statistics are kept for `stats_window`).
+    /// How far back: `30m`, `1h`, `1d`; at least one minute and at most `stats_window`
+    /// (statistics are kept by the minute, for that long).
     #[arg(long, default_value = "1h", value_parser = parse_since)]
     pub since: Duration,
     /// Only this queue.
@@ -222,9 +222,11 @@ pub enum PeriodicCommand {
 /// `machinery metrics`.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Address to listen on, e.g. `127.0.0.1:9464`.
+    /// Address to listen on, `HOST:PORT`: `127.0.0.1:9464`, `[::1]:9464`,
+    /// `localhost:9464` (a host name is resolved; the first address that binds is
+    /// used).
     #[arg(long, value_name = "ADDR")]
-    pub listen: SocketAddr,
+    pub listen: String,
 }
 
 fn parse_since(text: &str) -> Result<Duration, String> {

@@ -24,28 +24,77 @@ impl Out {
 
     /// One JSON document, indented.
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut self.w, value).map_err(io::Error::other)?;
+        serde_json::to_writer_pretty(&mut self.w, value).map_err(io_error)?;
         writeln!(self.w)
     }
 
     /// One JSON value on one line (JSON Lines).
     pub fn json_line<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.w, value).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut self.w, value).map_err(io_error)?;
         writeln!(self.w)
     }
 
-    /// A line of text.
+    /// A line of text, made safe for a terminal ([`terminal_safe`]).
     pub fn line(&mut self, text: impl std::fmt::Display) -> io::Result<()> {
-        writeln!(self.w, "{text}")
+        writeln!(self.w, "{}", terminal_safe(&text.to_string()))
     }
 
-    /// A table.
+    /// A table, made safe for a terminal ([`terminal_safe`]).
     pub fn table(&mut self, table: &Table) -> io::Result<()> {
-        writeln!(self.w, "{table}")
+        writeln!(self.w, "{}", terminal_safe(&table.to_string()))
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
+    }
+}
+
+/// A JSON writing error as the I/O error it was, so a closed pipe stays a closed pipe.
+fn io_error(e: serde_json::Error) -> io::Error {
+    match e.io_error_kind() {
+        Some(kind) => io::Error::from(kind),
+        None => io::Error::other(e),
+    }
+}
+
+/// `text` with every character that could drive a terminal or reorder what it shows
+/// written as an escape instead: control characters other than the line feed (ESC,
+/// BEL, CR, DEL, C1) and the Unicode bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069) become `\u{…}`. Task arguments, results and errors
+/// are untrusted input; JSON output escapes them by itself.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Most characters a table cell shows of one value; `--json` shows everything.
+pub const CELL_CHARS: usize = 2_000;
+
+/// `text` cut to [`CELL_CHARS`] characters, saying how much was left out.
+pub fn clip(text: String) -> String {
+    match text.char_indices().nth(CELL_CHARS) {
+        None => text,
+        Some((end, _)) => {
+            let rest = text[end..].chars().count();
+            format!(
+                "{}… ({rest} more characters: --json shows all)",
+                &text[..end]
+            )
+        }
     }
 }
 
@@ -134,6 +183,32 @@ pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        let text = "<b>\u{1b}[31mred\u{7} \u{202e}gnp.exe\r\nnext \u{9b}";
+        let safe = terminal_safe(text);
+        assert_eq!(
+            safe,
+            "<b>\\u{001b}[31mred\\u{0007} \\u{202e}gnp.exe\\u{000d}\nnext \\u{009b}"
+        );
+        assert!(matches!(
+            terminal_safe("plain ünïcode\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn long_values_are_clipped() {
+        assert_eq!(clip("short".to_owned()), "short");
+        let long = "é".repeat(CELL_CHARS + 5);
+        let clipped = clip(long);
+        assert!(clipped.starts_with(&"é".repeat(CELL_CHARS)));
+        assert!(
+            clipped.ends_with("… (5 more characters: --json shows all)"),
+            "{clipped}"
+        );
+    }
 
     #[test]
     fn durations_read_at_a_glance() {

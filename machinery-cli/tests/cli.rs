@@ -403,7 +403,8 @@ async fn workers_in_flight_failures_and_stats() {
     assert_eq!(shown["location"]["list"], "in_flight");
     assert_eq!(shown["worker"], worker_id.as_str());
 
-    let failed = refuse::s("no such mailbox".to_owned())
+    // Task data is untrusted: the error carries terminal escapes and a bidi override.
+    let failed = refuse::s("no such mailbox \u{1b}[2J\u{7}\u{202e}".to_owned())
         .queue("work")
         .send_with(&server)
         .await
@@ -448,6 +449,17 @@ async fn workers_in_flight_failures_and_stats() {
     assert!(
         table.contains("cli_tests::refuse") && table.contains("no such mailbox"),
         "{table}"
+    );
+    assert!(
+        table.contains("\\u{001b}[2J\\u{0007}\\u{202e}")
+            && !table.contains('\u{1b}')
+            && !table.contains('\u{202e}'),
+        "escapes and bidi controls are shown escaped: {table}"
+    );
+    let shown = ok(&redis, &["task", "show", &failed_id]);
+    assert!(
+        !shown.contains('\u{1b}') && shown.contains("\\u{001b}"),
+        "{shown}"
     );
 
     let stats = eventually("statistics of both tasks", || {

@@ -16,7 +16,7 @@
 //! | `machinery_queue_depth` | gauge | `queue`, `state` | messages | messages in each queue the broker knows, by `state`: `ready`, `delayed`, `in_flight`, `dead` (a broker that cannot list its queues reports the worker's own queues, without `dead`) |
 //! | `machinery_queue_paused` | gauge | `queue` | | 1 when workers do not fetch from the queue, else 0 |
 //! | `machinery_workers_alive` | gauge | | workers | workers whose registry record has not expired |
-//! | `machinery_broker_up` | gauge | | | 1 when the broker answered this scrape's reads, 0 when one failed (the broker gauges are then left out) |
+//! | `machinery_broker_up` | gauge | | | 1 when the broker answered this scrape's reads, 0 when one failed (the gauges whose read failed are then left out) |
 //!
 //! The first five are the worker's own (a process without a worker has none); the
 //! others are read from the broker at each scrape, so every worker of a cluster reports

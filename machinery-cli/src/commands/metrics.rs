@@ -8,7 +8,7 @@ use crate::error::{Failure, Result};
 use crate::output::Out;
 
 pub async fn run(server: &Server, args: MetricsArgs, out: &mut Out) -> Result {
-    let listener = TcpListener::bind(args.listen)
+    let listener = TcpListener::bind(args.listen.as_str())
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener

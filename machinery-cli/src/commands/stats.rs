@@ -8,6 +8,15 @@ use crate::args::StatsArgs;
 use crate::error::Result;
 use crate::output::{Out, duration_ms, millis_f, now_ms, table, timestamp};
 
+/// `since`, at least one minute and at most the statistics window.
+fn clamp_window(
+    since: std::time::Duration,
+    stats_window: std::time::Duration,
+) -> std::time::Duration {
+    let minute = std::time::Duration::from_secs(60);
+    since.min(stats_window.max(minute)).max(minute)
+}
+
 /// The JSON document: the summary and the buckets it adds up.
 #[derive(Serialize)]
 struct Report<'a> {
@@ -20,8 +29,12 @@ struct Report<'a> {
 
 pub async fn run(server: &Server, args: StatsArgs, out: &mut Out) -> Result {
     let queue = args.queue.as_deref();
-    let buckets = server.inspect()?.stats(args.since, queue).await?;
-    let summary = StatsSummary::of(&buckets, args.since);
+    // Statistics are kept by the minute, for `stats_window`: a shorter window would
+    // divide a whole minute's counts by less than a minute, a longer one by time
+    // nothing is kept for.
+    let window = clamp_window(args.since, server.config().stats_window);
+    let buckets = server.inspect()?.stats(window, queue).await?;
+    let summary = StatsSummary::of(&buckets, window);
     let since_ms = now_ms().saturating_sub(summary.window_ms);
     if out.json {
         return Ok(out.json(&Report {
@@ -93,4 +106,28 @@ pub async fn run(server: &Server, args: StatsArgs, out: &mut Out) -> Result {
         row(&mut t, &summary.total, "(all)", "(all)");
     }
     Ok(out.table(&t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::clamp_window;
+
+    #[test]
+    fn the_window_is_clamped_to_what_is_kept() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            clamp_window(Duration::from_millis(1), day),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            clamp_window(Duration::from_secs(3_600), day),
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(
+            clamp_window(Duration::from_secs(100 * 365 * 86_400), day),
+            day
+        );
+    }
 }

@@ -5,7 +5,7 @@ use machinery_core::inspect::TaskInfo;
 use uuid::Uuid;
 
 use crate::error::{Failure, Result};
-use crate::output::{Out, duration_ms, now_ms, or_dash, relative, table, when};
+use crate::output::{Out, clip, duration_ms, now_ms, or_dash, relative, table, when};
 
 pub async fn run(server: &Server, uuid: Uuid, out: &mut Out) -> Result {
     let Some(info) = server.inspect()?.task(uuid).await? else {
@@ -51,7 +51,7 @@ fn pretty(value: &serde_json::Value) -> String {
 fn details(info: &TaskInfo, now: u64) -> comfy_table::Table {
     let mut t = table(&["FIELD", "VALUE"], &[]);
     let mut row = |field: &str, value: String| {
-        t.add_row([field.to_owned(), value]);
+        t.add_row([field.to_owned(), clip(value)]);
     };
     row("uuid", info.uuid.to_string());
     row("name", info.name.clone());

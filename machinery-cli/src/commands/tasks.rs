@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::queue_or_default;
 use crate::args::LsArgs;
 use crate::error::{Failure, Result};
-use crate::output::{Out, now_ms, or_dash, relative, table};
+use crate::output::{Out, clip, now_ms, or_dash, relative, table};
 
 /// A listed task as printed: what the listing says, and what its message says.
 #[derive(Debug, Serialize)]
@@ -79,10 +79,10 @@ async fn row(inspector: &Inspector, item: ListedTask) -> Result<Row> {
 /// The columns of a list besides UUID and NAME.
 fn columns(list: TaskList) -> &'static [&'static str] {
     match list {
-        TaskList::Pending => &["PRIORITY", "SENT", "RETRIED", "DELIVERIES"],
+        TaskList::Pending => &["PRIORITY", "SENT", "RETRIED", "UNSETTLED"],
         TaskList::Delayed => &["ETA", "SENT", "RETRIED"],
-        TaskList::InFlight => &["WORKER", "LEASE ENDS", "DELIVERIES"],
-        TaskList::Dead => &["REASON", "SENT", "DELIVERIES"],
+        TaskList::InFlight => &["WORKER", "LEASE ENDS", "UNSETTLED"],
+        TaskList::Dead => &["REASON", "SENT", "UNSETTLED"],
         TaskList::Failed => &["FAILED", "RETRIED", "ERROR"],
     }
 }
@@ -117,7 +117,7 @@ fn cells(list: TaskList, r: &Row, now: u64) -> Vec<String> {
             or_dash(r.error.as_deref()),
         ],
     });
-    cells
+    cells.into_iter().map(clip).collect()
 }
 
 pub async fn run(server: &Server, args: LsArgs, out: &mut Out) -> Result {
