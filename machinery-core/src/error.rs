@@ -140,6 +140,28 @@ pub enum Error {
         /// The error text recorded in the FAILURE state.
         message: String,
     },
+    /// The task was revoked (cancelled, or expired before it started) and ends without
+    /// a result; the reason is the REVOKED state's error text (`revoked`, `expired`, …).
+    /// Kind: [`ErrorKind::TaskFailed`].
+    #[error("task {name} ({uuid}) was revoked: {reason}")]
+    Revoked {
+        /// The task's UUID.
+        uuid: Uuid,
+        /// The task's registered name.
+        name: String,
+        /// Why: the error text recorded in the REVOKED state.
+        reason: String,
+    },
+    /// A unique task (`unique_for`, `unique_key`, or a UUID given with `with_uuid`) was
+    /// sent while a task with the same key is pending, delayed or running: nothing was
+    /// enqueued. Kind: [`ErrorKind::Rejected`].
+    #[error("a task with the same unique key is already queued or running: {uuid}")]
+    Duplicate {
+        /// The task that holds the key.
+        uuid: Uuid,
+        /// The queue it was sent to (where its state is kept).
+        queue: String,
+    },
     /// The result of the task is not (or no longer) stored: unknown UUID or expired.
     /// Kind: [`ErrorKind::NotFound`].
     #[error("no result stored for task {0} (unknown, or expired after the results TTL)")]
@@ -243,7 +265,8 @@ impl Error {
             Error::MessageTooLarge { .. } => ErrorKind::MessageTooLarge,
             Error::LeaseLost { .. } => ErrorKind::LeaseLost,
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::TaskFailed { .. } => ErrorKind::TaskFailed,
+            Error::TaskFailed { .. } | Error::Revoked { .. } => ErrorKind::TaskFailed,
+            Error::Duplicate { .. } => ErrorKind::Rejected,
             Error::ResultMissing(_) => ErrorKind::NotFound,
             Error::Unsupported { .. } | Error::InvalidCursor { .. } => ErrorKind::Rejected,
         }

@@ -41,6 +41,7 @@ pub mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod periodic;
+mod rate;
 mod reason;
 mod registry;
 mod result;
@@ -60,17 +61,18 @@ pub mod __private;
 
 pub use config::Config;
 pub use context::TaskContext;
-pub use engine::{DeadLetter, QueueDepth};
+pub use engine::{DeadLetter, QueueDepth, RevokeOutcome};
 pub use error::{Error, ErrorKind, Result};
 pub use machinery_macros::task;
 pub use periodic::{
     MissedTicks, PeriodicEntry, PeriodicStore, Schedule, Scheduler, SchedulerHandle,
 };
+pub use rate::RateLimit;
 pub use reason::{DeadLetterReason, FailureReason};
 pub use registry::TaskEntry;
 pub use result::{AsyncResult, State, TaskState};
 pub use server::Server;
-pub use signature::{MAX_NESTING, RawSignature, Signature};
+pub use signature::{MAX_NESTING, RawSignature, Signature, UniqueLock};
 pub use task_error::TaskError;
 pub use trace::TraceContext;
 pub use worker::{Worker, WorkerHandle};

@@ -41,6 +41,14 @@ pub struct TaskOptions {
     pub retry_timeout_ms: Option<u64>,
     /// `timeout = ...`, in milliseconds: the hard time limit of one run.
     pub timeout_ms: Option<u64>,
+    /// `expires = ...`, in milliseconds after the send: a message not started by then
+    /// is revoked with reason `expired` and never runs.
+    pub expires_ms: Option<u64>,
+    /// `unique = ...`, in milliseconds: sends are unique by task name and argument
+    /// bytes, the lock kept at most this long.
+    pub unique_ms: Option<u64>,
+    /// `rate_limit = "100/s"`: starts of this task across every worker.
+    pub rate_limit: Option<crate::RateLimit>,
     /// The function is synchronous and runs on the blocking pool.
     pub blocking: bool,
 }

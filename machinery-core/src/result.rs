@@ -32,12 +32,18 @@ pub enum State {
     Success,
     /// Failed for good.
     Failure,
+    /// Cancelled before it finished: revoked ([`Server::revoke`](crate::Server::revoke),
+    /// [`AsyncResult::cancel`]), expired before it started, or a later step of a
+    /// workflow whose earlier step was revoked. It did not run, or its run was stopped;
+    /// the state's [`error`](TaskState::error) says why (`revoked`, `expired`, …).
+    /// Celery's `REVOKED`.
+    Revoked,
 }
 
 impl State {
-    /// SUCCESS or FAILURE: nothing more will happen to the task.
+    /// SUCCESS, FAILURE or REVOKED: nothing more will happen to the task.
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Success | State::Failure)
+        matches!(self, State::Success | State::Failure | State::Revoked)
     }
 
     /// The state's name as Machinery spells it (`PENDING`, `SUCCESS`, …).
@@ -49,6 +55,7 @@ impl State {
             State::Retry => "RETRY",
             State::Success => "SUCCESS",
             State::Failure => "FAILURE",
+            State::Revoked => "REVOKED",
         }
     }
 }
@@ -195,6 +202,11 @@ impl TaskState {
                 uuid: self.uuid,
                 name: self.name.clone(),
                 message: self.error.clone().unwrap_or_default(),
+            }),
+            State::Revoked => Err(Error::Revoked {
+                uuid: self.uuid,
+                name: self.name.clone(),
+                reason: self.error.clone().unwrap_or_default(),
             }),
             other => Err(Error::Decode {
                 what: "task result",

@@ -116,6 +116,45 @@ pub struct RawSignature {
     pub fingerprint: u64,
     /// When the message was created, in milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// The latest start, in milliseconds since the Unix epoch (Celery's `expires`): a
+    /// message not started by then is revoked with reason `expired` and never runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// The unique lock this task holds while it is pending, delayed or running (see
+    /// [`UniqueLock`]); a second send with the same key does not enqueue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unique: Option<UniqueLock>,
+}
+
+/// A unique task's lock, carried by its message so the worker can release it when the
+/// task reaches its final state.
+///
+/// The lock is kept per queue under `key` (the task name and a hash of the argument
+/// bytes, or the key given with [`Signature::unique_key`]); it holds the UUID of the task
+/// that took it and lasts at most `ttl_ms` from the send. A send that finds the key held
+/// enqueues nothing ([`Error::Duplicate`], or the holder's handle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct UniqueLock {
+    /// The lock's key, unique within the queue.
+    pub key: String,
+    /// The lock's TTL, in milliseconds from the send.
+    pub ttl_ms: u64,
+    /// Keep the lock until its TTL ends even after the task finished (asynq's `Unique`);
+    /// off, the lock is released when the task reaches a final state.
+    #[serde(skip_serializing_if = "is_false")]
+    pub until_ttl: bool,
+}
+
+impl Default for UniqueLock {
+    fn default() -> Self {
+        UniqueLock {
+            key: String::new(),
+            ttl_ms: 0,
+            until_ttl: false,
+        }
+    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -159,6 +198,8 @@ impl Default for RawSignature {
             schema: String::new(),
             fingerprint: 0,
             created_at: 0,
+            expires: None,
+            unique: None,
         }
     }
 }

@@ -8,7 +8,16 @@ use syn::{Expr, Ident, Lit};
 use crate::validate::Ctxt;
 
 /// The options a `#[task(...)]` attribute accepts, in the order the docs list them.
-const OPTIONS: &[&str] = &["name", "queue", "retries", "retry_timeout", "timeout"];
+const OPTIONS: &[&str] = &[
+    "name",
+    "queue",
+    "retries",
+    "retry_timeout",
+    "timeout",
+    "expires",
+    "unique",
+    "rate_limit",
+];
 
 /// The options given in `#[task(...)]`; `None` where the option was not given or its
 /// value was refused, so that a wrong option falls back to its default. A repeated
@@ -25,6 +34,15 @@ pub(crate) struct TaskArgs {
     pub retry_timeout_ms: Option<u64>,
     /// `timeout = ...`, in milliseconds: the time limit of one run.
     pub timeout_ms: Option<u64>,
+    /// `expires = ...`, in milliseconds: a message not started this long after it was
+    /// sent is revoked (reason `expired`) and never runs.
+    pub expires_ms: Option<u64>,
+    /// `unique = ...`, in milliseconds: the TTL of the unique lock that keeps a second
+    /// send with the same task name and arguments from enqueueing.
+    pub unique_ms: Option<u64>,
+    /// `rate_limit = "100/s"`: at most `count` starts per `period_ms` milliseconds,
+    /// across every worker.
+    pub rate_limit: Option<(u32, u64)>,
 }
 
 /// Parses the attribute's tokens, recording every problem in `cx` and keeping what parsed.
@@ -66,6 +84,9 @@ impl TaskArgs {
                 parse_duration(&meta, &key)?,
             ),
             "timeout" => set(cx, &key, &mut self.timeout_ms, parse_duration(&meta, &key)?),
+            "expires" => set(cx, &key, &mut self.expires_ms, parse_duration(&meta, &key)?),
+            "unique" => set(cx, &key, &mut self.unique_ms, parse_duration(&meta, &key)?),
+            "rate_limit" => set(cx, &key, &mut self.rate_limit, parse_rate(&meta, &key)?),
             other => {
                 cx.error_spanned_by(&key, unknown_option(other));
                 return skip_value(&meta);
@@ -191,6 +212,46 @@ fn parse_duration(meta: &ParseNestedMeta, key: &Ident) -> Parsed<u64> {
     })
 }
 
+fn parse_rate(meta: &ParseNestedMeta, key: &Ident) -> Parsed<(u32, u64)> {
+    let expr = parse_value(meta, key, "rate_limit = \"100/s\"")?;
+    Ok(match literal(&expr) {
+        Some(Lit::Str(s)) => rate_limit(&s.value()).map_err(|m| error_for(s, key, &m)),
+        _ => Err(syn::Error::new_spanned(
+            &expr,
+            "`rate_limit` expects a string such as \"100/s\", \"10/m\", \"1000/h\" or \"5/10s\"",
+        )),
+    })
+}
+
+/// Parses a rate limit `<count>/<period>` into (count, period in milliseconds), by the
+/// rules of `machinery_core::RateLimit::parse` (repeated here as [`duration_ms`] is):
+/// the count a whole number from 1, the period a unit (`s`, `m`, `h`, `d`) or a
+/// duration (`10s`, `500ms`).
+pub(crate) fn rate_limit(text: &str) -> Result<(u32, u64), String> {
+    let hint = "expected `<count>/<period>` such as \"100/s\", \"10/m\", \"1000/h\" or \"5/10s\"";
+    let (count, period) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate: {hint}"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}`: the count must be a whole number from 1: {hint}"))?;
+    let period = period.trim();
+    let period_ms = match period {
+        "s" | "sec" | "second" => 1_000,
+        "m" | "min" | "minute" => 60_000,
+        "h" | "hour" => 3_600_000,
+        "d" | "day" => 86_400_000,
+        _ if period.bytes().next().is_some_and(|b| b.is_ascii_digit()) => {
+            duration_ms(period).map_err(|e| format!("`{text}`: {e}"))?
+        }
+        _ => return Err(format!("`{text}`: unknown period `{period}`: {hint}")),
+    };
+    Ok((count, period_ms))
+}
+
 fn error_for(tokens: impl quote::ToTokens, key: &Ident, message: &str) -> syn::Error {
     syn::Error::new_spanned(tokens, format!("invalid `{key}`: {message}"))
 }
@@ -274,6 +335,9 @@ mod tests {
             retries = 3,
             retry_timeout = "2s",
             timeout = 30,
+            expires = "10m",
+            unique = "1h",
+            rate_limit = "100/s",
         ));
         assert_eq!(
             args,
@@ -283,8 +347,24 @@ mod tests {
                 retries: Some(3),
                 retry_timeout_ms: Some(2_000),
                 timeout_ms: Some(30_000),
+                expires_ms: Some(600_000),
+                unique_ms: Some(3_600_000),
+                rate_limit: Some((100, 1_000)),
             }
         );
+    }
+
+    #[test]
+    fn rate_limits() {
+        assert_eq!(rate_limit("10/m"), Ok((10, 60_000)));
+        assert_eq!(rate_limit("5/10s"), Ok((5, 10_000)));
+        for bad in ["", "100", "0/s", "x/s", "10/fortnight", "10/0s"] {
+            assert!(rate_limit(bad).is_err(), "{bad}");
+        }
+        let errors = parse_err(quote!(rate_limit = 100));
+        assert!(errors[0].contains("expects a string such as"), "{errors:?}");
+        let errors = parse_err(quote!(rate_limit = "100/fortnight"));
+        assert!(errors[0].contains("unknown period"), "{errors:?}");
     }
 
     #[test]
@@ -300,7 +380,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown `#[task]` option `nmae`: expected one of `name`, `queue`, `retries`, `retry_timeout`, `timeout`"
+                "unknown `#[task]` option `nmae`: expected one of `name`, `queue`, `retries`, `retry_timeout`, `timeout`, `expires`, `unique`, `rate_limit`"
             ]
         );
     }

@@ -347,6 +347,19 @@ fn options(task: &Task) -> TokenStream {
         o.timeout_ms
             .map(|ms| Literal::u64_unsuffixed(ms).into_token_stream()),
     );
+    let expires = some(
+        o.expires_ms
+            .map(|ms| Literal::u64_unsuffixed(ms).into_token_stream()),
+    );
+    let unique = some(
+        o.unique_ms
+            .map(|ms| Literal::u64_unsuffixed(ms).into_token_stream()),
+    );
+    let rate_limit = some(o.rate_limit.map(|(count, period_ms)| {
+        let count = Literal::u32_unsuffixed(count);
+        let period_ms = Literal::u64_unsuffixed(period_ms);
+        quote!(::machinery_core::RateLimit::new(#count, #period_ms))
+    }));
     let blocking = !task.is_async();
     quote! {
         ::machinery_core::__private::TaskOptions {
@@ -354,6 +367,9 @@ fn options(task: &Task) -> TokenStream {
             retries: #retries,
             retry_timeout_ms: #retry_timeout,
             timeout_ms: #timeout,
+            expires_ms: #expires,
+            unique_ms: #unique,
+            rate_limit: #rate_limit,
             blocking: #blocking,
         }
     }

@@ -7,8 +7,41 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::broker::{GroupMember, Outgoing};
+use futures_util::stream::BoxStream;
+
 use crate::error::Result;
-use crate::result::TaskState;
+use crate::result::{State, TaskState};
+
+/// A recorded revocation: task `uuid` must not run, or must stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The revoked task.
+    pub uuid: Uuid,
+    /// Why, as the REVOKED state's error text says it (`revoked`).
+    pub reason: String,
+    /// Until when the revocation is kept, in milliseconds since the Unix epoch; `None`
+    /// for ever (the results TTL is 0).
+    pub until: Option<u64>,
+}
+
+/// What revoking a task found ([`ResultBackend::revoke`], [`Server::revoke`](crate::Server::revoke)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeOutcome {
+    /// The task had not started (PENDING, or waiting for a retry): it is REVOKED now and
+    /// will not run. Workers skip its message when they fetch it, and settle the rest of
+    /// its workflow then.
+    Revoked,
+    /// A worker runs the task (RECEIVED, STARTED): it was told, and stops the task
+    /// (cooperatively, then by abort after the grace period) and records REVOKED, unless
+    /// the task finished first.
+    Cancelling,
+    /// The task had already finished in this state; nothing changed.
+    Finished(State),
+    /// No state is stored for the task (unknown, expired, or sent without one): the
+    /// revocation is recorded, so a message with this UUID is skipped if it comes.
+    Unknown,
+}
 
 /// What a chord's members left, read once when its callback runs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -113,6 +146,60 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// ([`wait`](ResultBackend::wait)) are woken and get
     /// [`Error::ResultMissing`](crate::Error::ResultMissing).
     async fn forget(&self, queue: &str, uuid: Uuid) -> Result<()>;
+
+    /// Revokes task `uuid`, sent to `queue` (empty: looked up as in
+    /// [`load`](ResultBackend::load)), in this order:
+    ///
+    /// 1. records the revocation, kept until `until` (ms since the Unix epoch; `None`:
+    ///    forever), so workers that start later still skip the task
+    ///    ([`revocations`](ResultBackend::revocations));
+    /// 2. tells every watching worker at once
+    ///    ([`watch_revocations`](ResultBackend::watch_revocations));
+    /// 3. when the stored state is PENDING or RETRY (no worker is known to run it),
+    ///    replaces it with REVOKED (error text `reason`), a final state kept for the
+    ///    results TTL, and wakes its waiters.
+    ///
+    /// Once a state is REVOKED no SUCCESS or FAILURE replaces it: an engine's
+    /// [`Broker::complete`](super::Broker::complete) refuses a completion of a REVOKED
+    /// task with [`Error::Revoked`](crate::Error::Revoked) (the worker then settles it as
+    /// revoked), so a task revoked while a worker runs it ends in exactly one final
+    /// state. A RUNNING task (RECEIVED, STARTED) is left to its worker, which stops it
+    /// and records REVOKED, or records its outcome when it finished first.
+    ///
+    /// The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn revoke(
+        &self,
+        queue: &str,
+        uuid: Uuid,
+        reason: &str,
+        until: Option<u64>,
+    ) -> Result<RevokeOutcome> {
+        let _ = (queue, uuid, reason, until);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "revoking tasks",
+        })
+    }
+
+    /// The revocations recorded and not expired, for a worker that starts (it watches
+    /// for new ones with [`watch_revocations`](ResultBackend::watch_revocations) first,
+    /// then reads these). The default: none.
+    async fn revocations(&self) -> Result<Vec<Revocation>> {
+        Ok(Vec::new())
+    }
+
+    /// A stream of revocations as they are recorded, delivered within milliseconds (on
+    /// Redis by pub/sub). The stream ends when the connection behind it is lost; the
+    /// watcher then calls this again and re-reads
+    /// [`revocations`](ResultBackend::revocations), so nothing recorded meanwhile is
+    /// missed. The default fails with [`Error::Unsupported`](crate::Error::Unsupported):
+    /// workers then learn of revocations only from the stored states.
+    async fn watch_revocations(&self) -> Result<BoxStream<'static, Revocation>> {
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "watching revocations",
+        })
+    }
 
     /// The store this backend keeps its states in, when a broker may share it: a broker
     /// whose own [`StoreId`] is equal writes states itself, in the same atomic step as

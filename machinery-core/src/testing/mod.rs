@@ -101,6 +101,12 @@ macro_rules! conformance_suite {
             admin_pause_holds_fetch, admin_pause_stops_worker, admin_worker_registry,
             admin_stats_record_and_merge
         );
+        // Task control (revoke and expiry, unique tasks, rate limits, progress): one
+        // list per module of the suite.
+        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness; );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {
         $(
