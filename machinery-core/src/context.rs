@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::trace::{TaskTrace, TraceContext};
@@ -29,6 +30,8 @@ pub struct TaskContext {
     pub(crate) group_uuid: Option<Uuid>,
     pub(crate) queue: String,
     pub(crate) trace: TaskTrace,
+    /// Fired when the task is revoked while it runs.
+    pub(crate) cancel: CancellationToken,
 }
 
 impl TaskContext {
@@ -85,6 +88,43 @@ impl TaskContext {
         self.trace.context()
     }
 
+    /// Completes once the task is revoked ([`Server::revoke`](crate::Server::revoke),
+    /// [`AsyncResult::cancel`](crate::AsyncResult::cancel)) while it runs; never, when it
+    /// is not. An async task selects on it to stop early:
+    ///
+    /// ```
+    /// use machinery_core::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// async fn crawl(ctx: TaskContext, pages: u32) -> Result<u32, TaskError> {
+    ///     let mut done = 0;
+    ///     for _ in 0..pages {
+    ///         tokio::select! {
+    ///             () = ctx.cancelled() => break,
+    ///             () = tokio::time::sleep(Duration::from_millis(10)) => done += 1,
+    ///         }
+    ///     }
+    ///     Ok(done)
+    /// }
+    /// # fn main() {}
+    /// ```
+    ///
+    /// Once the task is revoked its outcome is REVOKED whatever it returns; a task that
+    /// has not returned `revoke_grace` after the revocation is dropped (aborted) by its
+    /// worker.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    /// Whether the task was revoked while it runs: what a blocking `fn` task checks
+    /// between steps, since its thread cannot be stopped from outside (after
+    /// `revoke_grace` its worker records REVOKED and stops waiting for it, but the
+    /// thread runs on until the function returns).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// A context for calling a task function directly, outside a worker (tests).
     pub fn detached(name: impl Into<String>) -> Self {
         let uuid = Uuid::now_v7();
@@ -98,6 +138,7 @@ impl TaskContext {
             headers: BTreeMap::new(),
             group_uuid: None,
             queue: String::new(),
+            cancel: CancellationToken::new(),
         }
     }
 }

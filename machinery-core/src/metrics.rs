@@ -8,7 +8,7 @@
 //!
 //! | metric | type | labels | unit | what |
 //! |---|---|---|---|---|
-//! | `machinery_tasks_total` | counter | `task`, `queue`, `outcome` | deliveries | deliveries this worker settled since it started, by `outcome`: `success`, `failure`, `retry` (failed, runs again), `dead_letter` (moved to the dead-letter queue; `task` is empty for a message that does not decode) |
+//! | `machinery_tasks_total` | counter | `task`, `queue`, `outcome` | deliveries | deliveries this worker settled since it started, by `outcome`: `success`, `failure`, `retry` (failed, runs again), `dead_letter` (moved to the dead-letter queue; `task` is empty for a message that does not decode), `revoked` (cancelled, or expired before it started) |
 //! | `machinery_task_run_seconds` | histogram | `task`, `queue` | seconds | time in the task function, of the runs that called it |
 //! | `machinery_task_wait_seconds` | histogram | `task`, `queue` | seconds | queue wait of the same runs: from the message's creation, or its ETA when later, to the run's start |
 //! | `machinery_tasks_running` | gauge | | tasks | deliveries this worker holds now (running, or fetched and about to run) |
@@ -329,6 +329,7 @@ impl Snapshot {
                 ("failure", t.failure),
                 ("retry", t.retry),
                 ("dead_letter", t.dead_letter),
+                ("revoked", t.revoked),
             ] {
                 let labels = [
                     ("task", task.as_str()),

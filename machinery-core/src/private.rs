@@ -262,7 +262,7 @@ pub fn result<T>(entry: &'static TaskEntry, uuid: Uuid) -> Result<AsyncResult<T>
 /// The typed handle of task `uuid` of `entry` on `server`, found in whatever queue it
 /// was sent to (see [`Server::result`]).
 pub fn result_with<T>(server: &Server, entry: &'static TaskEntry, uuid: Uuid) -> AsyncResult<T> {
-    AsyncResult::new(uuid, entry.name, "", server.backend().clone())
+    AsyncResult::on(server, uuid, entry.name, "")
 }
 
 #[cfg(test)]

@@ -173,6 +173,15 @@ pub enum FailureReason {
         /// The task's name.
         name: String,
     },
+    /// A chord member was revoked: the text a revoked member leaves in its chord
+    /// ([`ChordOutcome::failure`](crate::engine::ChordOutcome::failure)), from which the
+    /// callback's FAILURE says ``chord member #<k> (`<name>`) revoked: <reason>``.
+    /// Text: `revoked: <reason>`.
+    Revoked {
+        /// The member's REVOKED error text (`revoked`, `expired`, or which upstream
+        /// task was revoked).
+        reason: String,
+    },
     /// An earlier step of its chain failed, so it did not run. Text: ``not run: an
     /// earlier step, `<name>` (<uuid>), failed: <error>``.
     UpstreamFailed {
@@ -193,6 +202,7 @@ const SCHEMA_SUFFIX: &str = "` (producers and workers run different versions of 
 const DROPPED_PREFIX: &str = "task `";
 const DROPPED_SUFFIX: &str =
     "` is not registered on the worker that received it; dropped (ignore_when_not_registered)";
+const REVOKED_PREFIX: &str = "revoked: ";
 const UPSTREAM_PREFIX: &str = "not run: an earlier step, `";
 const UPSTREAM_MIDDLE: &str = "` (";
 const UPSTREAM_ERROR: &str = "), failed: ";
@@ -220,6 +230,11 @@ impl FailureReason {
         {
             return Some(FailureReason::Dropped {
                 name: name.to_owned(),
+            });
+        }
+        if let Some(reason) = text.strip_prefix(REVOKED_PREFIX) {
+            return Some(FailureReason::Revoked {
+                reason: reason.to_owned(),
             });
         }
         if let Some(rest) = text.strip_prefix(UPSTREAM_PREFIX) {
@@ -254,6 +269,7 @@ impl fmt::Display for FailureReason {
                 f,
                 "{UPSTREAM_PREFIX}{name}{UPSTREAM_MIDDLE}{uuid}{UPSTREAM_ERROR}{error}"
             ),
+            FailureReason::Revoked { reason } => write!(f, "{REVOKED_PREFIX}{reason}"),
             FailureReason::Task(text) => f.write_str(text),
         }
     }

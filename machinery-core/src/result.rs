@@ -10,11 +10,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec;
-use crate::engine::ResultBackend;
+use crate::engine::{ResultBackend, RevokeOutcome};
 use crate::error::{Error, Result};
 use crate::server::Server;
 
 pub(crate) mod id;
+
+/// Until when a revocation made now is kept (ms since the Unix epoch), for results TTL
+/// `ttl` (`None`: forever).
+pub(crate) fn revoke_until(ttl: Option<Duration>) -> Option<u64> {
+    ttl.map(|t| {
+        crate::signature::now_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    })
+}
 
 /// The life cycle of a task, as Machinery defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,6 +266,9 @@ pub struct AsyncResult<T> {
     /// alone, until a read finds the task).
     queue: OnceLock<String>,
     backend: Arc<dyn ResultBackend>,
+    /// How long [`cancel`](AsyncResult::cancel) keeps the revocation: the results TTL of
+    /// the server the handle came from (`None`: forever).
+    results_ttl: Option<Duration>,
     _result: PhantomData<fn() -> T>,
 }
 
@@ -268,6 +279,7 @@ impl<T> Clone for AsyncResult<T> {
             name: self.name.clone(),
             queue: self.queue.clone(),
             backend: self.backend.clone(),
+            results_ttl: self.results_ttl,
             _result: PhantomData,
         }
     }
@@ -305,8 +317,49 @@ impl<T> AsyncResult<T> {
                 OnceLock::from(queue)
             },
             backend,
+            results_ttl: crate::Config::default().results_ttl(),
             _result: PhantomData,
         }
+    }
+
+    /// A handle to task `uuid` on `server` (its backend and results TTL).
+    pub(crate) fn on(server: &Server, uuid: Uuid, name: impl Into<String>, queue: impl Into<String>) -> Self {
+        let mut handle = AsyncResult::new(uuid, name, queue, server.backend().clone());
+        handle.results_ttl = server.config().results_ttl();
+        handle
+    }
+
+    /// Revokes the task (Celery's `revoke`, asynq's `CancelProcessing`): a task that has
+    /// not started never runs and is REVOKED at once; a running one is told through
+    /// [`TaskContext::cancelled`](crate::TaskContext::cancelled) and aborted after
+    /// `revoke_grace`, then recorded REVOKED; the later steps of its workflow are
+    /// REVOKED, and a chord it belongs to fails. The revocation is kept for the results
+    /// TTL, so workers started later skip the task too. A handle made with
+    /// [`AsyncResult::new`] keeps it for the default TTL (1 hour).
+    ///
+    /// Returns what the revoke found: [`Revoked`](RevokeOutcome::Revoked) (it had not
+    /// started), [`Cancelling`](RevokeOutcome::Cancelling) (a worker runs it; it ends
+    /// REVOKED unless it finishes first), [`Finished`](RevokeOutcome::Finished) (too
+    /// late; nothing changed) or [`Unknown`](RevokeOutcome::Unknown) (no state stored;
+    /// a message with this UUID is skipped if one comes).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the result backend cannot revoke; engine errors.
+    pub async fn cancel(&self) -> Result<RevokeOutcome> {
+        self.revoke_uuid(self.queue_hint(), self.uuid).await
+    }
+
+    /// Revokes task `uuid` (of the same workflow) in `queue` (empty: looked up) through
+    /// this handle's backend, kept as long as [`cancel`](AsyncResult::cancel) keeps it.
+    pub(crate) async fn revoke_uuid(&self, queue: &str, uuid: Uuid) -> Result<RevokeOutcome> {
+        self.backend
+            .revoke(
+                queue,
+                uuid,
+                "revoked",
+                revoke_until(self.results_ttl),
+            )
+            .await
     }
 
     /// The queue to read the state from: the known one, or `""` to look it up.
@@ -337,7 +390,7 @@ impl<T> AsyncResult<T> {
 
     /// A handle from the parts [`id`](AsyncResult::id) saved.
     pub(crate) fn from_ref(server: &Server, (uuid, name, queue): id::TaskRef) -> Self {
-        AsyncResult::new(uuid, name, queue, server.backend().clone())
+        AsyncResult::on(server, uuid, name, queue)
     }
 
     /// The handle saved as [`id`](AsyncResult::id), reading from `server`'s result

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend};
+use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend, RevokeOutcome};
 use crate::error::{Error, Result};
 use crate::inspect::Inspector;
 use crate::memory::{MemoryBackend, MemoryBroker};
@@ -322,7 +322,7 @@ impl Server {
     /// later workflow steps were stored for when their workflow was sent (and the default
     /// queue).
     pub fn result<T: serde::de::DeserializeOwned>(&self, uuid: Uuid, name: &str) -> AsyncResult<T> {
-        AsyncResult::new(uuid, name, "", self.inner.backend.clone())
+        AsyncResult::on(self, uuid, name, "")
     }
 
     /// A typed handle to the result of task `uuid`, sent to `queue` (the direct form of
@@ -333,7 +333,31 @@ impl Server {
         name: &str,
         queue: &str,
     ) -> AsyncResult<T> {
-        AsyncResult::new(uuid, name, queue, self.inner.backend.clone())
+        AsyncResult::on(self, uuid, name, queue)
+    }
+
+    /// Revokes task `uuid`, whatever queue it was sent to (looked up as by
+    /// [`result`](Server::result)); see [`AsyncResult::cancel`] for what happens to it
+    /// and what the outcome says. The revocation is kept for the results TTL
+    /// (`results_expire_in`; forever when 0).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the result backend cannot revoke; engine errors.
+    pub async fn revoke(&self, uuid: Uuid) -> Result<RevokeOutcome> {
+        self.revoke_in("", uuid).await
+    }
+
+    /// Revokes task `uuid`, sent to `queue` (the direct form of
+    /// [`revoke`](Server::revoke): no lookup; empty looks it up).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the result backend cannot revoke; engine errors.
+    pub async fn revoke_in(&self, queue: &str, uuid: Uuid) -> Result<RevokeOutcome> {
+        let until = crate::result::revoke_until(self.config().results_ttl());
+        self.inner
+            .backend
+            .revoke(queue, uuid, "revoked", until)
+            .await
     }
 
     /// The broker's admin plane: listings, counts and dead letters.

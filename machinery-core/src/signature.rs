@@ -596,6 +596,10 @@ impl<T> Signature<T> {
         }
         raw.retry_count = entry.options.retries.unwrap_or(0);
         raw.retry_timeout = entry.options.retry_timeout_ms.unwrap_or(0);
+        raw.expires = entry
+            .options
+            .expires_ms
+            .map(|ms| now_ms().saturating_add(ms));
         Signature {
             raw,
             encode_error,
@@ -665,6 +669,21 @@ impl<T> Signature<T> {
         self
     }
 
+    /// Revokes the task, with reason `expired`, unless a worker starts it within
+    /// `d` from now (Celery's `expires`): a message fetched later is never run and its
+    /// task ends REVOKED (downstream steps too). Overrides `#[task(expires = …)]`.
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.raw.expires = Some(eta_after(d));
+        self
+    }
+
+    /// Revokes the task, with reason `expired`, unless a worker starts it before `at`
+    /// (see [`expires_in`](Signature::expires_in)).
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.raw.expires = Some(to_ms(at));
+        self
+    }
+
     /// Retries the task up to `retries` times when it fails.
     pub fn retries(mut self, retries: u32) -> Self {
         self.raw.retry_count = retries;
@@ -726,12 +745,7 @@ impl<T> Signature<T> {
     pub async fn send_with(self, server: &Server) -> Result<AsyncResult<T>> {
         let mut raw = self.into_raw()?;
         server.route(&mut raw);
-        let result = AsyncResult::new(
-            raw.uuid,
-            raw.name.clone(),
-            raw.routing_key.clone(),
-            server.backend().clone(),
-        );
+        let result = AsyncResult::on(server, raw.uuid, raw.name.clone(), raw.routing_key.clone());
         server.send_raw(raw).await?;
         Ok(result)
     }

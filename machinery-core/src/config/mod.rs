@@ -23,6 +23,7 @@
 //! | `worker_heartbeat` | `MACHINERY_WORKER_HEARTBEAT` | `5s` | duration, at least `1s` |
 //! | `stats` | `MACHINERY_STATS` | `true` | `true` or `false` (as `result_extended`) |
 //! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
+//! | `revoke_grace` | `MACHINERY_REVOKE_GRACE` | `10s` | duration, `0` = abort at once |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -177,6 +178,13 @@ pub struct Config {
     /// (`stats_window`, `MACHINERY_STATS_WINDOW`); default 24 hours; at least 1 minute.
     #[serde(deserialize_with = "duration::seconds")]
     pub stats_window: Duration,
+    /// How long a worker lets a revoked task that is running stop by itself (it sees
+    /// [`TaskContext::cancelled`](crate::TaskContext::cancelled)) before it drops its
+    /// future (`revoke_grace`, `MACHINERY_REVOKE_GRACE`); default 10 s; zero drops it at
+    /// once. A blocking `fn` task cannot be stopped: after the grace its worker records
+    /// REVOKED and frees the slot while the thread runs on.
+    #[serde(deserialize_with = "duration::seconds")]
+    pub revoke_grace: Duration,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -199,6 +207,7 @@ impl Default for Config {
             worker_heartbeat: Duration::from_secs(5),
             stats: true,
             stats_window: Duration::from_secs(24 * 3600),
+            revoke_grace: Duration::from_secs(10),
             sections: Sections::default(),
         }
     }
@@ -222,6 +231,7 @@ impl fmt::Debug for Config {
             worker_heartbeat,
             stats,
             stats_window,
+            revoke_grace,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -239,6 +249,7 @@ impl fmt::Debug for Config {
             .field("worker_heartbeat", worker_heartbeat)
             .field("stats", stats)
             .field("stats_window", stats_window)
+            .field("revoke_grace", revoke_grace)
             .field("sections", sections)
             .finish()
     }
@@ -390,6 +401,7 @@ impl Config {
             worker_heartbeat,
             stats: _,
             stats_window,
+            revoke_grace,
             sections,
         } = self;
         check_url("broker", broker)?;
@@ -421,6 +433,8 @@ impl Config {
             .map_err(|reason| Error::config("worker_heartbeat", reason))?;
         check_duration(*stats_window, Duration::from_secs(60), "at least 1m")
             .map_err(|reason| Error::config("stats_window", reason))?;
+        check_duration(*revoke_grace, Duration::ZERO, "0 = abort at once")
+            .map_err(|reason| Error::config("revoke_grace", reason))?;
         if *max_deliveries < 2 {
             return Err(Error::config(
                 "max_deliveries",

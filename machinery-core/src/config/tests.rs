@@ -157,6 +157,7 @@ fn defaults_are_as_documented() {
     assert_eq!(c.worker_heartbeat, secs(5));
     assert!(c.stats);
     assert_eq!(c.stats_window, secs(24 * 3600));
+    assert_eq!(c.revoke_grace, secs(10));
     assert_eq!(c.section::<TestEngineConfig>(), TestEngineConfig::default());
     c.validate().expect("defaults are valid");
 }
@@ -180,6 +181,7 @@ fn the_keys_are_the_serde_fields() {
             "worker_heartbeat",
             "stats",
             "stats_window",
+            "revoke_grace",
         ]
     );
     // Every key has a distinct variable, listed in the module docs' table.
@@ -237,6 +239,7 @@ fn every_variable_is_read() {
         ("MACHINERY_WORKER_HEARTBEAT", "2s"),
         ("MACHINERY_STATS", "off"),
         ("MACHINERY_STATS_WINDOW", "7d"),
+        ("MACHINERY_REVOKE_GRACE", "1500ms"),
         ("MACHINERY_TESTENG_KEY_PREFIX", "app:v2"),
         ("MACHINERY_TESTENG_WAIT_MS", "250"),
         ("MACHINERY_TESTENG_IDLE", "2m"),
@@ -257,6 +260,7 @@ fn every_variable_is_read() {
     assert_eq!(c.worker_heartbeat, secs(2));
     assert!(!c.stats);
     assert_eq!(c.stats_window, secs(7 * 86_400));
+    assert_eq!(c.revoke_grace, ms(1500));
     let t: TestEngineConfig = c.section();
     assert_eq!(t.key_prefix, "app:v2");
     assert_eq!(t.wait, ms(250));
@@ -548,6 +552,7 @@ fn yaml_sets_every_key() {
          worker_heartbeat: 10s\n\
          stats: no\n\
          stats_window: 1h\n\
+         revoke_grace: 0\n\
          testeng:\n\
          \x20 key_prefix: app\n\
          \x20 wait_ms: 100\n\
@@ -572,6 +577,7 @@ fn yaml_sets_every_key() {
     assert_eq!(c.worker_heartbeat, secs(10));
     assert!(!c.stats);
     assert_eq!(c.stats_window, secs(3600));
+    assert_eq!(c.revoke_grace, Duration::ZERO);
     assert_eq!(
         c.section::<TestEngineConfig>(),
         TestEngineConfig {
@@ -930,6 +936,11 @@ fn validate_names_yaml_keys() {
         (
             |c| c.stats_window = Duration::MAX,
             "stats_window",
+            "at most",
+        ),
+        (
+            |c| c.revoke_grace = Duration::MAX,
+            "revoke_grace",
             "at most",
         ),
     ];

@@ -197,8 +197,11 @@ pub trait Broker: Send + Sync + 'static {
     /// the delivery or, with [`Completion::dead_letter`], moves it to the dead-letter
     /// queue, in that order, so a crash in between only repeats work. Returns one result
     /// per completion: a lost lease is that completion's
-    /// [`LeaseLost`](crate::Error::LeaseLost); any other error fails the call, and the
-    /// caller retries the whole batch.
+    /// [`LeaseLost`](crate::Error::LeaseLost); a completion of a task whose stored state
+    /// is REVOKED, when its own state is not, is refused with
+    /// [`Revoked`](crate::Error::Revoked) (nothing of it written, published or
+    /// acknowledged; the lease is kept, and the worker settles the task as revoked); any
+    /// other error fails the call, and the caller retries the whole batch.
     ///
     /// The default is [`complete_step_by_step`](super::complete_step_by_step). An engine
     /// whose result backend shares its store ([`ResultBackend::store_id`]) does each

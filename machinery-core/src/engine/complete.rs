@@ -4,6 +4,7 @@
 use super::backend::ResultBackend;
 use super::broker::{Broker, Completion};
 use crate::error::{Error, Result};
+use crate::result::State;
 
 /// [`Broker::complete`] from the broker's and backend's primitives, one completion after
 /// the other: lease check (a heartbeat), state writes, chord step (the member, then
@@ -15,6 +16,14 @@ use crate::error::{Error, Result};
 /// caller retries (completions already settled then report a lost lease: their ack
 /// ended the lease).
 ///
+/// A completion of a task whose stored state is REVOKED (and whose own state is not) is
+/// refused with [`Error::Revoked`], its own result: the state is stored first (the
+/// backend drops it, as it drops anything that would replace a REVOKED state), then
+/// loaded back; when it reads REVOKED nothing more is written, published or
+/// acknowledged. This costs one [`ResultBackend::load`] per completion. A revoke that
+/// comes between the two finds the final state stored and changes nothing, so the task
+/// ends in exactly one final state.
+///
 /// # Errors
 /// Engine errors.
 pub async fn complete_step_by_step<B: Broker + ?Sized>(
@@ -25,8 +34,9 @@ pub async fn complete_step_by_step<B: Broker + ?Sized>(
     settle_each(completions, |c| complete_one(broker, c, backend)).await
 }
 
-/// Settles completions one after the other with `settle`: a lost lease is that
-/// completion's own result; any other error fails the batch (the caller retries it).
+/// Settles completions one after the other with `settle`: a lost lease, or a refusal
+/// because the task was revoked, is that completion's own result; any other error fails
+/// the batch (the caller retries it).
 pub(crate) async fn settle_each<'a, F, Fut>(
     completions: &'a [Completion],
     mut settle: F,
@@ -38,7 +48,7 @@ where
     let mut out = Vec::with_capacity(completions.len());
     for c in completions {
         match settle(c).await {
-            Err(e @ Error::LeaseLost { .. }) => out.push(Err(e)),
+            Err(e @ (Error::LeaseLost { .. } | Error::Revoked { .. })) => out.push(Err(e)),
             Err(e) => return Err(e),
             Ok(()) => out.push(Ok(())),
         }
@@ -64,6 +74,22 @@ pub(crate) async fn complete_one<B: Broker + ?Sized>(
     }
 }
 
+/// [`Error::Revoked`] when the stored state of the completion's task is REVOKED and the
+/// completion's own state is not: the completion must not be recorded.
+pub(crate) async fn refuse_revoked(c: &Completion, backend: &dyn ResultBackend) -> Result<()> {
+    if c.state.state == State::Revoked {
+        return Ok(());
+    }
+    match backend.load(&c.state.queue, c.state.uuid).await? {
+        Some(stored) if stored.state == State::Revoked => Err(Error::Revoked {
+            uuid: c.state.uuid,
+            name: c.state.name.clone(),
+            reason: stored.error.unwrap_or_default(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// What a completion writes besides settling its delivery, in order: its states, its
 /// chord step, the end of the chord it is the callback of, its follow-up messages.
 pub(crate) async fn record<B: Broker + ?Sized>(
@@ -71,10 +97,18 @@ pub(crate) async fn record<B: Broker + ?Sized>(
     c: &Completion,
     backend: &dyn ResultBackend,
 ) -> Result<()> {
-    let mut states = Vec::with_capacity(1 + c.also_store.len());
-    states.push(c.state.clone());
-    states.extend(c.also_store.iter().cloned());
-    backend.store(&states).await?;
+    if c.state.state == State::Revoked {
+        let mut states = Vec::with_capacity(1 + c.also_store.len());
+        states.push(c.state.clone());
+        states.extend(c.also_store.iter().cloned());
+        backend.store(&states).await?;
+    } else {
+        backend.store(std::slice::from_ref(&c.state)).await?;
+        refuse_revoked(c, backend).await?;
+        if !c.also_store.is_empty() {
+            backend.store(&c.also_store).await?;
+        }
+    }
     let mut publish = c.publish.clone();
     if let Some(member) = &c.group
         && let Some(callback) = backend.chord_member_done(member, &c.state).await?

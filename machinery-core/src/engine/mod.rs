@@ -43,4 +43,4 @@ pub use admin::{BrokerAdmin, DeadLetter, QueueDepth};
 pub use backend::{ChordOutcome, ResultBackend, Revocation, RevokeOutcome, StoreId};
 pub use broker::{Broker, Completion, Delivery, GroupMember, Outgoing};
 pub use complete::complete_step_by_step;
-pub(crate) use complete::{complete_one, record, settle_each};
+pub(crate) use complete::{complete_one, record, refuse_revoked, settle_each};

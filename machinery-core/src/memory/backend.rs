@@ -7,7 +7,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::engine::{ChordOutcome, GroupMember, Outgoing, ResultBackend, StoreId};
+use futures_util::stream::BoxStream;
+use tokio::sync::broadcast;
+
+use crate::engine::{
+    ChordOutcome, GroupMember, Outgoing, ResultBackend, Revocation, RevokeOutcome, StoreId,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::result::State;
 use crate::result::TaskState;
@@ -19,6 +24,8 @@ pub(crate) static STORE: LazyLock<StoreId> = LazyLock::new(|| StoreId::new("memo
 pub struct MemoryBackend {
     inner: Mutex<Inner>,
     ttl: Option<Duration>,
+    /// Revocations as they are recorded, for the workers watching them.
+    revoked: broadcast::Sender<Revocation>,
 }
 
 struct Chord {
@@ -36,6 +43,9 @@ struct Inner {
     states: HashMap<Uuid, Stored>,
     chords: HashMap<Uuid, Chord>,
     waiters: HashMap<Uuid, Arc<Notify>>,
+    /// Recorded revocations: the reason, and until when (ms since the Unix epoch) the
+    /// revocation is kept.
+    revocations: HashMap<Uuid, (String, Option<u64>)>,
     writes: u64,
 }
 
@@ -52,6 +62,7 @@ impl MemoryBackend {
         MemoryBackend {
             inner: Mutex::new(Inner::default()),
             ttl,
+            revoked: broadcast::channel(1024).0,
         }
     }
 
@@ -59,17 +70,18 @@ impl MemoryBackend {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `states`; with `guarded`, a non-final state does not replace a final one.
+    /// Writes `states`; with `guarded`, a non-final state does not replace a final one,
+    /// and nothing but another REVOKED replaces a REVOKED one.
     fn write(&self, states: &[TaskState], guarded: bool) {
         let now = Instant::now();
         let mut inner = self.lock();
         for state in states {
             let terminal = state.state.is_terminal();
             if guarded
-                && !terminal
-                && inner
-                    .live(&state.uuid, now)
-                    .is_some_and(|s| s.state.is_terminal())
+                && inner.live(&state.uuid, now).is_some_and(|s| {
+                    (!terminal && s.state.is_terminal())
+                        || (s.state == State::Revoked && state.state != State::Revoked)
+                })
             {
                 continue;
             }
@@ -223,7 +235,8 @@ impl ResultBackend for MemoryBackend {
                     .results
                     .insert(member.index, state.result.clone().unwrap_or_default());
             }
-            State::Failure => {
+            // A revoked member fails its chord: the callback cannot have all results.
+            State::Failure | State::Revoked => {
                 chord.failure.get_or_insert_with(|| {
                     (
                         member.index,
@@ -280,6 +293,78 @@ impl ResultBackend for MemoryBackend {
             n.notify_waiters();
         }
         Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        _queue: &str,
+        uuid: Uuid,
+        reason: &str,
+        until: Option<u64>,
+    ) -> Result<RevokeOutcome> {
+        let now = Instant::now();
+        let outcome = {
+            let mut inner = self.lock();
+            inner.revocations.insert(uuid, (reason.to_owned(), until));
+            let now_ms = crate::signature::now_ms();
+            inner
+                .revocations
+                .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
+            match inner.live(&uuid, now).map(|s| s.state) {
+                None => RevokeOutcome::Unknown,
+                Some(s) if s.is_terminal() => RevokeOutcome::Finished(s),
+                Some(State::Received | State::Started) => RevokeOutcome::Cancelling,
+                Some(_) => {
+                    // PENDING or RETRY: no worker runs it; REVOKED now, under the same
+                    // lock as the check.
+                    let Some(stored) = inner.states.get_mut(&uuid) else {
+                        return Err(Error::ResultMissing(uuid));
+                    };
+                    stored.state.state = State::Revoked;
+                    stored.state.error = Some(reason.to_owned());
+                    stored.state.result = None;
+                    stored.expires = self.ttl.map(|t| now + t);
+                    if let Some(n) = inner.waiters.remove(&uuid) {
+                        n.notify_waiters();
+                    }
+                    RevokeOutcome::Revoked
+                }
+            }
+        };
+        // No watcher is no error: the revocation is recorded.
+        let _ = self.revoked.send(Revocation {
+            uuid,
+            reason: reason.to_owned(),
+            until,
+        });
+        Ok(outcome)
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>> {
+        let now_ms = crate::signature::now_ms();
+        let mut inner = self.lock();
+        inner
+            .revocations
+            .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
+        Ok(inner
+            .revocations
+            .iter()
+            .map(|(uuid, (reason, until))| Revocation {
+                uuid: *uuid,
+                reason: reason.clone(),
+                until: *until,
+            })
+            .collect())
+    }
+
+    async fn watch_revocations(&self) -> Result<BoxStream<'static, Revocation>> {
+        let rx = self.revoked.subscribe();
+        // A watcher that lags ends its stream, and re-reads the recorded revocations
+        // when it watches again: nothing is missed.
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.ok().map(|r| (r, rx))
+        });
+        Ok(Box::pin(stream))
     }
 
     // Every memory backend lives in this process: its writes cannot fail, which is what

@@ -579,6 +579,7 @@ impl MemoryBroker {
             .clone()
             .unwrap_or_else(|| DeadLetterReason::Other(String::new()));
         self.check_sizes(&c.publish)?;
+        crate::engine::refuse_revoked(c, backend).await?;
         self.bury(&c.delivery, reason)?;
         crate::engine::record(self, c, backend).await
     }

@@ -15,6 +15,7 @@
 //! harness must isolate servers from each other (memory: a new engine; Redis: a new key
 //! prefix). The suite's tasks are registered under names starting with `conformance.`.
 
+pub mod revoke;
 pub mod suite;
 pub mod tasks;
 
@@ -103,7 +104,12 @@ macro_rules! conformance_suite {
         );
         // Task control (revoke and expiry, unique tasks, rate limits, progress): one
         // list per module of the suite.
-        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness;
+            revoke_pending, revoke_delayed, revoke_running_cooperative, revoke_running_aborted,
+            revoke_blocking_sees_flag, revoke_finished, revoke_unknown_then_sent,
+            revoke_survives_restart, revoke_chain_step, revoke_chord_member,
+            revoke_races_completion, revoke_refuses_completion, expired_never_runs
+        );
         $crate::conformance_suite!(@tests $harness; );
         $crate::conformance_suite!(@tests $harness; );
         $crate::conformance_suite!(@tests $harness; );

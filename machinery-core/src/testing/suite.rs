@@ -20,6 +20,8 @@ use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
 
+pub use super::revoke::*;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 fn key(name: &str) -> String {

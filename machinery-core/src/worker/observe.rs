@@ -65,6 +65,8 @@ pub(crate) enum Outcome {
     Retry,
     /// FAILURE.
     Failure,
+    /// REVOKED: cancelled, or expired before it started.
+    Revoked,
     /// Moved to the dead-letter queue; `failed` when a FAILURE state was written for it
     /// (a message that does not decode has no state).
     DeadLetter { failed: bool },
@@ -116,6 +118,7 @@ pub(crate) struct Totals {
     pub(crate) failure: u64,
     pub(crate) retry: u64,
     pub(crate) dead_letter: u64,
+    pub(crate) revoked: u64,
     /// Run times of the runs whose task function was called.
     pub(crate) run: Histogram,
     /// Queue waits of the same runs.
@@ -173,6 +176,7 @@ impl Tally {
             Outcome::Retry => t.retry += 1,
             Outcome::Failure => t.failure += 1,
             Outcome::DeadLetter { .. } => t.dead_letter += 1,
+            Outcome::Revoked => t.revoked += 1,
         }
         if let Some((run_bucket, run_us, wait_bucket, wait_ms)) = f.times {
             t.run.observe(run_bucket, run_us);
@@ -191,7 +195,8 @@ impl Tally {
         let w = &mut self.window;
         w.processed += 1;
         match f.outcome {
-            Outcome::Success => {}
+            // Neither a success nor a failure: counted as processed only.
+            Outcome::Success | Outcome::Revoked => {}
             Outcome::Retry => w.retried += 1,
             Outcome::Failure => w.failed += 1,
             Outcome::DeadLetter { failed } => {
@@ -307,7 +312,7 @@ impl Observer {
         times: Option<RunTimes>,
     ) {
         self.processed.fetch_add(1, Ordering::Relaxed);
-        if outcome != Outcome::Success {
+        if !matches!(outcome, Outcome::Success | Outcome::Revoked) {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         let Some(book) = &self.book else {

@@ -6,22 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::codec;
 use crate::context::TaskContext;
-use crate::engine::{Completion, Delivery, Outgoing};
-use crate::error::Result;
+use crate::engine::{Completion, Delivery, GroupMember, Outgoing};
+use crate::error::{Error, Result};
 use crate::registry::{Invocation, TaskEntry};
 use crate::result::{State, TaskState};
 use crate::retry::{DEFAULT_RETRY_BASE, fibonacci_delay};
-use crate::signature::{RawSignature, eta_after};
+use crate::signature::{RawSignature, eta_after, now_ms};
 use crate::task_error::TaskError;
 use crate::trace::TaskTrace;
 
 use super::observe::{Outcome, RunTimes};
 use super::panic_message;
-use super::run::Shared;
+use super::run::{Settled, Shared};
 use super::started::StartGate;
 
 /// Runs one delivery; `started_at` is when its run started (ms), as written into its
@@ -45,6 +46,16 @@ pub(crate) async fn process(
             return;
         }
     };
+    let cancel = shared.cancel_token(&delivery);
+    if let Some(reason) = revoked_before_run(&shared, &raw, &cancel) {
+        drop(permit);
+        tracing::info!(task.id = %raw.uuid, task.name = %raw.name, %reason, "task revoked before it started; not running it");
+        let ctx = context(&raw, &delivery, cancel);
+        let completion = settle_revoked(&shared, &raw, &delivery, &reason, 0).await;
+        shared.hooks.after(&ctx, &completion.state);
+        send_completion(&shared, &delivery, completion, &mut started, None).await;
+        return;
+    }
     let config = shared.server.config();
     if delivery.delivery_count > config.max_deliveries {
         let reason = DeadLetterReason::MaxDeliveries {
@@ -61,7 +72,7 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
-    let ctx = context(&raw, &delivery);
+    let ctx = context(&raw, &delivery, cancel.clone());
     let mut times = None;
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
@@ -79,10 +90,12 @@ pub(crate) async fn process(
         Ok(args) => {
             shared.hooks.before(&ctx);
             let began = std::time::Instant::now();
-            let outcome = run(
+            let outcome = run_revocable(
                 &entry,
                 args.unwrap_or_else(|| raw.args.clone()),
                 ctx.clone(),
+                &cancel,
+                config.revoke_grace,
             )
             .await;
             let ready_at = raw.created_at.max(raw.eta.unwrap_or(0));
@@ -94,12 +107,159 @@ pub(crate) async fn process(
         }
     };
     drop(permit);
-    let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None, started_at).await;
+    // Revoked before the run finished: REVOKED, whatever the task returned.
+    let completion = if cancel.is_cancelled() {
+        let reason = shared
+            .revocation(&raw.uuid)
+            .unwrap_or_else(|| REVOKED.to_owned());
+        tracing::info!(task.id = %raw.uuid, task.name = %raw.name, %reason, "task revoked while it ran");
+        settle_revoked(&shared, &raw, &delivery, &reason, started_at).await
+    } else {
+        settle(&shared, &raw, &ctx, &delivery, outcome, None, started_at).await
+    };
     shared.hooks.after(&ctx, &completion.state);
-    send_completion(&shared, &delivery, completion, &mut started, times).await;
+    if let Some(reason) = send_completion(&shared, &delivery, completion, &mut started, times).await
+    {
+        // Revoked while it finished: the engine refused its outcome and kept the lease.
+        tracing::info!(task.id = %raw.uuid, task.name = %raw.name, %reason, "task revoked as it finished; recording REVOKED");
+        let completion = settle_revoked(&shared, &raw, &delivery, &reason, started_at).await;
+        if send(&shared, completion, None).await.is_err() {
+            tracing::error!(task.id = %raw.uuid, "worker is stopping; the completion is lost and the task will be delivered again");
+        }
+    }
 }
 
-fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
+/// The REVOKED state's error text of a task revoked by hand.
+const REVOKED: &str = "revoked";
+/// The REVOKED state's error text of a task whose `expires` passed before it started.
+const EXPIRED: &str = "expired";
+
+/// Why a fetched task must not run: revoked (this worker knows it, or its token fired
+/// while it waited) or expired.
+fn revoked_before_run(
+    shared: &Shared,
+    raw: &RawSignature,
+    cancel: &CancellationToken,
+) -> Option<String> {
+    if let Some(reason) = shared.revocation(&raw.uuid) {
+        return Some(reason);
+    }
+    if cancel.is_cancelled() {
+        return Some(REVOKED.to_owned());
+    }
+    raw.expires
+        .is_some_and(|at| now_ms() >= at)
+        .then(|| EXPIRED.to_owned())
+}
+
+/// Runs the task; once `cancel` fires, the task has `grace` to return by itself, after
+/// which its future is dropped (an async task stops at its next await point; a blocking
+/// one runs on, detached).
+async fn run_revocable(
+    entry: &TaskEntry,
+    args: Vec<u8>,
+    ctx: TaskContext,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> std::result::Result<Vec<u8>, TaskError> {
+    let (uuid, name) = (ctx.uuid, entry.name);
+    let running = run(entry, args, ctx);
+    tokio::pin!(running);
+    tokio::select! {
+        biased;
+        outcome = &mut running => outcome,
+        () = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(task.id = %uuid, task.name = %name, ?grace, "revoked task did not stop within revoke_grace; aborting it");
+            Err(TaskError::fatal(REVOKED))
+        }
+    }
+}
+
+/// A task settled as revoked (`started_at`: 0 when it never ran): REVOKED with error
+/// `reason`, no retry, no error callbacks; every task downstream (later chain steps,
+/// success callbacks) REVOKED too, naming it; a chord it (or a task downstream) is a
+/// member of counts it as a failed member saying it was revoked.
+async fn settle_revoked(
+    shared: &Shared,
+    raw: &RawSignature,
+    delivery: &Delivery,
+    reason: &str,
+    started_at: u64,
+) -> Completion {
+    let queue = &delivery.queue;
+    let mut state = shared.run_state(
+        raw,
+        State::Revoked,
+        queue,
+        delivery.delivery_count,
+        started_at,
+    );
+    state.error = Some(reason.to_owned());
+    let mut publish = Vec::new();
+    if let Some(member) = raw.chord_member(queue) {
+        revoked_member(shared, &member, &state, reason, &mut publish).await;
+    }
+    let upstream = format!("upstream task `{}` ({}) revoked", raw.name, raw.uuid);
+    let downstream = raw.downstream().unwrap_or_else(|e| {
+        tracing::error!(task.id = %raw.uuid, error = %e, "cannot read the rest of the workflow to revoke it");
+        Vec::new()
+    });
+    let mut also_store = Vec::with_capacity(downstream.len());
+    for next in &downstream {
+        let mut st = shared.task_state(next, State::Revoked, queue);
+        st.error = Some(upstream.clone());
+        if let Some(member) = next.chord_member(queue) {
+            revoked_member(shared, &member, &st, &upstream, &mut publish).await;
+        }
+        also_store.push(st);
+    }
+    Completion {
+        delivery: delivery.clone(),
+        // Counted above, with the text that tells the callback it was revoked.
+        group: None,
+        ends_chord: raw.chord_of,
+        state,
+        also_store,
+        publish,
+        dead_letter: None,
+    }
+}
+
+/// Counts a revoked chord member as a failure of its chord, with the text
+/// ([`FailureReason::Revoked`]) from which the callback reports it; the callback, when
+/// this fires it, goes into `publish`.
+async fn revoked_member(
+    shared: &Shared,
+    member: &GroupMember,
+    state: &TaskState,
+    reason: &str,
+    publish: &mut Vec<Outgoing>,
+) {
+    let mut counted = state.clone();
+    counted.error = Some(
+        FailureReason::Revoked {
+            reason: reason.to_owned(),
+        }
+        .to_string(),
+    );
+    match shared
+        .server
+        .backend()
+        .chord_member_done(member, &counted)
+        .await
+    {
+        Ok(Some(callback)) => publish.push(callback),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(group = %member.group_uuid, task.id = %state.uuid, error = %e, "cannot count a revoked chord member")
+        }
+    }
+}
+
+fn context(raw: &RawSignature, delivery: &Delivery, cancel: CancellationToken) -> TaskContext {
     TaskContext {
         uuid: raw.uuid,
         name: raw.name.clone(),
@@ -110,6 +270,7 @@ fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
         trace: TaskTrace::start(raw, &delivery.queue, delivery.delivery_count),
+        cancel,
     }
 }
 
@@ -158,24 +319,49 @@ async fn settle(
 }
 
 /// Hands a completion to the completer, once the task's STARTED write (if any) is done,
-/// and counts it; `times` when the task function ran.
+/// and counts it; `times` when the task function ran. Returns the reason when the
+/// engine refused it because the task was revoked meanwhile (the lease is kept: the
+/// caller settles the task as revoked).
 async fn send_completion(
     shared: &Shared,
     delivery: &Delivery,
     mut completion: Completion,
     started: &mut StartGate,
     times: Option<RunTimes>,
-) {
-    let Some(delivery) = shared.settle(delivery) else {
-        return;
-    };
+) -> Option<String> {
+    let delivery = shared.settle(delivery)?;
     count(shared, &delivery.queue, &completion, times);
     completion.delivery = delivery;
     started.finished().await;
     let uuid = completion.state.uuid;
-    if shared.completions.send(completion).await.is_err() {
+    // A REVOKED completion is never refused: nothing to wait for.
+    let (reply, refused) = if completion.state.state == State::Revoked {
+        (None, None)
+    } else {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    };
+    if send(shared, completion, reply).await.is_err() {
         tracing::error!(task.id = %uuid, "worker is stopping; the completion is lost and the task will run again");
+        return None;
     }
+    match refused?.await {
+        Ok(Err(Error::Revoked { reason, .. })) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Queues a completion for the completer.
+async fn send(
+    shared: &Shared,
+    completion: Completion,
+    reply: Option<oneshot::Sender<Result<()>>>,
+) -> std::result::Result<(), ()> {
+    shared
+        .completions
+        .send(Settled { completion, reply })
+        .await
+        .map_err(|_| ())
 }
 
 /// Counts a settled delivery for the registry record, the statistics and the metrics.
@@ -186,6 +372,7 @@ fn count(shared: &Shared, queue: &str, completion: &Completion, times: Option<Ru
         (Some(_), _) => Outcome::DeadLetter { failed },
         (None, State::Success) => Outcome::Success,
         (None, State::Retry) => Outcome::Retry,
+        (None, State::Revoked) => Outcome::Revoked,
         (None, _) => Outcome::Failure,
     };
     let failure = failed.then_some((state.queue.as_str(), state.uuid));
@@ -212,9 +399,12 @@ async fn chord_arguments(
         .await
         .map_err(|e| TaskError::msg(format!("cannot read the results of chord {group}: {e}")))?;
     if let Some((index, name, error)) = outcome.failure {
-        return Err(TaskError::fatal(format!(
-            "chord member #{index} (`{name}`) failed: {error}"
-        )));
+        return Err(TaskError::fatal(match FailureReason::parse(&error) {
+            FailureReason::Revoked { reason } => {
+                format!("chord member #{index} (`{name}`) revoked: {reason}")
+            }
+            _ => format!("chord member #{index} (`{name}`) failed: {error}"),
+        }));
     }
     if raw.immutable {
         return Ok(None);
@@ -449,7 +639,7 @@ async fn fail_and_dead_letter(
     reason: DeadLetterReason,
     mut started: StartGate,
 ) {
-    let ctx = context(raw, delivery);
+    let ctx = context(raw, delivery, CancellationToken::new());
     let completion = settle(
         shared,
         raw,
@@ -477,7 +667,7 @@ async fn unregistered(
             name: raw.name.clone(),
         }
         .to_string();
-        let ctx = context(raw, delivery);
+        let ctx = context(raw, delivery, CancellationToken::new());
         let mut started = started;
         let completion = settle(
             shared,

@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use uuid::Uuid;
 
-use crate::engine::{Completion, Delivery};
+use crate::engine::{Completion, Delivery, Revocation};
 use crate::error::{Error, Result};
 use crate::fatal::Fatal;
 use crate::inspect::{RegisteredTask, RunningTask, WorkerInfo};
@@ -40,6 +41,19 @@ const UNLIMITED_FETCHES: usize = 64;
 /// it is delivered again (it counts as a delivery, so `max_deliveries` ends a loop).
 const PANIC_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a starting worker waits for the recorded revocations before it fetches
+/// anyway (the stored REVOKED states still stop pending tasks).
+const REVOCATIONS_WAIT: Duration = Duration::from_secs(5);
+/// The local set of revocations is trimmed of expired ones every this many inserts.
+const REVOCATIONS_TRIM: usize = 1024;
+
+/// A completion on its way to the completer, with where to send its own result (the
+/// worker re-settles a completion refused because its task was revoked meanwhile).
+pub(crate) struct Settled {
+    pub(crate) completion: Completion,
+    pub(crate) reply: Option<oneshot::Sender<Result<()>>>,
+}
+
 /// Receipts are unique within a queue.
 type SlotKey = (String, String);
 
@@ -61,6 +75,8 @@ struct Running {
     uuid: Uuid,
     name: &'static str,
     started_at: u64,
+    /// Fired when the task is revoked.
+    cancel: CancellationToken,
 }
 
 /// A STARTED state not built yet: most tasks finish before it would be written.
@@ -96,7 +112,11 @@ pub(crate) struct Shared {
     /// Counts for the registry record, the statistics and the metrics.
     pub(crate) observer: Arc<Observer>,
     inflight: Mutex<HashMap<SlotKey, Slot>>,
-    pub(crate) completions: mpsc::Sender<Completion>,
+    pub(crate) completions: mpsc::Sender<Settled>,
+    /// The revocations this worker knows: reason, and until when they are kept (ms).
+    revoked: Mutex<HashMap<Uuid, (String, Option<u64>)>>,
+    /// Fired once the recorded revocations were read (or could not be) at start.
+    revocations_read: CancellationToken,
     /// Stops the worker on the first permanent error of its loops.
     fatal: Arc<Fatal>,
 }
@@ -104,6 +124,50 @@ pub(crate) struct Shared {
 impl Shared {
     fn slots(&self) -> MutexGuard<'_, HashMap<SlotKey, Slot>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn revoked_set(&self) -> MutexGuard<'_, HashMap<Uuid, (String, Option<u64>)>> {
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why task `uuid` was revoked, when this worker knows it was.
+    pub(crate) fn revocation(&self, uuid: &Uuid) -> Option<String> {
+        let now = now_ms();
+        self.revoked_set()
+            .get(uuid)
+            .filter(|(_, until)| until.is_none_or(|u| u > now))
+            .map(|(reason, _)| reason.clone())
+    }
+
+    /// Learns of a revocation: remembered (a message of the task fetched later is not
+    /// run), and the task stopped if this worker runs it.
+    fn learn(&self, r: Revocation) {
+        {
+            let mut set = self.revoked_set();
+            set.insert(r.uuid, (r.reason, r.until));
+            if set.len() % REVOCATIONS_TRIM == 0 {
+                let now = now_ms();
+                set.retain(|_, (_, until)| until.is_none_or(|u| u > now));
+            }
+        }
+        for slot in self.slots().values() {
+            if let Some(run) = &slot.run
+                && run.uuid == r.uuid
+            {
+                tracing::info!(task.id = %run.uuid, task.name = %run.name, "task revoked; cancelling it");
+                run.cancel.cancel();
+            }
+        }
+    }
+
+    /// The cancellation token of the task `delivery` runs (a fresh one when the slot is
+    /// gone or runs no registered task).
+    pub(crate) fn cancel_token(&self, delivery: &Delivery) -> CancellationToken {
+        self.slots()
+            .get(&slot_key(delivery))
+            .and_then(|slot| slot.run.as_ref())
+            .map(|run| run.cancel.clone())
+            .unwrap_or_default()
     }
 
     /// A state of task `raw` at `state`, with its arguments, headers and schema when
@@ -190,6 +254,7 @@ pub(crate) struct Runner {
     tracker: TaskTracker,
     fetcher: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    revocations: JoinHandle<()>,
     completer: JoinHandle<()>,
     fatal: Arc<Fatal>,
     // Periodic tasks (opt-in, `Worker::scheduler`).
@@ -261,7 +326,10 @@ impl Runner {
             inflight: Mutex::new(HashMap::new()),
             completions: tx,
             fatal: fatal.clone(),
+            revoked: Mutex::new(HashMap::new()),
+            revocations_read: CancellationToken::new(),
         });
+        let revocations = tokio::spawn(revocation_loop(shared.clone()));
         let tracker = TaskTracker::new();
         let slots = match worker.concurrency {
             0 => worker.prefetch.saturating_mul(UNLIMITED_FETCHES),
@@ -313,6 +381,7 @@ impl Runner {
             tracker,
             fetcher,
             heartbeat,
+            revocations,
             completer,
             fatal,
             periodic,
@@ -339,6 +408,7 @@ impl Runner {
             tracker,
             fetcher,
             heartbeat,
+            revocations,
             completer,
             fatal,
             periodic,
@@ -384,6 +454,8 @@ impl Runner {
         // the completer drain it.
         heartbeat.abort();
         let _ = heartbeat.await;
+        revocations.abort();
+        let _ = revocations.await;
         drop(shared);
         let _ = completer.await;
         // Every run is counted and settled: the last statistics, then the registry
@@ -452,6 +524,14 @@ async fn fetch_loop(
     prefetch: usize,
 ) {
     let broker = shared.server.broker().clone();
+    // A task revoked while no worker ran is skipped from the first fetch on.
+    tokio::select! {
+        () = shared.revocations_read.cancelled() => {}
+        () = tokio::time::sleep(REVOCATIONS_WAIT) => {
+            tracing::warn!("the recorded revocations are not read yet; fetching anyway");
+        }
+        () = stop.cancelled() => return,
+    }
     let mut backoff = Duration::from_millis(50);
     loop {
         let first = tokio::select! {
@@ -530,6 +610,7 @@ async fn fetch_loop(
                     uuid: raw.uuid,
                     name: entry.name,
                     started_at,
+                    cancel: CancellationToken::new(),
                 }),
                 Err(_) => None,
             };
@@ -713,7 +794,55 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, fatal: Arc<Fatal>) {
+/// Keeps the worker's set of revocations: watches for new ones first, then reads those
+/// recorded, so none falls between; watches again (and reads again) when the stream
+/// ends, with backoff. An engine that cannot watch leaves the worker to the stored
+/// states (a task revoked before it started is REVOKED there).
+async fn revocation_loop(shared: Arc<Shared>) {
+    let backend = shared.server.backend().clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let stream = match backend.watch_revocations().await {
+            Ok(stream) => stream,
+            Err(e @ Error::Unsupported { .. }) => {
+                tracing::debug!(error = %e, "revocations are not delivered to workers; running tasks cannot be cancelled");
+                match backend.revocations().await {
+                    Ok(list) => list.into_iter().for_each(|r| shared.learn(r)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the recorded revocations"),
+                }
+                shared.revocations_read.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot watch revocations; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        match backend.revocations().await {
+            Ok(list) => {
+                list.into_iter().for_each(|r| shared.learn(r));
+                shared.revocations_read.cancel();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot read the recorded revocations; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
+        backoff = Duration::from_millis(100);
+        let mut stream = stream;
+        while let Some(r) = stream.next().await {
+            shared.learn(r);
+        }
+        tracing::debug!("revocation stream ended; watching again");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Settled>, fatal: Arc<Fatal>) {
     let broker = shared.server.broker().clone();
     let backend = shared.server.backend().clone();
     let give_up_after = broker.visibility_timeout();
@@ -721,11 +850,16 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, 
     // keep one.
     drop(shared);
     let mut batch = Vec::with_capacity(COMPLETION_BATCH);
+    let mut replies = Vec::with_capacity(COMPLETION_BATCH);
     while let Some(first) = rx.recv().await {
-        batch.push(first);
+        batch.push(first.completion);
+        replies.push(first.reply);
         while batch.len() < COMPLETION_BATCH {
             match rx.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok(c) => {
+                    batch.push(c.completion);
+                    replies.push(c.reply);
+                }
                 Err(_) => break,
             }
         }
@@ -734,9 +868,19 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, 
         loop {
             match broker.complete(&batch, backend.as_ref()).await {
                 Ok(results) => {
-                    for (c, r) in batch.iter().zip(results) {
-                        if let Err(e) = r {
-                            tracing::warn!(task.id = %c.state.uuid, task.name = %c.state.name, error = %e, "completion not recorded");
+                    for ((c, r), reply) in batch.iter().zip(results).zip(replies.drain(..)) {
+                        match (r, reply) {
+                            (Err(e @ Error::Revoked { .. }), Some(reply)) => {
+                                // The worker settles it as revoked.
+                                let _ = reply.send(Err(e));
+                            }
+                            (Err(e), _) => {
+                                tracing::warn!(task.id = %c.state.uuid, task.name = %c.state.name, error = %e, "completion not recorded");
+                            }
+                            (Ok(()), Some(reply)) => {
+                                let _ = reply.send(Ok(()));
+                            }
+                            (Ok(()), None) => {}
                         }
                     }
                     break;
@@ -760,6 +904,7 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>, 
             }
         }
         batch.clear();
+        replies.clear();
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::engine::RevokeOutcome;
+
 use crate::error::{Error, Result};
 use crate::result::id::{self, TaskRef};
 use crate::result::{AsyncResult, State};
@@ -71,7 +73,7 @@ impl<T> Chain<T> {
         plan.entries = build::build(server, self.links, &mut plan)?;
         build::send(server, plan, usize::MAX).await?;
         Ok(ChainResult {
-            last: AsyncResult::new(last, name, server.queue_or(queue), server.backend().clone()),
+            last: AsyncResult::on(server, last, name, server.queue_or(queue)),
             steps: uuids,
         })
     }
@@ -170,5 +172,25 @@ impl<T: DeserializeOwned> ChainResult<T> {
     /// As [`get`](ChainResult::get), plus [`Error::Timeout`].
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.last.get_timeout(timeout).await
+    }
+
+    /// Revokes every step (see [`AsyncResult::cancel`]), first to last: the step that
+    /// runs is cancelled, the later ones never run and are REVOKED. Returns what each
+    /// revoke found, in [`steps`](ChainResult::steps) order.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the result backend cannot
+    /// revoke; engine errors (the steps before the failing one are revoked).
+    pub async fn cancel(&self) -> Result<Vec<RevokeOutcome>> {
+        let mut out = Vec::with_capacity(self.steps.len());
+        for uuid in &self.steps {
+            let queue = if *uuid == self.last.uuid() {
+                self.last.queue()
+            } else {
+                ""
+            };
+            out.push(self.last.revoke_uuid(queue, *uuid).await?);
+        }
+        Ok(out)
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::engine::RevokeOutcome;
+
 use crate::error::{Error, Result};
 use crate::result::id::{self, TaskRef, TaskRefs};
 use crate::result::{AsyncResult, State};
@@ -119,7 +121,7 @@ impl<T> Group<T> {
             members: ends
                 .into_iter()
                 .map(|(uuid, name, queue)| {
-                    AsyncResult::new(uuid, name, server.queue_or(queue), server.backend().clone())
+                    AsyncResult::on(server, uuid, name, server.queue_or(queue))
                 })
                 .collect(),
         })
@@ -253,6 +255,20 @@ impl<T: DeserializeOwned> GroupResult<T> {
         }
         Ok(out)
     }
+
+    /// Revokes every member (see [`AsyncResult::cancel`]); returns what each revoke
+    /// found, in member order.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the result backend cannot
+    /// revoke; engine errors (the members before the failing one are revoked).
+    pub async fn cancel(&self) -> Result<Vec<RevokeOutcome>> {
+        let mut out = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            out.push(m.cancel().await?);
+        }
+        Ok(out)
+    }
 }
 
 /// A group whose callback receives every member's result. `U` is the callback's result.
@@ -327,12 +343,7 @@ impl<U> Chord<U> {
         build::send(server, plan, batch).await?;
         Ok(ChordResult {
             group,
-            callback: AsyncResult::new(
-                uuid,
-                name,
-                server.queue_or(queue),
-                server.backend().clone(),
-            ),
+            callback: AsyncResult::on(server, uuid, name, server.queue_or(queue)),
         })
     }
 }
@@ -422,5 +433,17 @@ impl<U: DeserializeOwned> ChordResult<U> {
     /// As [`get`](ChordResult::get), plus [`Error::Timeout`].
     pub async fn get_timeout(&self, timeout: Duration) -> Result<U> {
         self.callback.get_timeout(timeout).await
+    }
+
+    /// Revokes the callback (see [`AsyncResult::cancel`]): it never runs and ends
+    /// REVOKED, and so does its workflow. The handle does not know the members, which
+    /// run on: revoke them with their group's handle (or by UUID with
+    /// [`Server::revoke`]); a revoked member fails the chord.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the result backend cannot
+    /// revoke; engine errors.
+    pub async fn cancel(&self) -> Result<RevokeOutcome> {
+        self.callback.cancel().await
     }
 }
