@@ -124,6 +124,18 @@ pub enum TaskCommand {
         #[arg(long, value_name = "QUEUE")]
         queue: Option<String>,
     },
+    /// Revokes a task: a pending or delayed one never runs and is REVOKED at once; a
+    /// running one is cancelled by its worker (aborted after `revoke_grace`) and ends
+    /// REVOKED unless it finishes first; its later workflow steps are REVOKED too. The
+    /// revocation is kept for the results TTL, so a message with this UUID that comes
+    /// later is skipped.
+    Cancel {
+        /// The task's UUID.
+        uuid: Uuid,
+        /// The queue it was sent to (default: looked up from its stored state).
+        #[arg(long, value_name = "QUEUE")]
+        queue: Option<String>,
+    },
 }
 
 /// Which dead letters an action takes.

@@ -672,6 +672,31 @@ fn memory_urls_work_with_the_same_binary() {
     );
 }
 
+#[test]
+fn cancel_prints_the_outcome() {
+    // memory:// is the command's own process: every task is unknown there, and the
+    // revocation is recorded all the same.
+    let id = Uuid::now_v7().to_string();
+    let out = machinery_on("memory://", &["task", "cancel", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains(&id), "{said}");
+    assert!(said.contains("the revocation is recorded"), "{said}");
+    let out = machinery_on(
+        "memory://",
+        &["--json", "task", "cancel", &id, "--queue", "q"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["outcome"], "unknown");
+    assert_eq!(v["uuid"], id.as_str());
+    assert_eq!(v["queue"], "q");
+    assert_eq!(v["state"], Value::Null);
+    // A UUID that is not one is refused before anything is revoked.
+    let out = machinery_on("memory://", &["task", "cancel", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_from_the_broker() {
     use std::io::{BufRead, BufReader, Read, Write};

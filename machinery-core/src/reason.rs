@@ -295,6 +295,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_revoked_member_text_parses_back() {
+        let reason = FailureReason::Revoked {
+            reason: "upstream task `a` (x) revoked".into(),
+        };
+        let text = reason.to_string();
+        assert_eq!(text, "revoked: upstream task `a` (x) revoked");
+        assert_eq!(FailureReason::parse(&text), reason);
+        assert_eq!(
+            FailureReason::parse("revoked"),
+            FailureReason::Task("revoked".into())
+        );
+    }
+
+    #[test]
     fn texts_are_todays_and_parse_back() {
         let cases = [
             (

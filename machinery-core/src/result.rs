@@ -323,7 +323,12 @@ impl<T> AsyncResult<T> {
     }
 
     /// A handle to task `uuid` on `server` (its backend and results TTL).
-    pub(crate) fn on(server: &Server, uuid: Uuid, name: impl Into<String>, queue: impl Into<String>) -> Self {
+    pub(crate) fn on(
+        server: &Server,
+        uuid: Uuid,
+        name: impl Into<String>,
+        queue: impl Into<String>,
+    ) -> Self {
         let mut handle = AsyncResult::new(uuid, name, queue, server.backend().clone());
         handle.results_ttl = server.config().results_ttl();
         handle
@@ -353,12 +358,7 @@ impl<T> AsyncResult<T> {
     /// this handle's backend, kept as long as [`cancel`](AsyncResult::cancel) keeps it.
     pub(crate) async fn revoke_uuid(&self, queue: &str, uuid: Uuid) -> Result<RevokeOutcome> {
         self.backend
-            .revoke(
-                queue,
-                uuid,
-                "revoked",
-                revoke_until(self.results_ttl),
-            )
+            .revoke(queue, uuid, "revoked", revoke_until(self.results_ttl))
             .await
     }
 

@@ -75,6 +75,9 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result {
         Command::Task(TaskCommand::Delete { uuid, queue }) => {
             task::delete(&server, uuid, queue, out).await
         }
+        Command::Task(TaskCommand::Cancel { uuid, queue }) => {
+            task::cancel(&server, uuid, queue, out).await
+        }
         Command::Dead(cmd) => dead::run(&server, cmd, out).await,
         Command::Queue(cmd) => queue::run(&server, cmd, out).await,
         Command::Periodic(cmd) => periodic::run(&server, cmd, out).await,

@@ -1,6 +1,7 @@
-//! `machinery task show|delete`.
+//! `machinery task show|delete|cancel`.
 
 use machinery_core::Server;
+use machinery_core::engine::RevokeOutcome;
 use machinery_core::inspect::TaskInfo;
 use uuid::Uuid;
 
@@ -39,6 +40,53 @@ pub async fn delete(server: &Server, uuid: Uuid, queue: Option<String>, out: &mu
         out.json(&serde_json::json!({"queue": queue, "uuid": uuid, "deleted": true}))?;
     } else {
         out.line(format!("deleted pending task {uuid} from queue {queue}"))?;
+    }
+    Ok(())
+}
+
+pub async fn cancel(server: &Server, uuid: Uuid, queue: Option<String>, out: &mut Out) -> Result {
+    let outcome = match &queue {
+        Some(queue) => server.revoke_in(queue, uuid).await?,
+        None => server.revoke(uuid).await?,
+    };
+    let (name, state, line) = match outcome {
+        RevokeOutcome::Revoked => (
+            "revoked",
+            None,
+            format!("revoked task {uuid}: it had not started, and will not run"),
+        ),
+        RevokeOutcome::Cancelling => (
+            "cancelling",
+            None,
+            format!(
+                "cancelling task {uuid}: its worker stops it and records REVOKED, unless it \
+                 finishes first (see `machinery task show {uuid}`)"
+            ),
+        ),
+        RevokeOutcome::Finished(state) => (
+            "finished",
+            Some(state),
+            format!("task {uuid} already finished ({state}); nothing changed"),
+        ),
+        RevokeOutcome::Unknown => (
+            "unknown",
+            None,
+            format!(
+                "no state is stored for task {uuid} (unknown, or expired); the revocation is \
+                 recorded, so a message with this UUID is skipped if one comes"
+            ),
+        ),
+        other => ("other", None, format!("task {uuid}: {other:?}")),
+    };
+    if out.json {
+        out.json(&serde_json::json!({
+            "uuid": uuid,
+            "queue": queue,
+            "outcome": name,
+            "state": state.map(|s| s.as_str()),
+        }))?;
+    } else {
+        out.line(line)?;
     }
     Ok(())
 }

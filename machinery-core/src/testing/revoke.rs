@@ -142,7 +142,10 @@ pub async fn revoke_pending<H: Harness>(h: &H) {
         .unwrap();
     assert_eq!(r.cancel().await.unwrap(), RevokeOutcome::Revoked);
     let st = r.task_state().await.unwrap();
-    assert_eq!((st.state, st.error.as_deref()), (State::Revoked, Some("revoked")));
+    assert_eq!(
+        (st.state, st.error.as_deref()),
+        (State::Revoked, Some("revoked"))
+    );
     revoked_error(&r.get_timeout(WAIT).await.unwrap_err(), "revoked");
     let w = worker(&server);
     // A task sent after it is run after it: once it finished, the revoked one was seen.
@@ -183,19 +186,23 @@ pub async fn revoke_delayed<H: Harness>(h: &H) {
     .await;
     assert_eq!(count(&k), 0, "the revoked task did not run");
     let st = r.task_state().await.unwrap();
-    assert_eq!((st.state, st.error.as_deref()), (State::Revoked, Some("revoked")));
+    assert_eq!(
+        (st.state, st.error.as_deref()),
+        (State::Revoked, Some("revoked"))
+    );
     w.shutdown().await.unwrap();
 }
 
 /// A running async task that selects on `cancelled()` stops, and ends REVOKED
 /// (whatever it returned); waiters see REVOKED.
 pub async fn revoke_running_cooperative<H: Harness>(h: &H) {
-    let server = h.server(Config {
-        // The grace is long: the task stops by itself.
-        revoke_grace: Duration::from_secs(600),
-        ..config()
-    })
-    .await;
+    let server = h
+        .server(Config {
+            // The grace is long: the task stops by itself.
+            revoke_grace: Duration::from_secs(600),
+            ..config()
+        })
+        .await;
     let w = worker(&server);
     let k = key("revoke-running");
     let r = revoke_wait::s(k.clone()).send_with(&server).await.unwrap();
@@ -218,7 +225,10 @@ pub async fn revoke_running_aborted<H: Harness>(h: &H) {
     let server = h.server(config()).await;
     let w = worker(&server);
     let k = key("revoke-abort");
-    let r = revoke_ignore::s(k.clone()).send_with(&server).await.unwrap();
+    let r = revoke_ignore::s(k.clone())
+        .send_with(&server)
+        .await
+        .unwrap();
     eventually("the task runs", || async { !noted(&k).is_empty() }).await;
     r.cancel().await.unwrap();
     revoked_error(&r.get_timeout(WAIT).await.unwrap_err(), "revoked");
@@ -231,14 +241,18 @@ pub async fn revoke_running_aborted<H: Harness>(h: &H) {
 
 /// A blocking `fn` task sees `is_cancelled()`.
 pub async fn revoke_blocking_sees_flag<H: Harness>(h: &H) {
-    let server = h.server(Config {
-        revoke_grace: Duration::from_secs(600),
-        ..config()
-    })
-    .await;
+    let server = h
+        .server(Config {
+            revoke_grace: Duration::from_secs(600),
+            ..config()
+        })
+        .await;
     let w = worker(&server);
     let k = key("revoke-blocking");
-    let r = revoke_blocking::s(k.clone()).send_with(&server).await.unwrap();
+    let r = revoke_blocking::s(k.clone())
+        .send_with(&server)
+        .await
+        .unwrap();
     eventually("the task runs", || async { !noted(&k).is_empty() }).await;
     r.cancel().await.unwrap();
     revoked_error(&r.get_timeout(WAIT).await.unwrap_err(), "revoked");
@@ -304,11 +318,12 @@ pub async fn revoke_survives_restart<H: Harness>(h: &H) {
 
 /// Cancelling the running first step of a chain revokes the later steps.
 pub async fn revoke_chain_step<H: Harness>(h: &H) {
-    let server = h.server(Config {
-        revoke_grace: Duration::from_secs(600),
-        ..config()
-    })
-    .await;
+    let server = h
+        .server(Config {
+            revoke_grace: Duration::from_secs(600),
+            ..config()
+        })
+        .await;
     let w = worker(&server);
     let k = key("revoke-chain");
     let k2 = key("revoke-chain-last");
@@ -323,7 +338,10 @@ pub async fn revoke_chain_step<H: Harness>(h: &H) {
     assert_eq!(steps.len(), 3);
     server.revoke(steps[0]).await.unwrap();
     let err = chain.get_timeout(WAIT).await.unwrap_err();
-    let want = format!("upstream task `conformance.revoke_wait` ({}) revoked", steps[0]);
+    let want = format!(
+        "upstream task `conformance.revoke_wait` ({}) revoked",
+        steps[0]
+    );
     revoked_error(&err, &want);
     for uuid in &steps[1..] {
         let st = state_of(&server, *uuid).await.expect("stored");
@@ -332,7 +350,10 @@ pub async fn revoke_chain_step<H: Harness>(h: &H) {
     }
     let first = state_of(&server, steps[0]).await.unwrap();
     assert_eq!(first.state, State::Revoked);
-    assert!(super::tasks::log(&k2).is_empty(), "the last step did not run");
+    assert!(
+        super::tasks::log(&k2).is_empty(),
+        "the last step did not run"
+    );
     // Cancelling the whole chain now finds every step finished.
     let outcomes = chain.cancel().await.unwrap();
     assert!(
@@ -346,11 +367,12 @@ pub async fn revoke_chain_step<H: Harness>(h: &H) {
 
 /// A revoked chord member fails the chord, saying which member was revoked.
 pub async fn revoke_chord_member<H: Harness>(h: &H) {
-    let server = h.server(Config {
-        revoke_grace: Duration::from_secs(600),
-        ..config()
-    })
-    .await;
+    let server = h
+        .server(Config {
+            revoke_grace: Duration::from_secs(600),
+            ..config()
+        })
+        .await;
     let w = worker(&server);
     let k = key("revoke-chord");
     let c = crate::group(vec![add::s(1, 1), revoke_wait::s(k.clone()), add::s(2, 2)])
@@ -371,7 +393,10 @@ pub async fn revoke_chord_member<H: Harness>(h: &H) {
         "{err}"
     );
     assert_eq!(c.state().await.unwrap(), State::Failure);
-    assert_eq!(state_of(&server, member).await.unwrap().state, State::Revoked);
+    assert_eq!(
+        state_of(&server, member).await.unwrap().state,
+        State::Revoked
+    );
     w.shutdown().await.unwrap();
 }
 
@@ -424,7 +449,10 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
     let raw = RawSignature::new("conformance.add", Vec::new());
     let uuid = raw.uuid;
     let pending = TaskState::new(uuid, "conformance.add", &q, State::Pending);
-    backend.store_new(std::slice::from_ref(&pending)).await.unwrap();
+    backend
+        .store_new(std::slice::from_ref(&pending))
+        .await
+        .unwrap();
     broker
         .publish(vec![Outgoing {
             uuid,
@@ -450,11 +478,16 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
         queue: key("revoke-follower"),
         eta: None,
         priority: 0,
-        payload: RawSignature::new("conformance.add", Vec::new()).encode().unwrap(),
+        payload: RawSignature::new("conformance.add", Vec::new())
+            .encode()
+            .unwrap(),
     };
     let mut success = TaskState::new(uuid, "conformance.add", &q, State::Success);
     success.result = Some(crate::codec::to_vec(&3i64, "result").unwrap());
-    for state in [success, TaskState::new(uuid, "conformance.add", &q, State::Retry)] {
+    for state in [
+        success,
+        TaskState::new(uuid, "conformance.add", &q, State::Retry),
+    ] {
         let c = Completion {
             delivery: delivery.clone(),
             state,
@@ -470,9 +503,23 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
             "{results:?}"
         );
         let st = state_of(&server, uuid).await.unwrap();
-        assert_eq!((st.state, st.error.as_deref()), (State::Revoked, Some("revoked")));
-        assert_eq!(broker.extend(std::slice::from_ref(&delivery)).await.unwrap(), [true]);
-        let published = server.admin().unwrap().depth(&follower.queue).await.unwrap();
+        assert_eq!(
+            (st.state, st.error.as_deref()),
+            (State::Revoked, Some("revoked"))
+        );
+        assert_eq!(
+            broker
+                .extend(std::slice::from_ref(&delivery))
+                .await
+                .unwrap(),
+            [true]
+        );
+        let published = server
+            .admin()
+            .unwrap()
+            .depth(&follower.queue)
+            .await
+            .unwrap();
         assert_eq!(published.ready, 0, "nothing published");
     }
     // The store drops anything but REVOKED over REVOKED.
@@ -493,7 +540,11 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
     };
     let results = broker.complete(&[c], backend.as_ref()).await.unwrap();
     assert!(results[0].is_ok(), "{results:?}");
-    assert_eq!(broker.extend(&[delivery]).await.unwrap(), [false], "acknowledged");
+    assert_eq!(
+        broker.extend(&[delivery]).await.unwrap(),
+        [false],
+        "acknowledged"
+    );
     // A new send starts over.
     backend.store_new(&[pending]).await.unwrap();
     assert_eq!(state_of(&server, uuid).await.unwrap().state, State::Pending);
@@ -506,7 +557,10 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
         .await
         .unwrap();
     let listed = backend.revocations().await.unwrap();
-    assert!(!listed.iter().any(|r| r.uuid == gone), "expired: {listed:?}");
+    assert!(
+        !listed.iter().any(|r| r.uuid == gone),
+        "expired: {listed:?}"
+    );
 }
 
 /// A message not started before its `expires` is REVOKED with reason `expired` and

@@ -145,7 +145,7 @@ impl Shared {
         {
             let mut set = self.revoked_set();
             set.insert(r.uuid, (r.reason, r.until));
-            if set.len() % REVOCATIONS_TRIM == 0 {
+            if set.len().is_multiple_of(REVOCATIONS_TRIM) {
                 let now = now_ms();
                 set.retain(|_, (_, until)| until.is_none_or(|u| u > now));
             }
