@@ -64,13 +64,20 @@ pub(crate) async fn complete_one<B: Broker + ?Sized>(
     }
 }
 
-/// What a completion writes besides settling its delivery, in order: its states, its
-/// chord step, the end of the chord it is the callback of, its follow-up messages.
+/// What a completion writes besides settling its delivery, in order: the release of its
+/// unique lock, its states, its chord step, the end of the chord it is the callback of,
+/// its follow-up messages.
 pub(crate) async fn record<B: Broker + ?Sized>(
     broker: &B,
     c: &Completion,
     backend: &dyn ResultBackend,
 ) -> Result<()> {
+    // The lock goes first: whoever sees the final state finds the lock released.
+    if let Some(key) = &c.release_unique {
+        broker
+            .release_unique(&c.delivery.queue, key, c.state.uuid)
+            .await?;
+    }
     let mut states = Vec::with_capacity(1 + c.also_store.len());
     states.push(c.state.clone());
     states.extend(c.also_store.iter().cloned());

@@ -1304,6 +1304,7 @@ fn completion(delivery: &crate::engine::Delivery, state: TaskState) -> Completio
         group: None,
         dead_letter: None,
         ends_chord: None,
+        release_unique: None,
     }
 }
 

@@ -1,13 +1,13 @@
 //! Sending messages: the publish script, one call per queue and chunk.
 
-use machinery_core::engine::Outgoing;
-use machinery_core::engine::ResultBackend;
-use machinery_core::{Error as CoreError, Result as CoreResult, TaskState};
+use machinery_core::engine::{Enqueued, Outgoing, ResultBackend};
+use machinery_core::{Error as CoreError, Result as CoreResult, TaskState, UniqueLock};
+use uuid::Uuid;
 
 use super::{RedisBroker, add_wakes, group_by_queue};
 use crate::backend::Write;
-use crate::error::Result;
-use crate::scripts::PublishArgs;
+use crate::error::{Error, Result};
+use crate::scripts::{PublishArgs, PublishUniqueArgs, UniqueReleaseArgs};
 
 /// Messages per publish script call: large enough to amortise the round trip, small
 /// enough not to stall Redis.
@@ -104,5 +104,69 @@ impl RedisBroker {
             self.engine.store_with(states, Write::Fresh).await?;
         }
         Ok(self.publish_raw(first, &messages).await?)
+    }
+}
+
+impl RedisBroker {
+    /// One unique send: `publish_unique.lua` (lock, state check, state, message in one
+    /// step) in one round trip with the queue's registration and a wake-up token.
+    pub(super) async fn publish_unique_message(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Enqueued> {
+        self.check_sizes(std::slice::from_ref(&message))?;
+        if !self.colocated(backend) {
+            // The UUID check and the state write must share the script's step.
+            return Err(CoreError::Unsupported {
+                engine: "redis",
+                what: "unique tasks with a result backend outside the broker's Redis",
+            });
+        }
+        let queue = message.queue.as_str();
+        let state = state.encode()?;
+        let args = PublishUniqueArgs {
+            queue,
+            message: &message,
+            state: &state,
+            lock: Some(lock.key.as_str()).filter(|k| !k.is_empty()),
+            ttl_ms: lock.ttl_ms,
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.engine.keys.queues())
+            .arg(queue)
+            .ignore();
+        pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys));
+        // A token for a duplicate only makes a blocked worker look once.
+        add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
+        let (reply,): ((i64, Option<String>),) = self.engine.query_scripted(&pipe).await?;
+        match reply {
+            (1, _) => Ok(Enqueued::Sent { uuid: message.uuid }),
+            (_, Some(holder)) => {
+                let uuid = Uuid::parse_str(&holder).map_err(|e| {
+                    Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
+                })?;
+                Ok(Enqueued::Duplicate { uuid })
+            }
+            (_, None) => Err(Error::Protocol("publish_unique returned no holder".into()).into()),
+        }
+    }
+
+    /// Releases lock `key` of `queue` if `uuid` holds it (`unique_release.lua`).
+    pub(super) async fn release_unique_lock(
+        &self,
+        queue: &str,
+        key: &str,
+        uuid: Uuid,
+    ) -> CoreResult<()> {
+        let args = UniqueReleaseArgs { queue, key, uuid };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys))
+            .ignore();
+        let () = self.engine.query_scripted(&pipe).await?;
+        Ok(())
     }
 }
