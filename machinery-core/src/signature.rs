@@ -142,7 +142,7 @@ pub struct RawSignature {
 /// deduplicated. The parts of a workflow (chain steps, group and chord members, chord
 /// callbacks) drop their lock when the workflow is built, and success or error
 /// callbacks are sent by the worker without one: a workflow always runs whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct UniqueLock {
@@ -154,16 +154,6 @@ pub struct UniqueLock {
     /// off, the lock is released when the task reaches a final state.
     #[serde(skip_serializing_if = "is_false")]
     pub until_ttl: bool,
-}
-
-impl Default for UniqueLock {
-    fn default() -> Self {
-        UniqueLock {
-            key: String::new(),
-            ttl_ms: 0,
-            until_ttl: false,
-        }
-    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -541,9 +531,9 @@ fn decode_step(mut step: &[u8]) -> Result<Vec<RawSignature>> {
 fn fnv1a_128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes.iter().fold(OFFSET, |h, &b| {
-        (h ^ u128::from(b)).wrapping_mul(PRIME)
-    })
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
 }
 
 /// The TTL of a unique lock set by [`Signature::unique_key`] or
@@ -857,7 +847,12 @@ impl<T> Signature<T> {
             }
             Enqueued::Duplicate { uuid } => uuid,
         };
-        Ok(AsyncResult::new(uuid, name, queue, server.backend().clone()))
+        Ok(AsyncResult::new(
+            uuid,
+            name,
+            queue,
+            server.backend().clone(),
+        ))
     }
 }
 

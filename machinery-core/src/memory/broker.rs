@@ -815,7 +815,11 @@ impl Broker for MemoryBroker {
     async fn release_unique(&self, queue: &str, key: &str, uuid: Uuid) -> Result<()> {
         let mut locks = self.unique.lock().await;
         let k = (queue.to_owned(), key.to_owned());
-        if locks.held.get(&k).is_some_and(|(holder, _)| *holder == uuid) {
+        if locks
+            .held
+            .get(&k)
+            .is_some_and(|(holder, _)| *holder == uuid)
+        {
             locks.held.remove(&k);
         }
         Ok(())

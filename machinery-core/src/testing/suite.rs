@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::Harness;
 use super::tasks::{self, *};
+#[allow(unused_imports)]
+pub use super::unique::*;
 use crate::config::Config;
 use crate::engine::{BrokerAdmin, Completion, Outgoing};
 use crate::error::Error;
@@ -19,8 +21,6 @@ use crate::result::{State, TaskState};
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
-#[allow(unused_imports)]
-pub use super::unique::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -72,7 +72,8 @@ async fn send<T>(server: &Server, sig: Signature<T>) -> Enqueued {
 /// How many messages wait in the default queue (ready and delayed).
 async fn waiting(server: &Server) -> usize {
     let q = server.config().default_queue.clone();
-    server.pending_tasks(&q).await.unwrap().len() + server.delayed_tasks(Some(&q)).await.unwrap().len()
+    server.pending_tasks(&q).await.unwrap().len()
+        + server.delayed_tasks(Some(&q)).await.unwrap().len()
 }
 
 /// Sends `sig()` until it is enqueued (the lock `holder` holds is freed), for at most
@@ -115,7 +116,10 @@ pub async fn unique_by_name_and_args<H: Harness>(h: &H) {
     assert!(lock.key.starts_with("conformance.add:"), "{}", lock.key);
     assert_eq!(lock.key.len(), "conformance.add:".len() + 32);
     assert_eq!(lock.ttl_ms, 5_000);
-    assert_eq!(send(&server, sig).await, Enqueued::Duplicate { uuid: first });
+    assert_eq!(
+        send(&server, sig).await,
+        Enqueued::Duplicate { uuid: first }
+    );
     // Other arguments, argument order, another task, another queue.
     let other_args = sent(send(&server, add::s(1, 3).unique_for(HOUR)).await);
     let swapped = sent(send(&server, add::s(2, 1).unique_for(HOUR)).await);
@@ -125,7 +129,11 @@ pub async fn unique_by_name_and_args<H: Harness>(h: &H) {
     for (i, a) in all.iter().enumerate() {
         assert!(!all[i + 1..].contains(a), "distinct tasks");
     }
-    assert_eq!(waiting(&server).await, 4, "one message per distinct send in the queue");
+    assert_eq!(
+        waiting(&server).await,
+        4,
+        "one message per distinct send in the queue"
+    );
     // A plain send of the same task is not unique and always enqueues.
     sent(send(&server, add::s(1, 2)).await);
     assert_eq!(waiting(&server).await, 5);
@@ -141,10 +149,15 @@ pub async fn unique_key_is_explicit<H: Harness>(h: &H) {
         Enqueued::Duplicate { uuid: first }
     );
     // `unique_for` after `unique_key` keeps the key, sets the TTL.
-    let sig = add::s(9, 9).unique_key(&k).unique_for(Duration::from_secs(7));
+    let sig = add::s(9, 9)
+        .unique_key(&k)
+        .unique_for(Duration::from_secs(7));
     assert_eq!(sig.raw().unique.as_ref().unwrap().key, k);
     assert_eq!(sig.raw().unique.as_ref().unwrap().ttl_ms, 7_000);
-    assert_eq!(send(&server, sig).await, Enqueued::Duplicate { uuid: first });
+    assert_eq!(
+        send(&server, sig).await,
+        Enqueued::Duplicate { uuid: first }
+    );
     // Without a TTL of its own, a key lasts the default hour.
     let sig = add::s(1, 2).unique_key(key("other"));
     assert_eq!(sig.raw().unique.as_ref().unwrap().ttl_ms, 3_600_000);
@@ -199,17 +212,33 @@ pub async fn unique_released_when_finished<H: Harness>(h: &H) {
     let server = server(h).await;
     let w = worker(&server);
     // SUCCESS.
-    let a = add::s(4, 4).unique_for(HOUR).send_with(&server).await.unwrap();
+    let a = add::s(4, 4)
+        .unique_for(HOUR)
+        .send_with(&server)
+        .await
+        .unwrap();
     assert_eq!(a.get_timeout(WAIT).await.unwrap(), 8);
-    let b = add::s(4, 4).unique_for(HOUR).send_with(&server).await.unwrap();
+    let b = add::s(4, 4)
+        .unique_for(HOUR)
+        .send_with(&server)
+        .await
+        .unwrap();
     assert_ne!(b.uuid(), a.uuid(), "released by SUCCESS");
     assert_eq!(b.get_timeout(WAIT).await.unwrap(), 8);
     // FAILURE.
     let m = key("boom");
-    let a = fail::s(m.clone()).unique_for(HOUR).send_with(&server).await.unwrap();
+    let a = fail::s(m.clone())
+        .unique_for(HOUR)
+        .send_with(&server)
+        .await
+        .unwrap();
     assert!(a.get_timeout(WAIT).await.is_err());
     assert_eq!(a.state().await.unwrap(), State::Failure);
-    let b = fail::s(m.clone()).unique_for(HOUR).send_with(&server).await.unwrap();
+    let b = fail::s(m.clone())
+        .unique_for(HOUR)
+        .send_with(&server)
+        .await
+        .unwrap();
     assert_ne!(b.uuid(), a.uuid(), "released by FAILURE");
     assert!(b.get_timeout(WAIT).await.is_err());
     // Dead-lettered (no worker knows the task).
@@ -279,7 +308,11 @@ pub async fn unique_until_ttl_outlives_the_task<H: Harness>(h: &H) {
         "kept after SUCCESS"
     );
     // With a short TTL: held after the task, then free.
-    let short = || add::s(6, 2).unique_for(Duration::from_millis(800)).unique_until_ttl();
+    let short = || {
+        add::s(6, 2)
+            .unique_for(Duration::from_millis(800))
+            .unique_until_ttl()
+    };
     let a = short().send_with(&server).await.unwrap();
     assert_eq!(a.get_timeout(WAIT).await.unwrap(), 8);
     let freed = send_when_free(&server, short, a.uuid()).await;
@@ -322,7 +355,10 @@ pub async fn unique_with_uuid_deduplicates<H: Harness>(h: &H) {
         .send_with(&server)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Duplicate { uuid, .. } if uuid == id), "{err:?}");
+    assert!(
+        matches!(err, Error::Duplicate { uuid, .. } if uuid == id),
+        "{err:?}"
+    );
     // Delayed counts as waiting too.
     let delayed = Uuid::now_v7();
     sent(send(&server, add::s(1, 1).with_uuid(delayed).delay(HOUR)).await);
@@ -332,7 +368,11 @@ pub async fn unique_with_uuid_deduplicates<H: Harness>(h: &H) {
     );
     assert_eq!(waiting(&server).await, 2);
     let w = worker(&server);
-    assert_eq!(b.get_timeout(WAIT).await.unwrap(), 3, "the first send's task");
+    assert_eq!(
+        b.get_timeout(WAIT).await.unwrap(),
+        3,
+        "the first send's task"
+    );
     // Finished: the same UUID starts over and runs again.
     let c = add::s(5, 5).with_uuid(id).send_with(&server).await.unwrap();
     assert_eq!(c.uuid(), id);
@@ -341,7 +381,11 @@ pub async fn unique_with_uuid_deduplicates<H: Harness>(h: &H) {
     let k = key("both");
     let holder = sent(send(&server, gate::s(k.clone()).unique_key(&k)).await);
     assert_eq!(
-        send(&server, gate::s(k.clone()).unique_key(&k).with_uuid(Uuid::now_v7())).await,
+        send(
+            &server,
+            gate::s(k.clone()).unique_key(&k).with_uuid(Uuid::now_v7())
+        )
+        .await,
         Enqueued::Duplicate { uuid: holder }
     );
     tasks::open(&k);
@@ -359,7 +403,10 @@ pub async fn unique_task_attribute<H: Harness>(h: &H) {
     let a = unique_add::s(2, 2).send_with(&server).await.unwrap();
     let b = unique_add::s(2, 2).send_with(&server).await.unwrap();
     assert_eq!(a.uuid(), b.uuid());
-    assert_ne!(unique_add::s(2, 3).send_with(&server).await.unwrap().uuid(), a.uuid());
+    assert_ne!(
+        unique_add::s(2, 3).send_with(&server).await.unwrap().uuid(),
+        a.uuid()
+    );
     let w = worker(&server);
     assert_eq!(b.get_timeout(WAIT).await.unwrap(), 4);
     let c = unique_add::s(2, 2).send_with(&server).await.unwrap();
@@ -391,9 +438,17 @@ pub async fn unique_in_a_batch<H: Harness>(h: &H) {
     let out = server.send_batch(batch).await.unwrap();
     assert_eq!(out.len(), 6);
     assert_eq!(out[0], Enqueued::Sent { uuid: uuids[0] });
-    assert_eq!(out[1], Enqueued::Duplicate { uuid: uuids[0] }, "within the batch");
+    assert_eq!(
+        out[1],
+        Enqueued::Duplicate { uuid: uuids[0] },
+        "within the batch"
+    );
     assert_eq!(out[2], Enqueued::Sent { uuid: uuids[2] });
-    assert_eq!(out[3], Enqueued::Duplicate { uuid: held }, "held before the batch");
+    assert_eq!(
+        out[3],
+        Enqueued::Duplicate { uuid: held },
+        "held before the batch"
+    );
     assert_eq!(out[4], Enqueued::Sent { uuid: uuids[4] });
     assert_eq!(out[5], Enqueued::Sent { uuid: uuids[5] });
     assert_eq!(waiting(&server).await, 5);
@@ -417,7 +472,12 @@ pub async fn unique_in_a_batch<H: Harness>(h: &H) {
     assert!(out[1].is_duplicate());
     let q = server.config().default_queue.clone();
     assert_eq!(
-        server.backend().load(&q, cb_sent).await.unwrap().map(|s| s.state),
+        server
+            .backend()
+            .load(&q, cb_sent)
+            .await
+            .unwrap()
+            .map(|s| s.state),
         Some(State::Pending)
     );
     assert!(server.backend().load(&q, cb_dup).await.unwrap().is_none());
@@ -438,7 +498,10 @@ pub async fn unique_delayed_holds_the_lock<H: Harness>(h: &H) {
         Enqueued::Duplicate { uuid: first.uuid() },
     );
     assert_eq!(first.get_timeout(WAIT).await.unwrap(), 16);
-    assert_ne!(sent(send(&server, add::s(8, 8).unique_for(HOUR)).await), first.uuid());
+    assert_ne!(
+        sent(send(&server, add::s(8, 8).unique_for(HOUR)).await),
+        first.uuid()
+    );
     w.shutdown().await.unwrap();
 }
 

@@ -142,17 +142,14 @@ impl RedisBroker {
         pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys));
         // A token for a duplicate only makes a blocked worker look once.
         add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
-        let (reply,): ((i64, Option<String>),) = self.engine.query_scripted(&pipe).await?;
-        match reply {
-            (1, _) => Ok(Enqueued::Sent { uuid: message.uuid }),
-            (_, Some(holder)) => {
-                let uuid = Uuid::parse_str(&holder).map_err(|e| {
-                    Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
-                })?;
-                Ok(Enqueued::Duplicate { uuid })
-            }
-            (_, None) => Err(Error::Protocol("publish_unique returned no holder".into()).into()),
+        let ((flag, holder),): ((i64, String),) = self.engine.query_scripted(&pipe).await?;
+        if flag == 1 {
+            return Ok(Enqueued::Sent { uuid: message.uuid });
         }
+        let uuid = Uuid::parse_str(&holder).map_err(|e| {
+            Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
+        })?;
+        Ok(Enqueued::Duplicate { uuid })
     }
 
     /// Releases lock `key` of `queue` if `uuid` holds it (`unique_release.lua`).

@@ -5,7 +5,7 @@
 --       the lock key (left out when the message deduplicates by UUID only).
 -- ARGV: uuid, lock ttl ms, state bytes, eta ms or 0, priority 0-9, payload
 --       (`PublishUniqueArgs` in scripts.rs).
--- Reply: {1} when queued; {0, holder} when the lock is held (holder: the UUID it
+-- Reply: {1, uuid} when queued; {0, holder} when the lock is held (holder: the UUID it
 -- holds); {0, uuid} when the task's own stored state is not final (waiting, delayed,
 -- running or retrying).
 local q = queue_keys()
@@ -23,4 +23,4 @@ end
 -- As a send stores it (`store_new`): as it is, without TTL, over a final state too.
 redis.call('SET', state_key, ARGV[3])
 enqueue(q, tonumber(ARGV[4]), ARGV[5], ARGV[6], now_ms())
-return {1}
+return {1, uuid}
