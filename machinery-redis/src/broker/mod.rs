@@ -176,10 +176,12 @@ impl Broker for RedisBroker {
         self.complete_batch(completions, backend).await
     }
 
-    /// One script call (`publish_unique.lua`) in one round trip, with the result
-    /// backend on this broker's Redis (else [`Unsupported`](machinery_core::Error::Unsupported)):
-    /// the lock (`SET … PX`), the check of the task's own state, the PENDING state and
-    /// the message in one atomic step.
+    /// One script call (`publish_unique.lua`) in one round trip when the result
+    /// backend is this broker's Redis: the lock (`SET … PX`), the check of the task's own
+    /// state, the PENDING state and the message in one atomic step. With a result
+    /// backend elsewhere the lock is still atomic (`SET NX PX`), but the UUID check
+    /// (`with_uuid`) is a separate read of the backend: two senders of one UUID racing
+    /// may both enqueue.
     async fn publish_unique(
         &self,
         message: Outgoing,

@@ -119,11 +119,9 @@ impl RedisBroker {
     ) -> CoreResult<Enqueued> {
         self.check_sizes(std::slice::from_ref(&message))?;
         if !self.colocated(backend) {
-            // The UUID check and the state write must share the script's step.
-            return Err(CoreError::Unsupported {
-                engine: "redis",
-                what: "unique tasks with a result backend outside the broker's Redis",
-            });
+            return self
+                .publish_unique_apart(message, state, lock, backend)
+                .await;
         }
         let queue = message.queue.as_str();
         let state = state.encode()?;
@@ -150,6 +148,68 @@ impl RedisBroker {
             Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
         })?;
         Ok(Enqueued::Duplicate { uuid })
+    }
+
+    /// A unique send with a result backend outside this broker's Redis: the lock is
+    /// taken atomically (`SET NX PX`), but the UUID check ([`ResultBackend::load`]) and
+    /// the state write are separate steps, so two senders of one UUID racing may both
+    /// enqueue.
+    async fn publish_unique_apart(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Enqueued> {
+        let queue = message.queue.as_str();
+        let uuid = message.uuid;
+        if !lock.key.is_empty() {
+            let key = self.engine.keys.unique(queue, &lock.key);
+            let mut conn = self.conn();
+            // A lock released between the SET and the GET is tried again.
+            let mut taken = false;
+            for _ in 0..8 {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(uuid.to_string())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lock.ttl_ms.max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)?;
+                if set.is_some() {
+                    taken = true;
+                    break;
+                }
+                let holder: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)?;
+                if let Some(holder) = holder {
+                    let holder = Uuid::parse_str(&holder).map_err(|e| {
+                        Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
+                    })?;
+                    return Ok(Enqueued::Duplicate { uuid: holder });
+                }
+            }
+            if !taken {
+                return Err(Error::Protocol("a unique lock kept changing hands".into()).into());
+            }
+        }
+        if let Some(stored) = backend.load(queue, uuid).await?
+            && !stored.state.is_terminal()
+        {
+            if !lock.key.is_empty() {
+                self.release_unique_lock(queue, &lock.key, uuid).await?;
+            }
+            return Ok(Enqueued::Duplicate { uuid });
+        }
+        backend.store_new(std::slice::from_ref(state)).await?;
+        self.publish_raw(redis::pipe(), std::slice::from_ref(&message))
+            .await?;
+        Ok(Enqueued::Sent { uuid })
     }
 
     /// Releases lock `key` of `queue` if `uuid` holds it (`unique_release.lua`).
