@@ -61,7 +61,7 @@ pub mod __private;
 
 pub use config::Config;
 pub use context::TaskContext;
-pub use engine::{DeadLetter, QueueDepth, RevokeOutcome};
+pub use engine::{DeadLetter, Enqueued, QueueDepth, RevokeOutcome};
 pub use error::{Error, ErrorKind, Result};
 pub use machinery_macros::task;
 pub use periodic::{
@@ -72,7 +72,7 @@ pub use reason::{DeadLetterReason, FailureReason};
 pub use registry::TaskEntry;
 pub use result::{AsyncResult, State, TaskState};
 pub use server::Server;
-pub use signature::{MAX_NESTING, RawSignature, Signature, UniqueLock};
+pub use signature::{DEFAULT_UNIQUE_TTL, MAX_NESTING, RawSignature, Signature, UniqueLock};
 pub use task_error::TaskError;
 pub use trace::TraceContext;
 pub use worker::{Worker, WorkerHandle};

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::engine::{Broker, BrokerAdmin, DeadLetter, Outgoing, ResultBackend, RevokeOutcome};
+use crate::engine::{
+    Broker, BrokerAdmin, DeadLetter, Enqueued, Outgoing, ResultBackend, RevokeOutcome,
+};
 use crate::error::{Error, Result};
 use crate::inspect::Inspector;
 use crate::memory::{MemoryBackend, MemoryBroker};
@@ -265,31 +267,50 @@ impl Server {
         }
     }
 
-    /// Sends one signature: stores its PENDING state and publishes it.
+    /// Sends one signature: stores its PENDING state and publishes it. A unique one (see
+    /// [`send_batch`](Server::send_batch)) may find its key held instead.
     ///
     /// # Errors
     /// Encoding, size and engine errors.
-    pub async fn send_raw(&self, raw: RawSignature) -> Result<()> {
-        self.send_batch(vec![raw]).await
+    pub async fn send_raw(&self, raw: RawSignature) -> Result<Enqueued> {
+        let uuid = raw.uuid;
+        let sent = self.send_batch(vec![raw]).await?;
+        Ok(sent.into_iter().next().unwrap_or(Enqueued::Sent { uuid }))
     }
 
-    /// Sends many signatures in one batch (one round trip on engines that allow it).
+    /// Sends many signatures in one batch (one round trip on engines that allow it) and
+    /// says, per signature in order, what was enqueued.
+    ///
+    /// A signature with a [unique lock](RawSignature::unique) (set by
+    /// [`Signature::unique_for`](crate::Signature::unique_for), `unique_key`,
+    /// `#[task(unique)]` or [`with_uuid`](crate::Signature::with_uuid)) is sent apart,
+    /// through [`Broker::publish_unique`], each on its own (concurrently, one pipelined
+    /// round trip on Redis): it is [`Enqueued::Duplicate`] when its key, or its UUID, is
+    /// held, and the others are sent all the same. Signatures without one cost what
+    /// they always did: one batch, no lock, no check.
     ///
     /// # Errors
     /// Encoding, size and engine errors; nothing is sent when one message is invalid.
-    pub async fn send_batch(&self, raws: Vec<RawSignature>) -> Result<()> {
+    /// [`Error::Unsupported`] for a unique signature on an engine without unique tasks.
+    pub async fn send_batch(&self, raws: Vec<RawSignature>) -> Result<Vec<Enqueued>> {
+        let mut out = Vec::with_capacity(raws.len());
         let mut messages = Vec::with_capacity(raws.len());
         let mut states = Vec::with_capacity(raws.len());
         // Success callbacks run later: PENDING now, so a handle made from a callback's
         // UUID finds it (and learns its FAILURE when the task before it fails).
         let mut later = Vec::new();
+        // Unique messages: position, message, state, lock, their callbacks' states.
+        let mut unique = Vec::new();
         let extended = self.inner.config.result_extended;
         for mut raw in raws {
+            let mut nested = Vec::new();
             if !raw.on_success.is_empty() {
                 self.route(&mut raw);
-                crate::workflow::build::collect_nested(&raw, extended, &mut later);
+                crate::workflow::build::collect_nested(&raw, extended, &mut nested);
             }
-            messages.push(self.outgoing(&mut raw)?);
+            let message = self.outgoing(&mut raw)?;
+            let lock = raw.unique.take();
+            out.push(Enqueued::Sent { uuid: raw.uuid });
             // The message is encoded: its parts move into the state.
             let mut state = TaskState::new(raw.uuid, raw.name, raw.routing_key, State::Pending);
             state.group_uuid = raw.group_uuid;
@@ -299,15 +320,48 @@ impl Server {
                 state.headers = raw.headers;
                 state.schema = Some(raw.schema).filter(|s| !s.is_empty());
             }
-            states.push(state);
+            match lock {
+                Some(lock) => unique.push((out.len() - 1, message, state, lock, nested)),
+                None => {
+                    later.append(&mut nested);
+                    messages.push(message);
+                    states.push(state);
+                }
+            }
         }
         if !later.is_empty() {
             self.inner.backend.store(&later).await?;
         }
-        self.inner
-            .broker
-            .publish_with_states(messages, &states, self.inner.backend.as_ref())
-            .await
+        let broker = &self.inner.broker;
+        let backend = self.inner.backend.as_ref();
+        if !messages.is_empty() || unique.is_empty() {
+            broker
+                .publish_with_states(messages, &states, backend)
+                .await?;
+        }
+        if unique.is_empty() {
+            return Ok(out);
+        }
+        let sent = futures_util::future::try_join_all(unique.iter().map(
+            |(_, message, state, lock, _)| {
+                broker.publish_unique(message.clone(), state, lock, backend)
+            },
+        ))
+        .await?;
+        // The callbacks' PENDING states of the messages sent (a duplicate's callbacks
+        // never run). Stored after the send: a final state already written by a fast
+        // worker is not replaced by them (`store` keeps final states).
+        let mut later = Vec::new();
+        for ((i, _, _, _, nested), enqueued) in unique.into_iter().zip(sent) {
+            if !enqueued.is_duplicate() {
+                later.extend(nested);
+            }
+            out[i] = enqueued;
+        }
+        if !later.is_empty() {
+            self.inner.backend.store(&later).await?;
+        }
+        Ok(out)
     }
 
     /// A typed handle to the result of task `uuid`, whatever queue it was sent to: the

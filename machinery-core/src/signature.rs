@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, WIRE_VERSION};
-use crate::engine::GroupMember;
+use crate::engine::{Enqueued, GroupMember};
 use crate::error::{Error, Result};
 use crate::registry::TaskEntry;
 use crate::result::{AsyncResult, State, TaskState};
@@ -133,7 +133,16 @@ pub struct RawSignature {
 /// bytes, or the key given with [`Signature::unique_key`]); it holds the UUID of the task
 /// that took it and lasts at most `ttl_ms` from the send. A send that finds the key held
 /// enqueues nothing ([`Error::Duplicate`], or the holder's handle).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// An empty `key` takes no lock: the send is deduplicated by the task's UUID alone (a
+/// task whose stored state is not final is not sent again). [`Signature::with_uuid`]
+/// sets such a lock.
+///
+/// Only a message sent on its own (a [`Signature`] sent, or [`Server::send_batch`]) is
+/// deduplicated. The parts of a workflow (chain steps, group and chord members, chord
+/// callbacks) drop their lock when the workflow is built, and success or error
+/// callbacks are sent by the worker without one: a workflow always runs whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct UniqueLock {
@@ -145,16 +154,6 @@ pub struct UniqueLock {
     /// off, the lock is released when the task reaches a final state.
     #[serde(skip_serializing_if = "is_false")]
     pub until_ttl: bool,
-}
-
-impl Default for UniqueLock {
-    fn default() -> Self {
-        UniqueLock {
-            key: String::new(),
-            ttl_ms: 0,
-            until_ttl: false,
-        }
-    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -367,6 +366,13 @@ impl RawSignature {
         deepest
     }
 
+    /// The lock key [`Signature::unique_for`] derives from this message: the task name,
+    /// `:`, and the 128-bit FNV-1a hash of the argument bytes as 32 lowercase hex
+    /// digits (e.g. `add:6c62…`). Stable across processes, builds and platforms.
+    pub fn unique_key_of(&self) -> String {
+        format!("{}:{:032x}", self.name, fnv1a_128(&self.args))
+    }
+
     /// A signature for `name` with encoded `args` and a fresh time-ordered UUID.
     pub fn new(name: impl Into<String>, args: Vec<u8>) -> Self {
         RawSignature {
@@ -520,6 +526,20 @@ fn decode_step(mut step: &[u8]) -> Result<Vec<RawSignature>> {
     Ok(entries)
 }
 
+/// FNV-1a, 128-bit (offset basis and prime from the FNV reference): the hash of the
+/// argument bytes in unique keys.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// The TTL of a unique lock set by [`Signature::unique_key`] or
+/// [`Signature::unique_until_ttl`] on a task without one: one hour.
+pub const DEFAULT_UNIQUE_TTL: Duration = Duration::from_secs(3600);
+
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
     to_ms(SystemTime::now())
@@ -529,6 +549,10 @@ pub(crate) fn now_ms() -> u64 {
 /// overflowing, so any `Duration` is a valid delay (`Duration::MAX` is "never").
 pub(crate) fn eta_after(delay: Duration) -> u64 {
     now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) fn to_ms(t: SystemTime) -> u64 {
@@ -563,6 +587,9 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
 pub struct Signature<T> {
     raw: RawSignature,
     encode_error: Option<String>,
+    /// A duplicate send fails with [`Error::Duplicate`] instead of returning the
+    /// holder's handle.
+    duplicate_error: bool,
     _result: PhantomData<fn() -> T>,
 }
 
@@ -571,6 +598,7 @@ impl<T> Clone for Signature<T> {
         Signature {
             raw: self.raw.clone(),
             encode_error: self.encode_error.clone(),
+            duplicate_error: self.duplicate_error,
             _result: PhantomData,
         }
     }
@@ -600,9 +628,17 @@ impl<T> Signature<T> {
             .options
             .expires_ms
             .map(|ms| now_ms().saturating_add(ms));
+        if let Some(ttl_ms) = entry.options.unique_ms {
+            raw.unique = Some(UniqueLock {
+                key: raw.unique_key_of(),
+                ttl_ms,
+                until_ttl: false,
+            });
+        }
         Signature {
             raw,
             encode_error,
+            duplicate_error: false,
             _result: PhantomData,
         }
     }
@@ -612,6 +648,7 @@ impl<T> Signature<T> {
         Signature {
             raw,
             encode_error: None,
+            duplicate_error: false,
             _result: PhantomData,
         }
     }
@@ -650,10 +687,81 @@ impl<T> Signature<T> {
     }
 
     /// Sets the task's UUID, e.g. one derived from your own ids so the result can be
-    /// found later by it. It does not deduplicate: sending the same UUID twice runs
-    /// the task twice, and the second send restarts its stored state at PENDING.
+    /// found later by it (BullMQ's job ids).
+    ///
+    /// It deduplicates: sent while a task with this UUID is pending, delayed or running
+    /// (its stored state is not final), nothing is enqueued and the send returns that
+    /// task's handle ([`Error::Duplicate`] with
+    /// [`on_duplicate_error`](Self::on_duplicate_error)). Sent after that task finished,
+    /// it starts over: the task runs again and its stored state restarts at PENDING.
+    /// Atomic per queue on engines that share their broker and result backend (Redis
+    /// with its own backend, memory). As a workflow part it does not deduplicate (see
+    /// [`UniqueLock`]).
     pub fn with_uuid(mut self, uuid: Uuid) -> Self {
         self.raw.uuid = uuid;
+        if self.raw.unique.is_none() {
+            self.raw.unique = Some(UniqueLock::default());
+        }
+        self
+    }
+
+    /// Makes the task unique for `ttl`: while a task with the same name and argument
+    /// bytes is pending, delayed or running in the same queue (at most `ttl` from its
+    /// send), sending this one enqueues nothing and returns that task's handle
+    /// ([`Error::Duplicate`] with [`on_duplicate_error`](Self::on_duplicate_error)).
+    ///
+    /// The key is [`RawSignature::unique_key_of`] (name and FNV-1a 128 of the
+    /// arguments), unless one was given with [`unique_key`](Self::unique_key). The lock
+    /// is released when the task reaches a final state (SUCCESS, FAILURE, dead-lettered,
+    /// REVOKED; a RETRY keeps it), or kept until `ttl` ends with
+    /// [`unique_until_ttl`](Self::unique_until_ttl); the TTL frees it in any case, even
+    /// if the task is still waiting. A TTL under 1 ms counts as 1 ms.
+    pub fn unique_for(mut self, ttl: Duration) -> Self {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let auto = self.raw.unique_key_of();
+        let lock = self.raw.unique.get_or_insert_with(UniqueLock::default);
+        if lock.key.is_empty() {
+            lock.key = auto;
+        }
+        lock.ttl_ms = ttl_ms;
+        self
+    }
+
+    /// Makes the task unique under the key `key` (within its queue) instead of its name
+    /// and arguments: tasks of any name and arguments sharing a key deduplicate each
+    /// other. Keeps the TTL of [`unique_for`](Self::unique_for) or `#[task(unique)]`,
+    /// else [`DEFAULT_UNIQUE_TTL`].
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        let lock = self.raw.unique.get_or_insert_with(UniqueLock::default);
+        lock.key = key.into();
+        if lock.ttl_ms == 0 {
+            lock.ttl_ms = millis(DEFAULT_UNIQUE_TTL);
+        }
+        self
+    }
+
+    /// Keeps the unique lock until its TTL ends, even after the task finished (asynq's
+    /// `Unique`): at most one such task per TTL. Without
+    /// [`unique_for`](Self::unique_for) or [`unique_key`](Self::unique_key) the task is
+    /// made unique by name and arguments for [`DEFAULT_UNIQUE_TTL`].
+    pub fn unique_until_ttl(mut self) -> Self {
+        let auto = self.raw.unique_key_of();
+        let lock = self.raw.unique.get_or_insert_with(UniqueLock::default);
+        if lock.key.is_empty() {
+            lock.key = auto;
+        }
+        if lock.ttl_ms == 0 {
+            lock.ttl_ms = millis(DEFAULT_UNIQUE_TTL);
+        }
+        lock.until_ttl = true;
+        self
+    }
+
+    /// A send that finds the unique key (or the UUID) held fails with
+    /// [`Error::Duplicate`] naming the holder, instead of returning the holder's handle
+    /// (the default, as BullMQ does).
+    pub fn on_duplicate_error(mut self) -> Self {
+        self.duplicate_error = true;
         self
     }
 
@@ -738,16 +846,27 @@ impl<T> Signature<T> {
         self.send_with(&server).await
     }
 
-    /// Sends the task on `server`.
+    /// Sends the task on `server`. A unique task (or one with a UUID given by
+    /// [`with_uuid`](Self::with_uuid)) whose key is held returns the holder's handle:
+    /// its UUID, and [`get`](AsyncResult::get) gives the holder's result.
     ///
     /// # Errors
-    /// Encoding and engine errors.
+    /// Encoding and engine errors; [`Error::Duplicate`] for a duplicate with
+    /// [`on_duplicate_error`](Self::on_duplicate_error); [`Error::Unsupported`] for a
+    /// unique send on an engine without unique tasks.
     pub async fn send_with(self, server: &Server) -> Result<AsyncResult<T>> {
+        let duplicate_error = self.duplicate_error;
         let mut raw = self.into_raw()?;
         server.route(&mut raw);
-        let result = AsyncResult::on(server, raw.uuid, raw.name.clone(), raw.routing_key.clone());
-        server.send_raw(raw).await?;
-        Ok(result)
+        let (name, queue) = (raw.name.clone(), raw.routing_key.clone());
+        let uuid = match server.send_raw(raw).await? {
+            Enqueued::Sent { uuid } => uuid,
+            Enqueued::Duplicate { uuid } if duplicate_error => {
+                return Err(Error::Duplicate { uuid, queue });
+            }
+            Enqueued::Duplicate { uuid } => uuid,
+        };
+        Ok(AsyncResult::on(server, uuid, name, queue))
     }
 }
 

@@ -20,6 +20,7 @@
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
+//! | `<p>:{q:<queue>}:unique:<key>` | string | a unique task's lock: the UUID of the task that holds it, with the lock's TTL (PX); deleted when that task reaches its final state (unless it keeps the lock until the TTL) |
 //! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
 //! | `<p>:{q:<queue>}:failed` | zset | task UUIDs that ended in FAILURE (score: when, ms); at most 10,000, none older than the statistics window |
 //! | `<p>:{q:<queue>}:stats` | zset | the minutes that have a statistics bucket (member and score: the minute, ms / 60,000) |
@@ -87,6 +88,11 @@ impl Keys {
 
     pub(crate) fn dead(&self, queue: &str) -> String {
         self.queue(queue, "dead")
+    }
+
+    /// The unique lock `key` of `queue`.
+    pub(crate) fn unique(&self, queue: &str, key: &str) -> String {
+        format!("{}:{{q:{queue}}}:unique:{key}", self.prefix)
     }
 
     pub(crate) fn paused(&self, queue: &str) -> String {
@@ -162,6 +168,7 @@ mod tests {
         let mut names: Vec<String> = QUEUE_KEYS.iter().map(|kind| k.queue(q, kind)).collect();
         names.extend([
             k.paused(q),
+            k.unique(q, "<key>"),
             k.failed(q),
             k.stats_minutes(q),
             k.stats(q, 0).replace(":stats:0", ":stats:<minute>"),
@@ -260,6 +267,8 @@ mod tests {
             include_str!("lua/dead_one.lua"),
             include_str!("lua/purge.lua"),
             include_str!("lua/worker_register.lua"),
+            include_str!("lua/publish_unique.lua"),
+            include_str!("lua/unique_release.lua"),
         ];
         for script in scripts {
             let code: String = script
@@ -276,6 +285,7 @@ mod tests {
                 ":done:",
                 ":results",
                 ":paused",
+                ":unique",
                 ":failed",
                 ":stats",
                 "{workers}",

@@ -32,6 +32,8 @@ pub(crate) struct Scripts {
     pub(crate) dead_one: Script,
     pub(crate) purge: Script,
     pub(crate) worker_register: Script,
+    pub(crate) publish_unique: Script,
+    pub(crate) unique_release: Script,
 }
 
 impl Scripts {
@@ -58,11 +60,13 @@ impl Scripts {
             dead_one: script(include_str!("lua/dead_one.lua")),
             purge: script(include_str!("lua/purge.lua")),
             worker_register: script(include_str!("lua/worker_register.lua")),
+            publish_unique: script(include_str!("lua/publish_unique.lua")),
+            unique_release: script(include_str!("lua/unique_release.lua")),
         }
     }
 
     /// Every script, to load them all again (a restarted Redis forgets them).
-    pub(crate) fn all(&self) -> [&Script; 14] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.publish,
             &self.fetch,
@@ -78,6 +82,8 @@ impl Scripts {
             &self.dead_one,
             &self.purge,
             &self.worker_register,
+            &self.publish_unique,
+            &self.unique_release,
         ]
     }
 }
@@ -107,6 +113,50 @@ impl PublishArgs<'_> {
         for m in self.messages {
             message_args(&mut invocation, m);
         }
+        invocation
+    }
+}
+
+/// `publish_unique.lua`: one message of `queue` with its task's PENDING state
+/// (`state`, encoded) and its unique lock `lock` (`None`: deduplicated by UUID only)
+/// held for `ttl_ms`.
+pub(crate) struct PublishUniqueArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) message: &'a Outgoing,
+    pub(crate) state: &'a [u8],
+    pub(crate) lock: Option<&'a str>,
+    pub(crate) ttl_ms: u64,
+}
+
+impl PublishUniqueArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = queue_call(&scripts.publish_unique, keys, self.queue);
+        invocation.key(keys.state(self.queue, self.message.uuid));
+        if let Some(lock) = self.lock {
+            invocation.key(keys.unique(self.queue, lock));
+        }
+        invocation
+            .arg(self.message.uuid.to_string())
+            .arg(self.ttl_ms.max(1))
+            .arg(self.state);
+        message_args(&mut invocation, self.message);
+        invocation
+    }
+}
+
+/// `unique_release.lua`: the lock `key` of `queue`, if task `uuid` holds it.
+pub(crate) struct UniqueReleaseArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) uuid: Uuid,
+}
+
+impl UniqueReleaseArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = scripts.unique_release.prepare_invoke();
+        invocation
+            .key(keys.unique(self.queue, self.key))
+            .arg(self.uuid.to_string());
         invocation
     }
 }
@@ -463,6 +513,9 @@ pub(crate) struct CompleteArgs<'a> {
     member_keys: Vec<String>,
     members: Vec<MemberArgs<'a>>,
     ends_keys: Vec<String>,
+    /// `complete.lua`'s tail: the unique locks to release, as (lock key, delivery
+    /// number from 1, task UUID).
+    releases: Vec<(String, usize, String)>,
 }
 
 /// One delivery's record in `complete.lua`'s first section.
@@ -491,6 +544,7 @@ impl<'a> CompleteArgs<'a> {
             member_keys: Vec::new(),
             members: Vec::new(),
             ends_keys: Vec::new(),
+            releases: Vec::new(),
         }
     }
 
@@ -540,6 +594,14 @@ impl<'a> CompleteArgs<'a> {
         if let Some(group) = ends {
             self.ends_keys.push(keys.chord(queue, group));
             self.ends_keys.push(keys.chord_results(queue, group));
+        }
+        if let Some(key) = &c.release_unique {
+            // The lock lives in the queue the message was published to: the delivery's.
+            self.releases.push((
+                keys.unique(queue, key),
+                self.deliveries.len() + 1,
+                c.state.uuid.to_string(),
+            ));
         }
         self.deliveries.push(Delivery {
             id,
@@ -593,6 +655,11 @@ impl<'a> CompleteArgs<'a> {
         for m in &self.members {
             m.add(&mut invocation);
         }
+        // The tail (last in KEYS and ARGV): the unique locks to release.
+        for (key, delivery, uuid) in &self.releases {
+            invocation.key(key).arg(*delivery).arg(uuid);
+        }
+        invocation.arg(self.releases.len());
         invocation
     }
 }

@@ -277,6 +277,7 @@ async fn stale_completion_writes_nothing() {
             group: None,
             dead_letter: None,
             ends_chord: None,
+            release_unique: None,
         }
     };
     let r = b
@@ -317,6 +318,7 @@ async fn complete_settles_a_batch_and_reports_each() {
             group: None,
             dead_letter: None,
             ends_chord: None,
+            release_unique: None,
         })
         .collect();
     let results = b.complete(&completions, &backend).await.unwrap();
@@ -778,6 +780,7 @@ fn completion(d: &Delivery, state: TaskState) -> Completion {
         group: None,
         dead_letter: None,
         ends_chord: None,
+        release_unique: None,
     }
 }
 

@@ -849,6 +849,7 @@ async fn engine_cost(ctx: &mut Ctx) -> Result<Vec<Value>, BoxError> {
                 group: None,
                 dead_letter: None,
                 ends_chord: None,
+                release_unique: None,
             });
         }
         for r in broker.complete(&completions, backend.as_ref()).await? {

@@ -11,6 +11,7 @@ use super::complete::complete_step_by_step;
 use crate::error::Result;
 use crate::reason::DeadLetterReason;
 use crate::result::TaskState;
+use crate::signature::UniqueLock;
 
 /// A message on its way into the broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,44 @@ pub struct Completion {
     /// from now, and no longer until then. Ignored while the state is not final (a
     /// RETRY keeps the chord without TTL).
     pub ends_chord: Option<Uuid>,
+    /// The unique lock (its [key](crate::UniqueLock::key), in the delivery's queue) to
+    /// release with this completion, if it still holds the state's task UUID
+    /// (compare-and-delete), in the same step as the state write: set by the worker
+    /// only with a final state of a task that holds a lock without
+    /// [`until_ttl`](crate::UniqueLock::until_ttl). See [`Broker::release_unique`].
+    pub release_unique: Option<String>,
+}
+
+/// What a send did with one message ([`Broker::publish_unique`],
+/// [`Server::send_batch`](crate::Server::send_batch)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// The message was enqueued as task `uuid`.
+    Sent {
+        /// The task sent.
+        uuid: Uuid,
+    },
+    /// Nothing was enqueued: task `uuid` holds the message's unique key, or a task with
+    /// the message's own UUID is pending, delayed or running.
+    Duplicate {
+        /// The task that holds the key (the message's own UUID for a UUID duplicate).
+        uuid: Uuid,
+    },
+}
+
+impl Enqueued {
+    /// The task sent, or the one that made this send a duplicate.
+    pub fn uuid(&self) -> Uuid {
+        match *self {
+            Enqueued::Sent { uuid } | Enqueued::Duplicate { uuid } => uuid,
+        }
+    }
+
+    /// Whether nothing was enqueued.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Enqueued::Duplicate { .. })
+    }
 }
 
 /// A task's place in a group whose completion triggers a callback (a chord).
@@ -189,6 +228,53 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<()> {
         backend.store_new(states).await?;
         self.publish(messages).await
+    }
+
+    /// Sends one unique message, atomically against every other unique send to its
+    /// queue ([`Outgoing::queue`]):
+    ///
+    /// 1. when `lock` has a key and the queue's lock under that key is held (by a task
+    ///    that took it less than its TTL ago and has not released it), nothing is
+    ///    written and the result is [`Enqueued::Duplicate`] with the holder's UUID;
+    /// 2. when a state is stored for the message's own UUID and is not final (PENDING,
+    ///    RECEIVED, STARTED, RETRY: the task is waiting, delayed or running), nothing is
+    ///    written and the result is [`Enqueued::Duplicate`] with that UUID;
+    /// 3. otherwise the lock (when it has a key) is taken for the message's UUID for
+    ///    [`ttl_ms`](UniqueLock::ttl_ms), the state is stored as
+    ///    [`ResultBackend::store_new`] does, and the message is published: the result is
+    ///    [`Enqueued::Sent`].
+    ///
+    /// The lock is freed by [`release_unique`](Broker::release_unique) (through
+    /// [`Completion::release_unique`]) or when its TTL ends, whichever comes first.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge); engine errors (then
+    /// the send may or may not have happened; sending again is safe: it finds the lock
+    /// or the state); the default fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn publish_unique(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> Result<Enqueued> {
+        let _ = (message, state, lock, backend);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "unique tasks",
+        })
+    }
+
+    /// Releases the unique lock `key` of `queue` if task `uuid` holds it
+    /// (compare-and-delete); a lock held by another task, or none, is left alone. Called
+    /// for [`Completion::release_unique`] by the step-by-step completion; an engine's
+    /// atomic [`complete`](Broker::complete) does it in the same step. The default does
+    /// nothing (an engine without [`publish_unique`](Broker::publish_unique) holds no
+    /// locks).
+    async fn release_unique(&self, queue: &str, key: &str, uuid: Uuid) -> Result<()> {
+        let _ = (queue, key, uuid);
+        Ok(())
     }
 
     /// Settles finished deliveries: for each, checks the lease, stores the states,

@@ -90,8 +90,10 @@ pub(crate) async fn refuse_revoked(c: &Completion, backend: &dyn ResultBackend) 
     }
 }
 
-/// What a completion writes besides settling its delivery, in order: its states, its
-/// chord step, the end of the chord it is the callback of, its follow-up messages.
+/// What a completion writes besides settling its delivery, in order: its states (a
+/// completion of a task revoked meanwhile is refused here), the release of its unique
+/// lock, its chord step, the end of the chord it is the callback of, its follow-up
+/// messages.
 pub(crate) async fn record<B: Broker + ?Sized>(
     broker: &B,
     c: &Completion,
@@ -108,6 +110,11 @@ pub(crate) async fn record<B: Broker + ?Sized>(
         if !c.also_store.is_empty() {
             backend.store(&c.also_store).await?;
         }
+    }
+    if let Some(key) = &c.release_unique {
+        broker
+            .release_unique(&c.delivery.queue, key, c.state.uuid)
+            .await?;
     }
     let mut publish = c.publish.clone();
     if let Some(member) = &c.group

@@ -41,6 +41,6 @@ pub use crate::registry::BoxFuture;
 pub use crate::server::{CheckUrl, ConnectBackend, ConnectBroker, EngineFactory};
 pub use admin::{BrokerAdmin, DeadLetter, QueueDepth};
 pub use backend::{ChordOutcome, ResultBackend, Revocation, RevokeOutcome, StoreId};
-pub use broker::{Broker, Completion, Delivery, GroupMember, Outgoing};
+pub use broker::{Broker, Completion, Delivery, Enqueued, GroupMember, Outgoing};
 pub use complete::complete_step_by_step;
 pub(crate) use complete::{complete_one, record, refuse_revoked, settle_each};

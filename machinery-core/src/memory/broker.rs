@@ -13,15 +13,15 @@ use uuid::Uuid;
 use crate::DeadLetterReason;
 use crate::config::Config;
 use crate::engine::{
-    Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, ResultBackend,
-    complete_step_by_step,
+    Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Enqueued, Outgoing, QueueDepth,
+    ResultBackend, complete_step_by_step,
 };
 use crate::error::{Error, Result};
 use crate::inspect::{ListedTask, Page, QueueInfo, StatsBucket, TaskList, WorkerInfo};
 use crate::memory::backend::STORE;
 use crate::memory::ready::{Message, Ready};
 use crate::result::TaskState;
-use crate::signature::{RawSignature, eta_after, now_ms, to_ms};
+use crate::signature::{RawSignature, UniqueLock, eta_after, now_ms, to_ms};
 
 /// The most items one page of [`BrokerAdmin::tasks`] holds, whatever the caller asks.
 const MAX_PAGE: usize = 1000;
@@ -34,6 +34,42 @@ pub struct MemoryBroker {
     max_bytes: usize,
     /// The origin of the instants written into cursors (tokio time).
     epoch: Instant,
+    /// Unique locks, held across a whole unique send (which awaits the backend).
+    unique: tokio::sync::Mutex<UniqueLocks>,
+}
+
+/// The unique locks of every queue: (queue, key) → holder and expiry.
+#[derive(Default)]
+struct UniqueLocks {
+    held: HashMap<(String, String), (Uuid, Instant)>,
+    /// Expired locks are swept when the map reaches this size (then twice the size
+    /// left), so locks nobody asks for again do not pile up.
+    sweep_at: usize,
+}
+
+impl UniqueLocks {
+    /// The holder of `key` in `queue`, dropping an expired lock.
+    fn holder(&mut self, queue: &str, key: &str, now: Instant) -> Option<Uuid> {
+        let k = (queue.to_owned(), key.to_owned());
+        match self.held.get(&k) {
+            Some(&(uuid, until)) if until > now => Some(uuid),
+            Some(_) => {
+                self.held.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn take(&mut self, queue: &str, key: &str, uuid: Uuid, until: Instant) {
+        if self.held.len() >= self.sweep_at.max(1024) {
+            let now = Instant::now();
+            self.held.retain(|_, (_, t)| *t > now);
+            self.sweep_at = self.held.len() * 2;
+        }
+        self.held
+            .insert((queue.to_owned(), key.to_owned()), (uuid, until));
+    }
 }
 
 /// Delayed order: due instant (tokio time), then a sequence number.
@@ -526,6 +562,7 @@ impl MemoryBroker {
             visibility: config.visibility_timeout,
             max_bytes: config.max_message_bytes,
             epoch: Instant::now(),
+            unique: tokio::sync::Mutex::default(),
         }
     }
 
@@ -742,6 +779,51 @@ impl Broker for MemoryBroker {
         self.check_sizes(&messages)?;
         backend.store_new(states).await?;
         self.publish(messages).await
+    }
+
+    /// One mutex over every unique send of this broker: the lock check, the state check
+    /// ([`ResultBackend::load`]), the state write and the publish happen under it.
+    async fn publish_unique(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> Result<Enqueued> {
+        self.check_sizes(std::slice::from_ref(&message))?;
+        let mut locks = self.unique.lock().await;
+        let now = Instant::now();
+        if !lock.key.is_empty()
+            && let Some(uuid) = locks.holder(&message.queue, &lock.key, now)
+        {
+            return Ok(Enqueued::Duplicate { uuid });
+        }
+        if let Some(stored) = backend.load(&message.queue, message.uuid).await?
+            && !stored.state.is_terminal()
+        {
+            return Ok(Enqueued::Duplicate { uuid: message.uuid });
+        }
+        let uuid = message.uuid;
+        if !lock.key.is_empty() {
+            let until = after(Duration::from_millis(lock.ttl_ms.max(1)));
+            locks.take(&message.queue, &lock.key, uuid, until);
+        }
+        backend.store_new(std::slice::from_ref(state)).await?;
+        self.publish(vec![message]).await?;
+        Ok(Enqueued::Sent { uuid })
+    }
+
+    async fn release_unique(&self, queue: &str, key: &str, uuid: Uuid) -> Result<()> {
+        let mut locks = self.unique.lock().await;
+        let k = (queue.to_owned(), key.to_owned());
+        if locks
+            .held
+            .get(&k)
+            .is_some_and(|(holder, _)| *holder == uuid)
+        {
+            locks.held.remove(&k);
+        }
+        Ok(())
     }
 
     async fn complete(

@@ -18,6 +18,7 @@
 pub mod revoke;
 pub mod suite;
 pub mod tasks;
+pub mod unique;
 
 use std::future::Future;
 
@@ -110,7 +111,14 @@ macro_rules! conformance_suite {
             revoke_survives_restart, revoke_chain_step, revoke_chord_member,
             revoke_races_completion, revoke_refuses_completion, expired_never_runs
         );
-        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness;
+            unique_by_name_and_args, unique_key_is_explicit, unique_duplicate_returns_holder,
+            unique_released_when_finished, unique_kept_while_retrying,
+            unique_until_ttl_outlives_the_task, unique_ttl_frees_a_pending_lock,
+            unique_with_uuid_deduplicates, unique_task_attribute, unique_in_a_batch,
+            unique_delayed_holds_the_lock, unique_ignored_in_workflows,
+            unique_race_of_fifty_senders
+        );
         $crate::conformance_suite!(@tests $harness; );
         $crate::conformance_suite!(@tests $harness; );
     };

@@ -495,6 +495,7 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
             publish: vec![follower.clone()],
             group: None,
             dead_letter: None,
+            release_unique: None,
             ends_chord: None,
         };
         let results = broker.complete(&[c], backend.as_ref()).await.unwrap();
@@ -536,6 +537,7 @@ pub async fn revoke_refuses_completion<H: Harness>(h: &H) {
         publish: Vec::new(),
         group: None,
         dead_letter: None,
+        release_unique: None,
         ends_chord: None,
     };
     let results = broker.complete(&[c], backend.as_ref()).await.unwrap();

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::Harness;
 use super::tasks::{self, *};
+#[allow(unused_imports)]
+pub use super::unique::*;
 use crate::config::Config;
 use crate::engine::{BrokerAdmin, Completion, Outgoing};
 use crate::error::Error;
@@ -1306,6 +1308,7 @@ fn completion(delivery: &crate::engine::Delivery, state: TaskState) -> Completio
         group: None,
         dead_letter: None,
         ends_chord: None,
+        release_unique: None,
     }
 }
 

@@ -225,6 +225,7 @@ async fn settle_revoked(
         also_store,
         publish,
         dead_letter: None,
+        release_unique: unique_release(raw, true),
     }
 }
 
@@ -311,11 +312,21 @@ async fn settle(
             None
         },
         ends_chord: raw.chord_of.filter(|_| terminal),
+        release_unique: unique_release(raw, terminal),
         state,
         also_store,
         publish,
         dead_letter,
     }
+}
+
+/// The unique lock a task in a final state releases: its key, unless it keeps the lock
+/// until the TTL (or holds none: an empty key deduplicates by UUID only).
+fn unique_release(raw: &RawSignature, terminal: bool) -> Option<String> {
+    raw.unique
+        .as_ref()
+        .filter(|u| terminal && !u.until_ttl && !u.key.is_empty())
+        .map(|u| u.key.clone())
 }
 
 /// Hands a completion to the completer, once the task's STARTED write (if any) is done,

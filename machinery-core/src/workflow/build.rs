@@ -101,6 +101,9 @@ pub(crate) fn build(
                 });
             }
             Link::Task(mut raw) => {
+                // Workflow parts are not deduplicated (see `UniqueLock`): a part held
+                // back would leave its workflow waiting.
+                raw.unique = None;
                 server.route(&mut raw);
                 (vec![*raw], None)
             }
@@ -109,6 +112,7 @@ pub(crate) fn build(
                 // results; it is a plain step, so it takes no result from the step
                 // before it either.
                 let mut callback = *c.callback;
+                callback.unique = None;
                 if !callback.immutable {
                     callback.args = codec::append_arg(&callback.args, &[0x90])?;
                     callback.immutable = true;
@@ -118,6 +122,7 @@ pub(crate) fn build(
             }
             Link::Chord(c) => {
                 let mut callback = *c.callback;
+                callback.unique = None;
                 server.route(&mut callback);
                 callback.chord_of = Some(c.group);
                 let count = u32::try_from(c.members.len()).map_err(|_| Error::Encode {

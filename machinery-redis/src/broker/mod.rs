@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use machinery_core::engine::{
-    Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Outgoing, QueueDepth, ResultBackend,
+    Broker, BrokerAdmin, Completion, DeadLetter, Delivery, Enqueued, Outgoing, QueueDepth,
+    ResultBackend,
 };
 use machinery_core::inspect::{ListedTask, Page, QueueInfo, StatsBucket, TaskList, WorkerInfo};
-use machinery_core::{Result as CoreResult, TaskState};
+use machinery_core::{Result as CoreResult, TaskState, UniqueLock};
 use uuid::Uuid;
 
 use crate::scripts::DeadAction;
@@ -173,6 +174,27 @@ impl Broker for RedisBroker {
         backend: &dyn ResultBackend,
     ) -> CoreResult<Vec<CoreResult<()>>> {
         self.complete_batch(completions, backend).await
+    }
+
+    /// One script call (`publish_unique.lua`) in one round trip when the result
+    /// backend is this broker's Redis: the lock (`SET … PX`), the check of the task's own
+    /// state, the PENDING state and the message in one atomic step. With a result
+    /// backend elsewhere the lock is still atomic (`SET NX PX`), but the UUID check
+    /// (`with_uuid`) is a separate read of the backend: two senders of one UUID racing
+    /// may both enqueue.
+    async fn publish_unique(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Enqueued> {
+        self.publish_unique_message(message, state, lock, backend)
+            .await
+    }
+
+    async fn release_unique(&self, queue: &str, key: &str, uuid: Uuid) -> CoreResult<()> {
+        self.release_unique_lock(queue, key, uuid).await
     }
 
     fn admin(&self) -> Option<&dyn BrokerAdmin> {

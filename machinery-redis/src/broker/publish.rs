@@ -1,13 +1,13 @@
 //! Sending messages: the publish script, one call per queue and chunk.
 
-use machinery_core::engine::Outgoing;
-use machinery_core::engine::ResultBackend;
-use machinery_core::{Error as CoreError, Result as CoreResult, TaskState};
+use machinery_core::engine::{Enqueued, Outgoing, ResultBackend};
+use machinery_core::{Error as CoreError, Result as CoreResult, TaskState, UniqueLock};
+use uuid::Uuid;
 
 use super::{RedisBroker, add_wakes, group_by_queue};
 use crate::backend::Write;
-use crate::error::Result;
-use crate::scripts::PublishArgs;
+use crate::error::{Error, Result};
+use crate::scripts::{PublishArgs, PublishUniqueArgs, UniqueReleaseArgs};
 
 /// Messages per publish script call: large enough to amortise the round trip, small
 /// enough not to stall Redis.
@@ -104,5 +104,126 @@ impl RedisBroker {
             self.engine.store_with(states, Write::Fresh).await?;
         }
         Ok(self.publish_raw(first, &messages).await?)
+    }
+}
+
+impl RedisBroker {
+    /// One unique send: `publish_unique.lua` (lock, state check, state, message in one
+    /// step) in one round trip with the queue's registration and a wake-up token.
+    pub(super) async fn publish_unique_message(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Enqueued> {
+        self.check_sizes(std::slice::from_ref(&message))?;
+        if !self.colocated(backend) {
+            return self
+                .publish_unique_apart(message, state, lock, backend)
+                .await;
+        }
+        let queue = message.queue.as_str();
+        let state = state.encode()?;
+        let args = PublishUniqueArgs {
+            queue,
+            message: &message,
+            state: &state,
+            lock: Some(lock.key.as_str()).filter(|k| !k.is_empty()),
+            ttl_ms: lock.ttl_ms,
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.engine.keys.queues())
+            .arg(queue)
+            .ignore();
+        pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys));
+        // A token for a duplicate only makes a blocked worker look once.
+        add_wakes(&mut pipe, &[self.engine.keys.wake(queue)]);
+        let ((flag, holder),): ((i64, String),) = self.engine.query_scripted(&pipe).await?;
+        if flag == 1 {
+            return Ok(Enqueued::Sent { uuid: message.uuid });
+        }
+        let uuid = Uuid::parse_str(&holder).map_err(|e| {
+            Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
+        })?;
+        Ok(Enqueued::Duplicate { uuid })
+    }
+
+    /// A unique send with a result backend outside this broker's Redis: the lock is
+    /// taken atomically (`SET NX PX`), but the UUID check ([`ResultBackend::load`]) and
+    /// the state write are separate steps, so two senders of one UUID racing may both
+    /// enqueue.
+    async fn publish_unique_apart(
+        &self,
+        message: Outgoing,
+        state: &TaskState,
+        lock: &UniqueLock,
+        backend: &dyn ResultBackend,
+    ) -> CoreResult<Enqueued> {
+        let queue = message.queue.as_str();
+        let uuid = message.uuid;
+        if !lock.key.is_empty() {
+            let key = self.engine.keys.unique(queue, &lock.key);
+            let mut conn = self.conn();
+            // A lock released between the SET and the GET is tried again.
+            let mut taken = false;
+            for _ in 0..8 {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(uuid.to_string())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lock.ttl_ms.max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)?;
+                if set.is_some() {
+                    taken = true;
+                    break;
+                }
+                let holder: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)?;
+                if let Some(holder) = holder {
+                    let holder = Uuid::parse_str(&holder).map_err(|e| {
+                        Error::Protocol(format!("a unique lock holds `{holder}`, not a UUID: {e}"))
+                    })?;
+                    return Ok(Enqueued::Duplicate { uuid: holder });
+                }
+            }
+            if !taken {
+                return Err(Error::Protocol("a unique lock kept changing hands".into()).into());
+            }
+        }
+        if let Some(stored) = backend.load(queue, uuid).await?
+            && !stored.state.is_terminal()
+        {
+            if !lock.key.is_empty() {
+                self.release_unique_lock(queue, &lock.key, uuid).await?;
+            }
+            return Ok(Enqueued::Duplicate { uuid });
+        }
+        backend.store_new(std::slice::from_ref(state)).await?;
+        self.publish_raw(redis::pipe(), std::slice::from_ref(&message))
+            .await?;
+        Ok(Enqueued::Sent { uuid })
+    }
+
+    /// Releases lock `key` of `queue` if `uuid` holds it (`unique_release.lua`).
+    pub(super) async fn release_unique_lock(
+        &self,
+        queue: &str,
+        key: &str,
+        uuid: Uuid,
+    ) -> CoreResult<()> {
+        let args = UniqueReleaseArgs { queue, key, uuid };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys))
+            .ignore();
+        let () = self.engine.query_scripted(&pipe).await?;
+        Ok(())
     }
 }

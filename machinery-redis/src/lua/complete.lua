@@ -15,6 +15,10 @@
 --       then per state (2): done channel ('' = not final), state bytes,
 --       then per message (3): eta ms, priority, payload,
 --       then per chord member (5): index, success 0/1, result, name, error.
+--       then, last, the unique locks to release (`UniqueTail` in scripts.rs; at the
+--       end of KEYS and ARGV so that the sections above keep their places):
+--       KEYS: the U lock keys, last; ARGV: per lock (2): delivery number (1-based),
+--       task UUID; then U, the very last argument.
 -- Reply: one flag per delivery: 0 when its lease was lost (nothing written), else 1.
 --
 -- Every state, message and chord here belongs to this queue; the client does the work
@@ -116,6 +120,19 @@ for k = 1, n do
   end
   if member then ck, ci = ck + 2, ci + MEMBER end
   if ends then ek = ek + 2 end
+end
+
+-- Unique locks of the settled deliveries' final states, released if their task still
+-- holds them (compare-and-delete): a lock the TTL freed and another task took is kept.
+local u = tonumber(ARGV[#ARGV]) or 0
+for j = 1, u do
+  local at = #ARGV - 2 * (u - j + 1)
+  if out[tonumber(ARGV[at])] == 1 then
+    local lock = KEYS[#KEYS - u + j]
+    if redis.call('GET', lock) == ARGV[at + 1] then
+      redis.call('DEL', lock)
+    end
+  end
 end
 
 -- Waiters subscribe before they read the state, and this script is atomic: a final
