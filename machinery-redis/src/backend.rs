@@ -534,10 +534,10 @@ async fn watch_revocations(engine: &Engine) -> Result<BoxStream<'static, Revocat
             }
         }
     });
-    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|r| (r, rx))
-    })
-    .boxed())
+    Ok(
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed(),
+    )
 }
 
 /// What `forget` publishes on a task's `done` channel: not a state, so its waiters read

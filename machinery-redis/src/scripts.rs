@@ -477,7 +477,9 @@ pub(crate) struct RevocationArgs<'a> {
 impl RevocationArgs<'_> {
     pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
         let mut invocation = scripts.revocation.prepare_invoke();
-        let until = self.until.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
+        let until = self
+            .until
+            .map_or_else(|| "+inf".to_owned(), |u| u.to_string());
         invocation
             .key(keys.revoked())
             .key(keys.revoked_reasons())
@@ -511,7 +513,10 @@ pub(crate) fn parse_revocation_message(raw: &[u8]) -> Option<(Uuid, Option<u64>,
 }
 
 /// `revocations.lua`: the revocations that have not ended.
-pub(crate) fn revocations_invocation<'s>(scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+pub(crate) fn revocations_invocation<'s>(
+    scripts: &'s Scripts,
+    keys: &Keys,
+) -> ScriptInvocation<'s> {
     let mut invocation = scripts.revocations.prepare_invoke();
     invocation.key(keys.revoked()).key(keys.revoked_reasons());
     invocation

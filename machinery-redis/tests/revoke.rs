@@ -158,9 +158,11 @@ async fn revoke_decides_by_the_stored_state() {
     assert!(b.load("q", unknown).await.unwrap().is_none());
     let recorded = b.revocations().await.unwrap();
     assert_eq!(recorded.len(), 8);
-    assert!(recorded.iter().any(|r| r.uuid == unknown
-        && r.reason == "r"
-        && r.until == until));
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.uuid == unknown && r.reason == "r" && r.until == until)
+    );
 }
 
 /// With an empty queue the task is looked up in every queue published to, as `load`
@@ -241,8 +243,12 @@ async fn only_a_new_send_replaces_a_revoked_state() {
 async fn complete_refuses_a_task_revoked_while_it_ran() {
     let (b, backend, _) = engine(with_ttl(100)).await;
     let kinds: [(&str, fn(&mut Completion)); 5] = [
-        ("success", |c| c.state = state(c.state.uuid, "q", State::Success)),
-        ("failure", |c| c.state = state(c.state.uuid, "q", State::Failure)),
+        ("success", |c| {
+            c.state = state(c.state.uuid, "q", State::Success)
+        }),
+        ("failure", |c| {
+            c.state = state(c.state.uuid, "q", State::Failure)
+        }),
         ("retry", |c| {
             c.state = state(c.state.uuid, "q", State::Retry);
             c.publish.push(msg("q", "the retry"));
@@ -343,7 +349,10 @@ async fn complete_refuses_with_the_reason_and_a_lost_lease_stays_lost() {
         RevokeOutcome::Revoked
     );
     let results = b
-        .complete(&[completion(&d, state(uuid, "q", State::Success))], &backend)
+        .complete(
+            &[completion(&d, state(uuid, "q", State::Success))],
+            &backend,
+        )
         .await
         .unwrap();
     assert!(
@@ -353,7 +362,10 @@ async fn complete_refuses_with_the_reason_and_a_lost_lease_stays_lost() {
     // The lease is lost (acknowledged by a "stale" path): LeaseLost, not Revoked.
     b.ack(&d).await.unwrap();
     let results = b
-        .complete(&[completion(&d, state(uuid, "q", State::Success))], &backend)
+        .complete(
+            &[completion(&d, state(uuid, "q", State::Success))],
+            &backend,
+        )
         .await
         .unwrap();
     assert!(
@@ -577,7 +589,14 @@ async fn watchers_get_revocations_at_once() {
             .expect("a revocation within 10 s")
             .expect("the watch is open");
         latencies.push(started.elapsed());
-        assert_eq!(got, Revocation { uuid, reason, until });
+        assert_eq!(
+            got,
+            Revocation {
+                uuid,
+                reason,
+                until
+            }
+        );
     }
     latencies.sort();
     println!(

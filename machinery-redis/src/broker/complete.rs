@@ -133,12 +133,17 @@ impl RedisBroker {
         }
         let mut replies: Vec<redis::Value> = self.engine.query_scripted(&pipe).await?;
         if replies.len() != queues.len() + state_keys.len() {
-            return Err(Error::Protocol("extend returned the wrong number of replies".into()).into());
+            return Err(
+                Error::Protocol("extend returned the wrong number of replies".into()).into(),
+            );
         }
         let states = replies
             .split_off(queues.len())
             .into_iter()
-            .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(v).map_err(|e| Error::Protocol(e.to_string())))
+            .map(|v| {
+                redis::from_redis_value::<Option<Vec<u8>>>(v)
+                    .map_err(|e| Error::Protocol(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut held = vec![false; deliveries.len()];
         for ((_, list), reply) in queues.iter().zip(replies) {
