@@ -242,7 +242,7 @@ async fn only_a_new_send_replaces_a_revoked_state() {
 #[tokio::test]
 async fn complete_refuses_a_task_revoked_while_it_ran() {
     let (b, backend, _) = engine(with_ttl(100)).await;
-    let kinds: [(&str, fn(&mut Completion)); 5] = [
+    let kinds: [(&str, Shape); 5] = [
         ("success", |c| {
             c.state = state(c.state.uuid, "q", State::Success)
         }),
@@ -330,6 +330,9 @@ async fn complete_refuses_a_task_revoked_while_it_ran() {
         }
     }
 }
+
+/// Turns a completion into one kind of outcome.
+type Shape = fn(&mut Completion);
 
 /// The refusal is decided by the stored state the moment the completion is settled:
 /// revoked through `revoke` while PENDING (the worker fetched it before the revoke was
@@ -697,4 +700,26 @@ async fn revoking_keeps_to_one_slot_per_call_on_a_cluster_node() {
     );
     let again = completion(&d, state(running, "q", State::Revoked));
     assert!(b.complete(&[again], &backend).await.unwrap()[0].is_ok());
+}
+
+/// The refusal reads the `state` field: a task whose arguments hold the bytes of
+/// `state: "REVOKED"` is not taken for a revoked one.
+#[tokio::test]
+async fn the_revoked_bytes_in_arguments_do_not_refuse() {
+    let (b, backend, _) = engine(with_ttl(100)).await;
+    b.publish(vec![msg("q", "a")]).await.unwrap();
+    let d = b.fetch(&q("q"), 1, Duration::ZERO).await.unwrap().remove(0);
+    let uuid = Uuid::new_v4();
+    let mut running = state(uuid, "q", State::Started);
+    running.args = Some(b"\xa5state\xa7REVOKED".to_vec());
+    running.error = Some("\u{a5}state\u{a7}REVOKED".into());
+    backend.store(std::slice::from_ref(&running)).await.unwrap();
+    let mut done = state(uuid, "q", State::Success);
+    done.args = running.args.clone();
+    let results = b.complete(&[completion(&d, done)], &backend).await.unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(
+        backend.load("q", uuid).await.unwrap().unwrap().state,
+        State::Success
+    );
 }
