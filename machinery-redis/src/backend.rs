@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use machinery_core::engine::{ChordOutcome, GroupMember, Outgoing, ResultBackend, StoreId};
+use futures_util::stream::BoxStream;
+use machinery_core::engine::{
+    ChordOutcome, GroupMember, Outgoing, ResultBackend, Revocation, RevokeOutcome, StoreId,
+};
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{Mutex, oneshot};
@@ -15,7 +18,10 @@ use uuid::Uuid;
 
 use crate::conn::Engine;
 use crate::error::{Error, Result};
-use crate::scripts::{ChordDoneArgs, MemberArgs, StoreOpenArgs};
+use crate::scripts::{
+    ChordDoneArgs, MemberArgs, RevocationArgs, RevokeArgs, StoreArgs, parse_revocation_message,
+    revocations_invocation,
+};
 
 /// The Redis result backend. See the [crate docs](crate) for the key layout.
 #[derive(Debug)]
@@ -297,6 +303,40 @@ async fn keep_alive(
 }
 
 impl RedisBackend {
+    /// The stored state of task `uuid` as bytes, with the queue it is kept under; an
+    /// empty `queue` is not known: the task's state key of every queue published to
+    /// (and of the default queue) is read, one GET each (one slot each), in one
+    /// pipeline.
+    async fn load_raw(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<(String, Vec<u8>)>> {
+        let mut conn = self.conn();
+        if !queue.is_empty() {
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.engine.keys.state(queue, uuid))
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::from)?;
+            return Ok(raw.map(|b| (queue.to_owned(), b)));
+        }
+        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.engine.keys.queues())
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::from)?;
+        let default = &self.engine.config.default_queue;
+        if !queues.contains(default) {
+            queues.push(default.clone());
+        }
+        let mut pipe = redis::pipe();
+        for q in &queues {
+            pipe.cmd("GET").arg(self.engine.keys.state(q, uuid));
+        }
+        let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(Error::from)?;
+        Ok(queues
+            .into_iter()
+            .zip(found)
+            .find_map(|(q, b)| b.map(|b| (q, b))))
+    }
+
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         RedisBackend {
             waiters: Arc::new(Waiters {
@@ -317,10 +357,13 @@ impl RedisBackend {
 /// State writes shared by the backend and, for a backend on the same store, the broker
 /// (which puts them in its own pipelines and scripts).
 impl Engine {
-    /// Adds the writes of `states` to `pipe`: a final state is `SET` with the results
-    /// TTL and `PUBLISH`ed to its waiters; a non-final one is `SET` without TTL, with
-    /// [`Write::Guarded`] only where the stored state is not final (one `store_open`
-    /// script call per queue, so the pipeline must run through `query_scripted`).
+    /// Adds the writes of `states` to `pipe`. With [`Write::Guarded`] they go through
+    /// the `store` script (one call per queue, one slot each, so the pipeline must run
+    /// through `query_scripted`): a non-final state is written only where the stored
+    /// state is not final, a SUCCESS or FAILURE only where it is not REVOKED (and then
+    /// `PUBLISH`ed to its waiters). A REVOKED state, and every state with
+    /// [`Write::Fresh`], is a plain `SET` (a final one with the results TTL, and
+    /// `PUBLISH`ed).
     pub(crate) fn store_into(
         &self,
         pipe: &mut redis::Pipeline,
@@ -328,38 +371,35 @@ impl Engine {
         write: Write,
     ) -> CoreResult<()> {
         let ttl = self.ttl_ms();
-        // Guarded non-final states: one script call per queue (one slot each).
-        let mut guarded: Vec<(&str, StoreOpenArgs<'_>)> = Vec::new();
+        let mut guarded: Vec<(&str, StoreArgs<'_>)> = Vec::new();
         for s in states {
             let bytes = s.encode()?;
             let key = self.keys.state(&s.queue, s.uuid);
-            if s.state.is_terminal() {
-                if ttl > 0 {
-                    pipe.cmd("SET")
-                        .arg(&key)
-                        .arg(&bytes)
-                        .arg("PX")
-                        .arg(ttl)
-                        .ignore();
-                } else {
-                    pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
+            let terminal = s.state.is_terminal();
+            if write == Write::Fresh || s.state == State::Revoked {
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(&bytes);
+                if terminal && ttl > 0 {
+                    set.arg("PX").arg(ttl);
                 }
-                pipe.cmd("PUBLISH")
-                    .arg(self.keys.done(s.uuid))
-                    .arg(&bytes)
-                    .ignore();
-            } else if write == Write::Fresh {
-                pipe.cmd("SET").arg(&key).arg(&bytes).ignore();
-            } else {
-                let at = match guarded.iter().position(|(q, _)| *q == s.queue) {
-                    Some(at) => at,
-                    None => {
-                        guarded.push((&s.queue, StoreOpenArgs::new(&self.scripts)));
-                        guarded.len() - 1
-                    }
-                };
-                guarded[at].1.push(key, bytes);
+                pipe.add_command(set).ignore();
+                if terminal {
+                    pipe.cmd("PUBLISH")
+                        .arg(self.keys.done(s.uuid))
+                        .arg(&bytes)
+                        .ignore();
+                }
+                continue;
             }
+            let at = match guarded.iter().position(|(q, _)| *q == s.queue) {
+                Some(at) => at,
+                None => {
+                    guarded.push((&s.queue, StoreArgs::new(&self.scripts, ttl)));
+                    guarded.len() - 1
+                }
+            };
+            let done = terminal.then(|| self.keys.done(s.uuid));
+            guarded[at].1.push(key, done, bytes);
         }
         for (_, args) in &guarded {
             pipe.invoke_script(args.invocation()).ignore();
@@ -399,10 +439,105 @@ impl Engine {
 /// How `Engine::store_into` writes non-final states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Write {
-    /// Never over a final state (`ResultBackend::store`, completions).
+    /// A non-final state never over a final one, a SUCCESS or FAILURE never over a
+    /// REVOKED one (`ResultBackend::store`, completions).
     Guarded,
     /// As they are: the PENDING states of tasks being sent (a UUID sent again restarts).
     Fresh,
+}
+
+/// Compare-and-set attempts of `revoke` on a state that keeps changing.
+const REVOKE_ATTEMPTS: usize = 16;
+
+/// How often a revocation watch pings its pub/sub connection: one that died silently (a
+/// partition, a frozen server; no close) ends the stream within this and a response
+/// timeout, and the worker subscribes again and re-reads the revocations.
+const WATCH_PING: Duration = Duration::from_secs(5);
+
+/// Revocations buffered for a watcher that reads slowly.
+const WATCH_BUFFER: usize = 1024;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A revocation's end as the revocations set scores it (`inf`: never).
+fn score_until(score: &str) -> Option<u64> {
+    let s: f64 = score.parse().ok()?;
+    // A finite score of a few 10^12 ms converts exactly.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    s.is_finite().then_some(s.max(0.0) as u64)
+}
+
+/// Subscribes to the revocations channel on a pub/sub connection of its own and streams
+/// what it carries. The subscription is confirmed before this returns, so a revocation
+/// recorded afterwards is delivered. A reader task forwards the messages and pings the
+/// connection every [`WATCH_PING`]; the stream ends when the connection drops or stops
+/// answering, and the connection closes when the stream is dropped.
+async fn watch_revocations(engine: &Engine) -> Result<BoxStream<'static, Revocation>> {
+    let r = &engine.config.redis;
+    let limit = r.connect_timeout.saturating_mul(2);
+    let mut pubsub = match tokio::time::timeout(limit, engine.client.get_async_pubsub()).await {
+        Ok(c) => c?,
+        Err(_) => {
+            return Err(Error::Connect {
+                url: engine.url.clone(),
+                reason: format!("no pub/sub connection within {limit:?}"),
+            });
+        }
+    };
+    let channel = engine.keys.revoked_channel();
+    let reply_limit = r.response_timeout.max(Duration::from_millis(1));
+    match tokio::time::timeout(reply_limit, pubsub.subscribe(&channel)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Protocol(format!(
+                "no reply to SUBSCRIBE within {reply_limit:?}"
+            )));
+        }
+    }
+    let (mut sink, mut stream) = pubsub.split();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Revocation>(WATCH_BUFFER);
+    let url = engine.url.clone();
+    tokio::spawn(async move {
+        let mut next_ping = tokio::time::Instant::now() + WATCH_PING;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        tracing::debug!(%url, "the revocations pub/sub connection dropped");
+                        return;
+                    };
+                    let Some((uuid, until, reason)) =
+                        parse_revocation_message(msg.get_payload_bytes())
+                    else {
+                        continue;
+                    };
+                    if tx.send(Revocation { uuid, reason, until }).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+                () = tokio::time::sleep_until(next_ping) => {
+                    let answered = matches!(
+                        tokio::time::timeout(reply_limit, sink.ping::<redis::Value>()).await,
+                        Ok(Ok(_))
+                    );
+                    if !answered {
+                        tracing::warn!(%url, "the revocations pub/sub connection stopped answering; the watch ends");
+                        return;
+                    }
+                    next_ping = tokio::time::Instant::now() + WATCH_PING;
+                }
+            }
+        }
+    });
+    Ok(
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed(),
+    )
 }
 
 /// What `forget` publishes on a task's `done` channel: not a state, so its waiters read
@@ -473,39 +608,10 @@ impl ResultBackend for RedisBackend {
     }
 
     async fn load(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<TaskState>> {
-        if queue.is_empty() {
-            // The queue is not known, and the state is kept under its queue's hash tag:
-            // read the task's state key of every queue published to (and of the default
-            // queue), one GET each (one slot each), in one pipeline.
-            let mut conn = self.conn();
-            let mut queues: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(self.engine.keys.queues())
-                .query_async(&mut conn)
-                .await
-                .map_err(Error::from)?;
-            let default = &self.engine.config.default_queue;
-            if !queues.contains(default) {
-                queues.push(default.clone());
-            }
-            let mut pipe = redis::pipe();
-            for q in &queues {
-                pipe.cmd("GET").arg(self.engine.keys.state(q, uuid));
-            }
-            let found: Vec<Option<Vec<u8>>> =
-                pipe.query_async(&mut conn).await.map_err(Error::from)?;
-            return found
-                .into_iter()
-                .flatten()
-                .next()
-                .map(|b| TaskState::decode(&b))
-                .transpose();
-        }
-        let raw: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.engine.keys.state(queue, uuid))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(Error::from)?;
-        raw.map(|b| TaskState::decode(&b)).transpose()
+        self.load_raw(queue, uuid)
+            .await?
+            .map(|(_, b)| TaskState::decode(&b))
+            .transpose()
     }
 
     async fn wait(
@@ -678,6 +784,101 @@ impl ResultBackend for RedisBackend {
             results: results.into_iter().flatten().collect(),
             failure: failure.as_deref().and_then(parse_failure),
         })
+    }
+
+    async fn revoke(
+        &self,
+        queue: &str,
+        uuid: Uuid,
+        reason: &str,
+        until: Option<u64>,
+    ) -> CoreResult<RevokeOutcome> {
+        let keys = &self.engine.keys;
+        // Recorded and published first, with the state read when the queue is known.
+        let record = RevocationArgs {
+            uuid,
+            until,
+            reason,
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&record.invocation(&self.engine.scripts, keys))
+            .ignore();
+        let mut stored = if queue.is_empty() {
+            let () = self.engine.query_scripted(&pipe).await?;
+            self.load_raw("", uuid).await?
+        } else {
+            pipe.cmd("GET").arg(keys.state(queue, uuid));
+            let (raw,): (Option<Vec<u8>>,) = self.engine.query_scripted(&pipe).await?;
+            raw.map(|b| (queue.to_owned(), b))
+        };
+        // Then PENDING or RETRY → REVOKED, compared and set: a state that changed in
+        // between is decided again (a worker took the task, or it finished).
+        for _ in 0..REVOKE_ATTEMPTS {
+            let Some((queue, bytes)) = stored else {
+                return Ok(RevokeOutcome::Unknown);
+            };
+            let state = TaskState::decode(&bytes)?;
+            match state.state {
+                State::Pending | State::Retry => {}
+                State::Received | State::Started => return Ok(RevokeOutcome::Cancelling),
+                s => return Ok(RevokeOutcome::Finished(s)),
+            }
+            let mut revoked = state;
+            revoked.state = State::Revoked;
+            revoked.error = Some(reason.to_owned());
+            revoked.result = None;
+            revoked.updated_at = now_ms();
+            let revoked = revoked.encode()?;
+            let args = RevokeArgs {
+                queue: &queue,
+                uuid,
+                read: &bytes,
+                revoked: &revoked,
+                ttl_ms: self.engine.ttl_ms(),
+            };
+            let reply: redis::Value = args
+                .invocation(&self.engine.scripts, keys)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(Error::from)?;
+            stored = match reply {
+                redis::Value::Int(1) => return Ok(RevokeOutcome::Revoked),
+                redis::Value::BulkString(b) => Some((queue, b)),
+                redis::Value::Nil => None,
+                other => {
+                    return Err(Error::Protocol(format!("revoke returned {other:?}")).into());
+                }
+            };
+        }
+        // Changing faster than it can be read: a worker has it (the revocation is
+        // recorded and published, so that worker stops it).
+        Ok(RevokeOutcome::Cancelling)
+    }
+
+    async fn revocations(&self) -> CoreResult<Vec<Revocation>> {
+        let reply: Vec<Option<String>> =
+            revocations_invocation(&self.engine.scripts, &self.engine.keys)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(Error::from)?;
+        let mut out = Vec::with_capacity(reply.len() / 3);
+        for triple in reply.chunks_exact(3) {
+            let (Some(uuid), Some(score)) = (&triple[0], &triple[1]) else {
+                continue;
+            };
+            // Not ours (written by something else): skipped.
+            let Ok(uuid) = uuid.parse() else { continue };
+            out.push(Revocation {
+                uuid,
+                reason: triple[2].clone().unwrap_or_else(|| "revoked".to_owned()),
+                until: score_until(score),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn watch_revocations(&self) -> CoreResult<BoxStream<'static, Revocation>> {
+        Ok(watch_revocations(&self.engine).await?)
     }
 
     fn store_id(&self) -> Option<&StoreId> {

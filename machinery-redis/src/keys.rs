@@ -17,7 +17,7 @@
 //! | `<p>:{q:<queue>}:seq` | string | message id counter |
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS, FAILURE or REVOKED, which no non-final write replaces (nor a SUCCESS or FAILURE a REVOKED: only a new send does) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:unique:<key>` | string | a unique task's lock: the UUID of the task that holds it, with the lock's TTL (PX); deleted when that task reaches its final state (unless it keeps the lock until the TTL) |
@@ -30,6 +30,9 @@
 //! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
 //! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
+//! | `<p>:{revoked}` | zset | revoked task UUIDs (score: when the revocation ends, ms since the Unix epoch: the results TTL after the revoke; `+inf` when results are kept for ever); ended ones are dropped (up to 1,000 per call) whenever one is recorded or the set is read |
+//! | `<p>:{revoked}:reason` | hash | task UUID → the reason of its revocation in `<p>:{revoked}` (same slot, dropped with it) |
+//! | `<p>:revoked` | pub/sub channel | each revocation as it is recorded, `<uuid>\n<until ms, empty for ever>\n<reason>`, for the workers watching (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 
@@ -140,6 +143,21 @@ impl Keys {
         format!("{}:done:{uuid}", self.prefix)
     }
 
+    /// The set of revoked task UUIDs, scored by when each revocation ends.
+    pub(crate) fn revoked(&self) -> String {
+        format!("{}:{{revoked}}", self.prefix)
+    }
+
+    /// The reasons of the revocations in [`revoked`](Self::revoked) (same slot).
+    pub(crate) fn revoked_reasons(&self) -> String {
+        format!("{}:{{revoked}}:reason", self.prefix)
+    }
+
+    /// The pub/sub channel revocations are published on.
+    pub(crate) fn revoked_channel(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
+
     pub(crate) fn chord(&self, queue: &str, group: Uuid) -> String {
         format!("{}:{{q:{queue}}}:chord:{group}", self.prefix)
     }
@@ -180,6 +198,9 @@ mod tests {
             k.wake(q),
             k.queues(),
             k.done(u),
+            k.revoked(),
+            k.revoked_reasons(),
+            k.revoked_channel(),
             k.periodic_entries(),
             k.periodic_entry("<name>"),
         ]);
@@ -255,7 +276,10 @@ mod tests {
             include_str!("lua/complete.lua"),
             include_str!("lua/chord_done.lua"),
             include_str!("lua/requeue.lua"),
-            include_str!("lua/store_open.lua"),
+            include_str!("lua/store.lua"),
+            include_str!("lua/revocation.lua"),
+            include_str!("lua/revocations.lua"),
+            include_str!("lua/revoke.lua"),
             include_str!("lua/pending.lua"),
             include_str!("lua/periodic_claim.lua"),
             include_str!("lua/periodic_pause.lua"),
@@ -289,6 +313,8 @@ mod tests {
                 ":failed",
                 ":stats",
                 "{workers}",
+                "{revoked}",
+                ":revoked",
                 ":worker:",
                 "prefix",
             ] {

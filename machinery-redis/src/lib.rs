@@ -90,14 +90,20 @@
 //!   and publishes the chord callback exactly once, starts the chord's TTL when this is
 //!   its callback's final state, and acknowledges, or moves the message to the
 //!   dead-letter queue (the completion's `dead_letter`) in the same step as its
-//!   FAILURE. A RETRY is written without TTL and only over a non-final state.
+//!   FAILURE. A RETRY is written without TTL and only over a non-final state. A task
+//!   revoked while it ran (its stored state is REVOKED, the completion's is not) is
+//!   refused in the same script: nothing of that completion is written, published or
+//!   acknowledged, its lease is kept, and it gets
+//!   [`Error::Revoked`](machinery_core::Error::Revoked) (the worker settles it again,
+//!   as revoked); the check is one `GET` of the task's state per completion.
 //! - **State lifetimes**: a non-final state (PENDING, RECEIVED, STARTED, RETRY) has no
-//!   TTL; a final one the results TTL from its write. A non-final write never replaces
-//!   a final state: `ResultBackend::store` writes non-final states through the
-//!   `store_open` script, which reads the stored state's `state` field (walking the
-//!   MessagePack map, see `lua/lib.lua`) and leaves a SUCCESS or FAILURE in place. The
-//!   PENDING states written when tasks are sent are plain `SET`s in the send's pipeline
-//!   (a UUID sent again starts over). A chord's hashes have no TTL until its callback's
+//!   TTL; a final one (SUCCESS, FAILURE, REVOKED) the results TTL from its write. A
+//!   non-final write never replaces a final state, and a SUCCESS or FAILURE never
+//!   replaces a REVOKED one: `ResultBackend::store` writes them through the `store`
+//!   script, which reads the stored state's `state` field (walking the MessagePack map,
+//!   see `lua/lib.lua`) and leaves it in place. The PENDING states written when tasks
+//!   are sent are plain `SET`s in the send's pipeline (a UUID sent again starts over,
+//!   even after a revoke). A chord's hashes have no TTL until its callback's
 //!   state is final. `forget` deletes a state and publishes `forgotten` on its `done`
 //!   channel: waiters read again, find nothing and return `ResultMissing`. What belongs to
 //!   *another* queue (a chain's next step, a chord kept with its callback on another
@@ -155,6 +161,18 @@
 //! connection is pinged every two response timeouts, so one that died silently (a
 //! partition, a frozen server) is noticed too instead of leaving waiters hanging.
 //!
+//! **Revocations** (`Server::revoke`, `ResultBackend::revoke`): one script call records
+//! the revocation in `<prefix>:{revoked}` (scored by its end: now plus the results TTL,
+//! `+inf` without one) with its reason in `<prefix>:{revoked}:reason`, drops ended ones
+//! and publishes `<uuid>\n<until>\n<reason>` on `<prefix>:revoked`, in the round trip
+//! that reads the task's state; then a compare-and-set script replaces a PENDING or
+//! RETRY state with REVOKED and publishes it on the task's `done` channel (a second
+//! round trip; a running task is left to its worker, a finished one as it is). Workers
+//! watch the channel on one pub/sub connection each (pinged every 5 s, so a connection
+//! that died silently ends the watch and the worker subscribes again), and read the
+//! set when they start: revocations outlive worker restarts until their end, and reach
+//! a running task within a millisecond or so of the revoke.
+//!
 //! **Clocks**: lease deadlines and the "now" that ETAs are compared with are the Redis
 //! server's (`TIME` inside the scripts); ETAs themselves are the producers' wall clock,
 //! so producers should keep their clocks synchronised (NTP) with the server's.
@@ -176,7 +194,7 @@
 //! | `<p>:{q:<queue>}:seq` | string | message id counter |
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
-//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS, FAILURE or REVOKED, which no non-final write replaces (nor a SUCCESS or FAILURE a REVOKED: only a new send does) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:unique:<key>` | string | a unique task's lock: the UUID of the task that holds it, with the lock's TTL (PX); deleted when that task reaches its final state (unless it keeps the lock until the TTL) |
@@ -189,6 +207,9 @@
 //! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
 //! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
+//! | `<p>:{revoked}` | zset | revoked task UUIDs (score: when the revocation ends, ms since the Unix epoch: the results TTL after the revoke; `+inf` when results are kept for ever); ended ones are dropped (up to 1,000 per call) whenever one is recorded or the set is read |
+//! | `<p>:{revoked}:reason` | hash | task UUID → the reason of its revocation in `<p>:{revoked}` (same slot, dropped with it) |
+//! | `<p>:revoked` | pub/sub channel | each revocation as it is recorded, `<uuid>\n<until ms, empty for ever>\n<reason>`, for the workers watching (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 //!

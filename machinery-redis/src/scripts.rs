@@ -25,7 +25,7 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) chord_done: Script,
     pub(crate) requeue: Script,
-    pub(crate) store_open: Script,
+    pub(crate) store: Script,
     pub(crate) pending: Script,
     pub(crate) page: Script,
     pub(crate) find: Script,
@@ -34,6 +34,9 @@ pub(crate) struct Scripts {
     pub(crate) worker_register: Script,
     pub(crate) publish_unique: Script,
     pub(crate) unique_release: Script,
+    pub(crate) revocation: Script,
+    pub(crate) revocations: Script,
+    pub(crate) revoke: Script,
 }
 
 impl Scripts {
@@ -53,7 +56,7 @@ impl Scripts {
             complete: script(include_str!("lua/complete.lua")),
             chord_done: script(include_str!("lua/chord_done.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
-            store_open: script(include_str!("lua/store_open.lua")),
+            store: script(include_str!("lua/store.lua")),
             pending: script(include_str!("lua/pending.lua")),
             page: script(include_str!("lua/page.lua")),
             find: script(include_str!("lua/find.lua")),
@@ -62,11 +65,14 @@ impl Scripts {
             worker_register: script(include_str!("lua/worker_register.lua")),
             publish_unique: script(include_str!("lua/publish_unique.lua")),
             unique_release: script(include_str!("lua/unique_release.lua")),
+            revocation: script(include_str!("lua/revocation.lua")),
+            revocations: script(include_str!("lua/revocations.lua")),
+            revoke: script(include_str!("lua/revoke.lua")),
         }
     }
 
     /// Every script, to load them all again (a restarted Redis forgets them).
-    pub(crate) fn all(&self) -> [&Script; 16] {
+    pub(crate) fn all(&self) -> [&Script; 19] {
         [
             &self.publish,
             &self.fetch,
@@ -75,7 +81,7 @@ impl Scripts {
             &self.complete,
             &self.chord_done,
             &self.requeue,
-            &self.store_open,
+            &self.store,
             &self.pending,
             &self.page,
             &self.find,
@@ -84,6 +90,9 @@ impl Scripts {
             &self.worker_register,
             &self.publish_unique,
             &self.unique_release,
+            &self.revocation,
+            &self.revocations,
+            &self.revoke,
         ]
     }
 }
@@ -434,7 +443,9 @@ impl<'a> MemberArgs<'a> {
     pub(crate) fn new(index: u32, state: &'a TaskState) -> Option<Self> {
         let success = match state.state {
             State::Success => true,
-            State::Failure => false,
+            // A revoked member counts as failed: the first failure fires the callback,
+            // which fails with the member's error text (its revocation reason).
+            State::Failure | State::Revoked => false,
             _ => return None,
         };
         Some(MemberArgs {
@@ -477,25 +488,110 @@ impl ChordDoneArgs<'_> {
     }
 }
 
-/// `store_open.lua`: non-final states of tasks sent to one queue.
-pub(crate) struct StoreOpenArgs<'s> {
+/// `store.lua`: guarded state writes of tasks sent to one queue (non-final states, and
+/// SUCCESS or FAILURE states, which never replace a REVOKED one).
+pub(crate) struct StoreArgs<'s> {
     invocation: ScriptInvocation<'s>,
 }
 
-impl<'s> StoreOpenArgs<'s> {
-    pub(crate) fn new(scripts: &'s Scripts) -> Self {
-        StoreOpenArgs {
-            invocation: scripts.store_open.prepare_invoke(),
-        }
+impl<'s> StoreArgs<'s> {
+    /// Final states are written with `ttl_ms` (0 = kept).
+    pub(crate) fn new(scripts: &'s Scripts, ttl_ms: u64) -> Self {
+        let mut invocation = scripts.store.prepare_invoke();
+        invocation.arg(ttl_ms);
+        StoreArgs { invocation }
     }
 
-    /// Adds the state `bytes` to write at `key`.
-    pub(crate) fn push(&mut self, key: String, bytes: Vec<u8>) {
-        self.invocation.key(key).arg(bytes);
+    /// Adds the state `bytes` to write at `key`; `done` is its done channel when the
+    /// state is final (published once written).
+    pub(crate) fn push(&mut self, key: String, done: Option<String>, bytes: Vec<u8>) {
+        self.invocation
+            .key(key)
+            .arg(done.unwrap_or_default())
+            .arg(bytes);
     }
 
     pub(crate) fn invocation(&self) -> &ScriptInvocation<'s> {
         &self.invocation
+    }
+}
+
+/// `revocation.lua`: records the revocation of task `uuid` until `until` (ms since the
+/// Unix epoch; `None`: for ever) with `reason`, and publishes it.
+pub(crate) struct RevocationArgs<'a> {
+    pub(crate) uuid: Uuid,
+    pub(crate) until: Option<u64>,
+    pub(crate) reason: &'a str,
+}
+
+impl RevocationArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = scripts.revocation.prepare_invoke();
+        let until = self
+            .until
+            .map_or_else(|| "+inf".to_owned(), |u| u.to_string());
+        invocation
+            .key(keys.revoked())
+            .key(keys.revoked_reasons())
+            .arg(self.uuid.to_string())
+            .arg(&until)
+            .arg(self.reason)
+            .arg(keys.revoked_channel())
+            .arg(revocation_message(self.uuid, self.until, self.reason));
+        invocation
+    }
+}
+
+/// The message published on the revocations channel: `<uuid>\n<until ms, or empty for
+/// ever>\n<reason>` (the reason last: it may hold newlines). Read by
+/// [`parse_revocation_message`].
+pub(crate) fn revocation_message(uuid: Uuid, until: Option<u64>, reason: &str) -> String {
+    let until = until.map(|u| u.to_string()).unwrap_or_default();
+    format!("{uuid}\n{until}\n{reason}")
+}
+
+/// Reads a [`revocation_message`]; `None` when it is not one.
+pub(crate) fn parse_revocation_message(raw: &[u8]) -> Option<(Uuid, Option<u64>, String)> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut parts = text.splitn(3, '\n');
+    let uuid = parts.next()?.parse().ok()?;
+    let until = match parts.next()? {
+        "" => None,
+        u => Some(u.parse().ok()?),
+    };
+    Some((uuid, until, parts.next()?.to_owned()))
+}
+
+/// `revocations.lua`: the revocations that have not ended.
+pub(crate) fn revocations_invocation<'s>(
+    scripts: &'s Scripts,
+    keys: &Keys,
+) -> ScriptInvocation<'s> {
+    let mut invocation = scripts.revocations.prepare_invoke();
+    invocation.key(keys.revoked()).key(keys.revoked_reasons());
+    invocation
+}
+
+/// `revoke.lua`: replaces task `uuid`'s state `read` (sent to `queue`) with `revoked`,
+/// if it is still stored, kept for `ttl_ms` (0 = kept).
+pub(crate) struct RevokeArgs<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) uuid: Uuid,
+    pub(crate) read: &'a [u8],
+    pub(crate) revoked: &'a [u8],
+    pub(crate) ttl_ms: u64,
+}
+
+impl RevokeArgs<'_> {
+    pub(crate) fn invocation<'s>(&self, scripts: &'s Scripts, keys: &Keys) -> ScriptInvocation<'s> {
+        let mut invocation = scripts.revoke.prepare_invoke();
+        invocation
+            .key(keys.state(self.queue, self.uuid))
+            .arg(self.read)
+            .arg(self.revoked)
+            .arg(self.ttl_ms)
+            .arg(keys.done(self.uuid));
+        invocation
     }
 }
 
@@ -508,7 +604,9 @@ pub(crate) struct CompleteArgs<'a> {
     only_subscribed: bool,
     deliveries: Vec<Delivery<'a>>,
     state_keys: Vec<String>,
-    states: Vec<(Option<String>, Vec<u8>)>,
+    /// Per state: its done channel when final, whether it is guarded (a final state
+    /// that must not replace a REVOKED one), its bytes.
+    states: Vec<(Option<String>, bool, Vec<u8>)>,
     messages: Vec<&'a Outgoing>,
     member_keys: Vec<String>,
     members: Vec<MemberArgs<'a>>,
@@ -527,6 +625,9 @@ struct Delivery<'a> {
     messages: usize,
     member: bool,
     ends: bool,
+    /// The first state is the task's own and not REVOKED: refused when the stored one
+    /// is REVOKED.
+    check: bool,
 }
 
 impl<'a> CompleteArgs<'a> {
@@ -560,13 +661,20 @@ impl<'a> CompleteArgs<'a> {
     pub(crate) fn push(&mut self, keys: &Keys, c: &'a Completion, id: &'a str) -> CoreResult<()> {
         let queue = self.queue;
         let before = self.states.len();
-        for state in std::iter::once(&c.state)
+        // The task's own state, when kept here, is checked first (a task revoked while
+        // it ran is refused) and then written unguarded; other tasks' final states are
+        // guarded one by one.
+        let check = c.state.queue == queue && c.state.state != State::Revoked;
+        for (i, state) in std::iter::once(&c.state)
             .chain(&c.also_store)
             .filter(|s| s.queue == queue)
+            .enumerate()
         {
             self.state_keys.push(keys.state(queue, state.uuid));
-            let channel = state.state.is_terminal().then(|| keys.done(state.uuid));
-            self.states.push((channel, state.encode()?));
+            let terminal = state.state.is_terminal();
+            let channel = terminal.then(|| keys.done(state.uuid));
+            let guard = terminal && state.state != State::Revoked && !(check && i == 0);
+            self.states.push((channel, guard, state.encode()?));
         }
         let states = self.states.len() - before;
         let before = self.messages.len();
@@ -580,6 +688,7 @@ impl<'a> CompleteArgs<'a> {
                 .push(keys.chord_results(queue, g.group_uuid));
             self.members.push(MemberArgs {
                 index: g.index,
+                // A REVOKED member counts as failed (see `MemberArgs::new`).
                 success: c.state.state == State::Success,
                 result: c.state.result.as_deref().unwrap_or_default(),
                 name: &c.state.name,
@@ -611,6 +720,7 @@ impl<'a> CompleteArgs<'a> {
             messages,
             member: member.is_some(),
             ends: ends.is_some(),
+            check,
         });
         Ok(())
     }
@@ -642,11 +752,13 @@ impl<'a> CompleteArgs<'a> {
                 .arg(d.states)
                 .arg(d.messages)
                 .arg(on(d.member))
-                .arg(on(d.ends));
+                .arg(on(d.ends))
+                .arg(on(d.check));
         }
-        for (channel, bytes) in &self.states {
+        for (channel, guard, bytes) in &self.states {
             invocation
                 .arg(channel.as_deref().unwrap_or_default())
+                .arg(on(*guard))
                 .arg(bytes.as_slice());
         }
         for m in &self.messages {

@@ -90,15 +90,22 @@ pub(crate) async fn refuse_revoked(c: &Completion, backend: &dyn ResultBackend) 
     }
 }
 
-/// What a completion writes besides settling its delivery, in order: its states (a
-/// completion of a task revoked meanwhile is refused here), the release of its unique
-/// lock, its chord step, the end of the chord it is the callback of, its follow-up
+/// What a completion writes besides settling its delivery, in order: the release of its
+/// unique lock, its states (a completion of a task revoked meanwhile is refused here),
+/// its chord step, the end of the chord it is the callback of, its follow-up
 /// messages.
 pub(crate) async fn record<B: Broker + ?Sized>(
     broker: &B,
     c: &Completion,
     backend: &dyn ResultBackend,
 ) -> Result<()> {
+    // The lock goes first: whoever sees the final state finds the lock released. (A
+    // completion refused below ends REVOKED instead, which releases it as well.)
+    if let Some(key) = &c.release_unique {
+        broker
+            .release_unique(&c.delivery.queue, key, c.state.uuid)
+            .await?;
+    }
     if c.state.state == State::Revoked {
         let mut states = Vec::with_capacity(1 + c.also_store.len());
         states.push(c.state.clone());
@@ -110,11 +117,6 @@ pub(crate) async fn record<B: Broker + ?Sized>(
         if !c.also_store.is_empty() {
             backend.store(&c.also_store).await?;
         }
-    }
-    if let Some(key) = &c.release_unique {
-        broker
-            .release_unique(&c.delivery.queue, key, c.state.uuid)
-            .await?;
     }
     let mut publish = c.publish.clone();
     if let Some(member) = &c.group

@@ -4,7 +4,7 @@
 
 use machinery_core::engine::ResultBackend;
 use machinery_core::engine::{Completion, Delivery, complete_step_by_step};
-use machinery_core::{Error as CoreError, Result as CoreResult};
+use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 
 use super::publish::by_queue;
 use super::reply::receipt_id;
@@ -21,6 +21,22 @@ fn reaches_other_queues(c: &Completion) -> bool {
         || c.also_store.iter().any(|s| s.queue != own)
         || c.publish.iter().any(|m| m.queue != own)
         || c.group.as_ref().is_some_and(|g| g.queue != own)
+}
+
+/// The refusal of completion `c` when `stored` (its task's stored state) is REVOKED.
+fn refusal(c: &Completion, stored: &[u8]) -> Option<CoreError> {
+    let stored = TaskState::decode(stored).ok()?;
+    (stored.state == State::Revoked).then(|| revoked(c, stored.error))
+}
+
+/// [`Error::Revoked`](CoreError::Revoked) for completion `c`'s task, revoked for `reason`
+/// (the stored state's error text; `revoked` when it has none).
+fn revoked(c: &Completion, reason: Option<String>) -> CoreError {
+    CoreError::Revoked {
+        uuid: c.state.uuid,
+        name: c.state.name.clone(),
+        reason: reason.unwrap_or_else(|| "revoked".to_owned()),
+    }
 }
 
 /// The chord whose bookkeeping this completion's final state lets expire.
@@ -80,8 +96,18 @@ impl RedisBroker {
     }
 
     pub(super) async fn extend_leases(&self, deliveries: &[Delivery]) -> CoreResult<Vec<bool>> {
-        if deliveries.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.extend_and_read(deliveries, &[]).await?.0)
+    }
+
+    /// Extends the leases of `deliveries` (one flag each: still held) and, in the same
+    /// round trip, reads the stored states at `state_keys`.
+    async fn extend_and_read(
+        &self,
+        deliveries: &[Delivery],
+        state_keys: &[String],
+    ) -> CoreResult<(Vec<bool>, Vec<Option<Vec<u8>>>)> {
+        if deliveries.is_empty() && state_keys.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
         }
         // One script call per queue (each in its own slot), all in one round trip.
         let queues = group_by_queue(deliveries.iter().enumerate(), |d| &d.queue);
@@ -102,9 +128,27 @@ impl RedisBroker {
             };
             pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys));
         }
-        let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
+        for key in state_keys {
+            pipe.cmd("GET").arg(key);
+        }
+        let mut replies: Vec<redis::Value> = self.engine.query_scripted(&pipe).await?;
+        if replies.len() != queues.len() + state_keys.len() {
+            return Err(
+                Error::Protocol("extend returned the wrong number of replies".into()).into(),
+            );
+        }
+        let states = replies
+            .split_off(queues.len())
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value::<Option<Vec<u8>>>(v)
+                    .map_err(|e| Error::Protocol(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut held = vec![false; deliveries.len()];
         for ((_, list), reply) in queues.iter().zip(replies) {
+            let reply: Vec<i64> =
+                redis::from_redis_value(reply).map_err(|e| Error::Protocol(e.to_string()))?;
             if reply.len() != list.len() {
                 return Err(
                     Error::Protocol("extend returned the wrong number of flags".into()).into(),
@@ -114,7 +158,7 @@ impl RedisBroker {
                 held[i] = h == 1;
             }
         }
-        Ok(held)
+        Ok((held, states))
     }
 
     /// Does the part of completions that concerns other queues than each delivery's own
@@ -171,7 +215,10 @@ impl RedisBroker {
                 receipt: c.delivery.receipt.clone(),
             })
         };
-        // Work in other queues' slots first, for the deliveries still held.
+        // Work in other queues' slots first, for the deliveries still held and whose
+        // task was not revoked meanwhile (its state is read with the leases: a task
+        // whose state lives in another queue's slot is not checked by the complete
+        // script; the guarded state writes still keep its REVOKED state).
         let foreign: Vec<usize> = (0..completions.len())
             .filter(|&i| reaches_other_queues(&completions[i]))
             .collect();
@@ -180,13 +227,26 @@ impl RedisBroker {
                 .iter()
                 .map(|&i| completions[i].delivery.clone())
                 .collect();
-            let held = self.extend_leases(&deliveries).await?;
+            let state_keys: Vec<String> = foreign
+                .iter()
+                .map(|&i| {
+                    let s = &completions[i].state;
+                    self.engine.keys.state(&s.queue, s.uuid)
+                })
+                .collect();
+            let (held, stored) = self.extend_and_read(&deliveries, &state_keys).await?;
             let mut still_held = Vec::with_capacity(foreign.len());
-            for (&i, held) in foreign.iter().zip(held) {
-                if held {
-                    still_held.push(i);
+            for ((&i, held), stored) in foreign.iter().zip(held).zip(stored) {
+                let c = &completions[i];
+                if !held {
+                    out[i] = Some(lost(c));
+                } else if let Some(e) = stored
+                    .filter(|_| c.state.state != State::Revoked)
+                    .and_then(|bytes| refusal(c, &bytes))
+                {
+                    out[i] = Some(Err(e));
                 } else {
-                    out[i] = Some(lost(&completions[i]));
+                    still_held.push(i);
                 }
             }
             let held: Vec<&Completion> = still_held.iter().map(|&i| &completions[i]).collect();
@@ -234,7 +294,7 @@ impl RedisBroker {
             calls.push(included);
         }
         if !calls.is_empty() {
-            let replies: Vec<Vec<i64>> = self.engine.query_scripted(&pipe).await?;
+            let replies: Vec<Vec<redis::Value>> = self.engine.query_scripted(&pipe).await?;
             if replies.len() != calls.len() {
                 return Err(Error::Protocol(
                     "complete returned the wrong number of replies".into(),
@@ -248,11 +308,21 @@ impl RedisBroker {
                     )
                     .into());
                 }
-                for (&i, h) in included.iter().zip(reply) {
-                    out[i] = Some(if h == 1 {
-                        Ok(())
-                    } else {
-                        lost(&completions[i])
+                for (&i, r) in included.iter().zip(reply) {
+                    let c = &completions[i];
+                    out[i] = Some(match r {
+                        redis::Value::Int(1) => Ok(()),
+                        redis::Value::Int(_) => lost(c),
+                        // The stored REVOKED state: refused, nothing written.
+                        redis::Value::BulkString(bytes) => {
+                            Err(refusal(c, &bytes).unwrap_or_else(|| revoked(c, None)))
+                        }
+                        other => {
+                            return Err(Error::Protocol(format!(
+                                "complete returned {other:?} for a delivery"
+                            ))
+                            .into());
+                        }
                     });
                 }
             }

@@ -7,24 +7,32 @@
 --       then (chord hash, chord results) of each chord member (C),
 --       then (chord hash, chord results) of each chord this delivery ends (E).
 -- ARGV: ttl_ms (0 = keep), publish_only_to_subscribers 0/1, n, S, P, C,
---       then per delivery (8 fields): id, receipt ('<id>/<token>'),
+--       then per delivery (9 fields): id, receipt ('<id>/<token>'),
 --         dead ('' = acknowledge, '1' = dead-letter), dead-letter reason,
 --         states (how many), publish (how many), chord ('' or '1': a member),
 --         ends ('' or '1': ends a chord, the group of the chord whose callback this
 --         task is),
---       then per state (2): done channel ('' = not final), state bytes,
+--         check ('' or '1': the delivery's first state is the task's own and not
+--         REVOKED: the completion is refused when the stored state is REVOKED),
+--       then per state (3): done channel ('' = not final), guard ('' or '1': a final
+--         state that must not replace a REVOKED one), state bytes,
 --       then per message (3): eta ms, priority, payload,
 --       then per chord member (5): index, success 0/1, result, name, error.
 --       then, last, the unique locks to release (`UniqueTail` in scripts.rs; at the
 --       end of KEYS and ARGV so that the sections above keep their places):
 --       KEYS: the U lock keys, last; ARGV: per lock (2): delivery number (1-based),
 --       task UUID; then U, the very last argument.
--- Reply: one flag per delivery: 0 when its lease was lost (nothing written), else 1.
+-- Reply: one entry per delivery: 0 when its lease was lost, 1 when it was settled, or
+-- the stored REVOKED state (a string) when it was refused (the task was revoked while
+-- it ran); nothing of a lost or refused delivery is written, published or acknowledged
+-- (a refused delivery keeps its lease: the worker settles it again, as revoked).
 --
 -- Every state, message and chord here belongs to this queue; the client does the work
 -- of a delivery that concerns other queues before calling this.
--- A final state is written with the results TTL (plain SET: this is the hot path); a
--- non-final one (RETRY) without TTL, and only when the stored state is not final. A
+-- A final state is written with the results TTL (plain SET: this is the hot path; the
+-- task's own state was checked by `check`, another task's final state is `guard`ed
+-- against replacing a REVOKED one); a non-final one (RETRY) without TTL, and only when
+-- the stored state is not final (SUCCESS, FAILURE, REVOKED). A
 -- dead-lettered delivery goes to the dead-letter queue (`dead_entry`) in the same step
 -- as its state. 'ends' starts the results TTL of that chord (kept under this queue):
 -- the client passes it only with the callback's final state.
@@ -34,7 +42,7 @@
 -- the whole batch; only state writes and follow-up messages cost a command each.
 
 -- Where each section starts; the records' fields are read at fixed offsets.
-local DELIVERY, STATE, MESSAGE, MEMBER = 8, 2, 3, 5
+local DELIVERY, STATE, MESSAGE, MEMBER = 9, 3, 3, 5
 local function decode()
   local n, s, p, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
   local a = {ttl_ms = ARGV[1], only_subscribed = ARGV[2] == '1', n = n}
@@ -77,17 +85,20 @@ for k = 1, n do
   local states, messages = count(ARGV[d + 4]), count(ARGV[d + 5])
   local member, ends = ARGV[d + 6] == '1', ARGV[d + 7] == '1'
   local held = current[k] ~= false
-  if held then
+  -- Revoked while it ran: refused, the stored REVOKED state returned.
+  local refused = false
+  if held and ARGV[d + 8] == '1' then
+    local stored = redis.call('GET', KEYS[sk])
+    if is_revoked(stored) then refused = stored end
+  end
+  if held and not refused then
     for _ = 1, states do
-      local key, channel, bytes = KEYS[sk], ARGV[si], ARGV[si + 1]
+      local key, channel, bytes = KEYS[sk], ARGV[si], ARGV[si + 2]
       if channel ~= '' then
-        if ttl > 0 then
-          redis.call('SET', key, bytes, 'PX', ttl_ms)
-        else
-          redis.call('SET', key, bytes)
+        if store_final(key, bytes, ttl, ttl_ms, ARGV[si + 1] == '1') then
+          channels[#channels + 1] = channel
+          finals[#finals + 1] = bytes
         end
-        channels[#channels + 1] = channel
-        finals[#finals + 1] = bytes
       else
         store_open(key, bytes)
       end
@@ -114,7 +125,7 @@ for k = 1, n do
     settled_members[#settled_members + 1] = members[k]
     out[k] = 1
   else
-    out[k] = 0
+    out[k] = refused or 0
     sk, si = sk + states, si + STATE * states
     mi = mi + MESSAGE * messages
   end

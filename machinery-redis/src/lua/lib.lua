@@ -123,7 +123,9 @@ end
 
 -- Records a chord member's final state in the chord's hash `ck` and its results hash
 -- `rk`; returns true when this call completes the chord (last success, or first
--- failure) and must publish the callback: exactly once, nil for an unknown chord.
+-- failure) and must publish the callback: exactly once, nil for an unknown chord. A
+-- REVOKED member comes as a failure (`success` '0'; scripts.rs's `MemberArgs`), its
+-- error text the reason, and fails the chord like one.
 -- The chord is kept under the queue of its callback, which it publishes into. It has no
 -- TTL until its callback's state is final (`chord_finished`), however long its members
 -- take.
@@ -190,10 +192,10 @@ local function mp_skip(s, p)
   return nil
 end
 
--- Whether `s` (a stored state, or false when there is none) is SUCCESS or FAILURE.
--- Bytes that do not read as a state count as not final.
-local function is_final(s)
-  if not s then return false end
+-- The `state` field of `s` (a stored state, or false when there is none): 'PENDING',
+-- 'SUCCESS', …; nil when there is none or the bytes do not read as a state.
+local function state_of(s)
+  if not s then return nil end
   local b = string.byte(s, 1)
   local n, p
   if b and b >= 0x80 and b <= 0x8f then
@@ -201,30 +203,75 @@ local function is_final(s)
   elseif b == 0xde and #s >= 3 then
     n, p = string.byte(s, 2) * 256 + string.byte(s, 3), 4
   else
-    return false
+    return nil
   end
   for _ = 1, n do
     local ks, kl = mp_bytes(s, p, false)
-    if not ks then return false end
+    if not ks then return nil end
     p = ks + kl
     if kl == 5 and string.sub(s, ks, p - 1) == 'state' then
       local vs, vl = mp_bytes(s, p, false)
-      if not vs then return false end
-      local v = string.sub(s, vs, vs + vl - 1)
-      return v == 'SUCCESS' or v == 'FAILURE'
+      if not vs then return nil end
+      return string.sub(s, vs, vs + vl - 1)
     end
     p = mp_skip(s, p)
-    if not p then return false end
+    if not p then return nil end
   end
-  return false
+  return nil
+end
+
+local final_states = {SUCCESS = true, FAILURE = true, REVOKED = true}
+
+-- Whether `s` (a stored state, or false) is final: SUCCESS, FAILURE or REVOKED. Bytes
+-- that do not read as a state count as not final.
+local function is_final(s)
+  local v = state_of(s)
+  return v ~= nil and final_states[v] == true
+end
+
+-- Whether `s` (a stored state, or false) is REVOKED: only a new send (a plain SET of
+-- its PENDING state) replaces it; no completion, retry or other write does. A state
+-- without the bytes of `state: "REVOKED"` anywhere is not (one plain search in C, the
+-- common case on the completion path); one with them is walked, as the bytes may
+-- also be inside a UUID or an argument.
+local REVOKED_BYTES = '\165state\167REVOKED'
+local function is_revoked(s)
+  if not s or not string.find(s, REVOKED_BYTES, 1, true) then return false end
+  return state_of(s) == 'REVOKED'
 end
 
 -- Writes a non-final state (PENDING, RECEIVED, STARTED, RETRY) unless the task's
--- stored state is final: a final state is never replaced by a non-final one. No TTL: a
--- task waiting in a backlog or running keeps its state; the TTL starts with the final
--- state.
+-- stored state is final (SUCCESS, FAILURE, REVOKED): a final state is never replaced
+-- by a non-final one. No TTL: a task waiting in a backlog or running keeps its state;
+-- the TTL starts with the final state.
 local function store_open(key, bytes)
   if not is_final(redis.call('GET', key)) then
     redis.call('SET', key, bytes)
   end
+end
+
+-- Writes a final state with the results TTL (`ttl`, ms; 0 = kept), unless `guarded`
+-- and the stored state is REVOKED (a SUCCESS or FAILURE never replaces a REVOKED
+-- state; a REVOKED state is written unguarded). Returns whether it was written: only
+-- then is it published.
+local function store_final(key, bytes, ttl, ttl_ms, guarded)
+  if guarded and is_revoked(redis.call('GET', key)) then
+    return false
+  end
+  if ttl > 0 then
+    redis.call('SET', key, bytes, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, bytes)
+  end
+  return true
+end
+
+-- Revocations: the set `rk` (task UUID, scored by when the revocation ends, ms; +inf
+-- for never) and the hash `hk` of their reasons, in one slot. Drops up to 1,000 that
+-- ended by `now` (readers skip the rest by score; the next call drops more).
+local function trim_revocations(rk, hk, now)
+  local ended = redis.call('ZRANGEBYSCORE', rk, '-inf', now, 'LIMIT', 0, 1000)
+  if #ended == 0 then return end
+  redis.call('ZREM', rk, unpack(ended))
+  redis.call('HDEL', hk, unpack(ended))
 end
