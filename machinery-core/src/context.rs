@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::trace::{TaskTrace, TraceContext};
@@ -29,6 +30,9 @@ pub struct TaskContext {
     pub(crate) group_uuid: Option<Uuid>,
     pub(crate) queue: String,
     pub(crate) trace: TaskTrace,
+    /// Where [`set_progress`](TaskContext::set_progress) sends values; `None` outside a
+    /// worker.
+    pub(crate) progress: Option<std::sync::Arc<crate::worker::ProgressSink>>,
 }
 
 impl TaskContext {
@@ -85,6 +89,48 @@ impl TaskContext {
         self.trace.context()
     }
 
+    /// Reports the task's progress: any serde value (a percentage, a struct of counts),
+    /// encoded with MessagePack (as a map keyed by field name) and readable by anyone
+    /// holding the task's handle: [`AsyncResult::progress`](crate::AsyncResult::progress),
+    /// [`AsyncResult::progress_stream`](crate::AsyncResult::progress_stream), and
+    /// `machinery task show`.
+    ///
+    /// Cheap and never blocking, so it can be called from a tight loop, in `async` and
+    /// blocking `fn` tasks alike: the value is handed to the worker, which writes the
+    /// first one at once, then at most one per `progress_interval` (default 250 ms; the
+    /// newest, values in between are dropped), and always the last one before the
+    /// task's final state. Calls after the task settled, and on a
+    /// [`detached`](TaskContext::detached) context, do nothing.
+    ///
+    /// Never fails the task: a value that cannot be encoded, or a write the result
+    /// backend refuses, is logged and dropped. The value is kept for the results TTL
+    /// after its write.
+    ///
+    /// ```
+    /// use machinery_core::prelude::*;
+    ///
+    /// #[task]
+    /// async fn import(ctx: TaskContext, rows: u32) -> Result<u32, TaskError> {
+    ///     for done in 1..=rows {
+    ///         // ... import one row ...
+    ///         ctx.set_progress(done * 100 / rows);
+    ///     }
+    ///     Ok(rows)
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn set_progress(&self, value: impl Serialize) {
+        let Some(sink) = &self.progress else {
+            return;
+        };
+        match crate::codec::to_vec_named(&value, "task progress") {
+            Ok(bytes) => sink.set(bytes),
+            Err(e) => {
+                tracing::warn!(task.id = %self.uuid, task.name = %self.name, error = %e, "progress value cannot be encoded; dropped");
+            }
+        }
+    }
+
     /// A context for calling a task function directly, outside a worker (tests).
     pub fn detached(name: impl Into<String>) -> Self {
         let uuid = Uuid::now_v7();
@@ -98,6 +144,7 @@ impl TaskContext {
             headers: BTreeMap::new(),
             group_uuid: None,
             queue: String::new(),
+            progress: None,
         }
     }
 }

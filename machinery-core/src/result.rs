@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::server::Server;
 
 pub(crate) mod id;
+mod progress;
 
 /// The life cycle of a task, as Machinery defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

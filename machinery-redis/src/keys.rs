@@ -18,6 +18,7 @@
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:progress:<uuid>` | string | the last progress value (MessagePack) a task sent to the queue reported (`TaskContext::set_progress`), written at most once per `progress_interval` while it runs; the results TTL from each write (none when results are kept forever) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
@@ -29,6 +30,7 @@
 //! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
 //! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
+//! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 
@@ -129,6 +131,16 @@ impl Keys {
         format!("{}:{{q:{queue}}}:state:{uuid}", self.prefix)
     }
 
+    /// The last progress value of a task sent to `queue`.
+    pub(crate) fn progress(&self, queue: &str, uuid: Uuid) -> String {
+        format!("{}:{{q:{queue}}}:progress:{uuid}", self.prefix)
+    }
+
+    /// The pub/sub channel of a task's progress values.
+    pub(crate) fn progress_channel(&self, uuid: Uuid) -> String {
+        format!("{}:progress:{uuid}", self.prefix)
+    }
+
     /// The pub/sub channel of a task's final state.
     pub(crate) fn done(&self, uuid: Uuid) -> String {
         format!("{}:done:{uuid}", self.prefix)
@@ -173,6 +185,8 @@ mod tests {
             k.wake(q),
             k.queues(),
             k.done(u),
+            k.progress(q, u),
+            k.progress_channel(u),
             k.periodic_entries(),
             k.periodic_entry("<name>"),
         ]);
@@ -274,6 +288,7 @@ mod tests {
                 ":state:",
                 "chord:",
                 ":done:",
+                ":progress:",
                 ":results",
                 ":paused",
                 ":failed",

@@ -155,6 +155,13 @@
 //! connection is pinged every two response timeouts, so one that died silently (a
 //! partition, a frozen server) is noticed too instead of leaving waiters hanging.
 //!
+//! **Progress** (`TaskContext::set_progress`): a worker writes a running task's value
+//! with `SET <prefix>:{q:<queue>}:progress:<uuid>` (results TTL) and `PUBLISH`es it on
+//! `<prefix>:progress:<uuid>` in one pipeline, at most once per `progress_interval` per
+//! task. `AsyncResult::progress_stream` subscribes to that channel on the same shared
+//! pub/sub connection as the result waiters, then reads the key, and ends on the task's
+//! `done` message: no polling.
+//!
 //! **Clocks**: lease deadlines and the "now" that ETAs are compared with are the Redis
 //! server's (`TIME` inside the scripts); ETAs themselves are the producers' wall clock,
 //! so producers should keep their clocks synchronised (NTP) with the server's.
@@ -177,6 +184,7 @@
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:progress:<uuid>` | string | the last progress value (MessagePack) a task sent to the queue reported (`TaskContext::set_progress`), written at most once per `progress_interval` while it runs; the results TTL from each write (none when results are kept forever) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:paused` | string | `1` while the queue is paused: fetch hands out nothing from it (checked by `fetch.lua`) |
@@ -188,6 +196,7 @@
 //! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
 //! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |
+//! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 //!

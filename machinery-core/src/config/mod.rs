@@ -23,6 +23,7 @@
 //! | `worker_heartbeat` | `MACHINERY_WORKER_HEARTBEAT` | `5s` | duration, at least `1s` |
 //! | `stats` | `MACHINERY_STATS` | `true` | `true` or `false` (as `result_extended`) |
 //! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
+//! | `progress_interval` | `MACHINERY_PROGRESS_INTERVAL` | `250ms` | duration, at least `10ms` |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -177,6 +178,15 @@ pub struct Config {
     /// (`stats_window`, `MACHINERY_STATS_WINDOW`); default 24 hours; at least 1 minute.
     #[serde(deserialize_with = "duration::seconds")]
     pub stats_window: Duration,
+    /// The shortest time between two progress writes of one running task
+    /// (`progress_interval`, `MACHINERY_PROGRESS_INTERVAL`); default 250 ms; at least
+    /// 10 ms. A worker writes the first value a task reports at once, then at most one
+    /// value per interval (the newest, values in between are dropped), and always the
+    /// last one before the task's final state: a task calling
+    /// [`TaskContext::set_progress`](crate::TaskContext::set_progress) in a tight loop
+    /// costs the result backend at most 1 / interval writes a second (4 by default).
+    #[serde(deserialize_with = "duration::seconds")]
+    pub progress_interval: Duration,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -199,6 +209,7 @@ impl Default for Config {
             worker_heartbeat: Duration::from_secs(5),
             stats: true,
             stats_window: Duration::from_secs(24 * 3600),
+            progress_interval: Duration::from_millis(250),
             sections: Sections::default(),
         }
     }
@@ -222,6 +233,7 @@ impl fmt::Debug for Config {
             worker_heartbeat,
             stats,
             stats_window,
+            progress_interval,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -239,6 +251,7 @@ impl fmt::Debug for Config {
             .field("worker_heartbeat", worker_heartbeat)
             .field("stats", stats)
             .field("stats_window", stats_window)
+            .field("progress_interval", progress_interval)
             .field("sections", sections)
             .finish()
     }
@@ -390,6 +403,7 @@ impl Config {
             worker_heartbeat,
             stats: _,
             stats_window,
+            progress_interval,
             sections,
         } = self;
         check_url("broker", broker)?;
@@ -421,6 +435,12 @@ impl Config {
             .map_err(|reason| Error::config("worker_heartbeat", reason))?;
         check_duration(*stats_window, Duration::from_secs(60), "at least 1m")
             .map_err(|reason| Error::config("stats_window", reason))?;
+        check_duration(
+            *progress_interval,
+            Duration::from_millis(10),
+            "at least 10ms",
+        )
+        .map_err(|reason| Error::config("progress_interval", reason))?;
         if *max_deliveries < 2 {
             return Err(Error::config(
                 "max_deliveries",

@@ -19,6 +19,7 @@ pub(crate) static STORE: LazyLock<StoreId> = LazyLock::new(|| StoreId::new("memo
 pub struct MemoryBackend {
     inner: Mutex<Inner>,
     ttl: Option<Duration>,
+    progress: super::progress::ProgressStore,
 }
 
 struct Chord {
@@ -52,6 +53,7 @@ impl MemoryBackend {
         MemoryBackend {
             inner: Mutex::new(Inner::default()),
             ttl,
+            progress: Default::default(),
         }
     }
 
@@ -279,7 +281,26 @@ impl ResultBackend for MemoryBackend {
         if let Some(n) = inner.waiters.remove(&uuid) {
             n.notify_waiters();
         }
+        drop(inner);
+        self.progress.forget(uuid);
         Ok(())
+    }
+
+    async fn set_progress(&self, _queue: &str, uuid: Uuid, value: &[u8]) -> Result<()> {
+        self.progress.set(uuid, value, self.ttl);
+        Ok(())
+    }
+
+    async fn progress(&self, _queue: &str, uuid: Uuid) -> Result<Option<Vec<u8>>> {
+        Ok(self.progress.get(uuid))
+    }
+
+    async fn watch_progress(
+        &self,
+        _queue: &str,
+        uuid: Uuid,
+    ) -> Result<futures_util::stream::BoxStream<'static, Vec<u8>>> {
+        Ok(self.progress.watch(uuid))
     }
 
     // Every memory backend lives in this process: its writes cannot fail, which is what

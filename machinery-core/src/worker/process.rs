@@ -61,7 +61,13 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
-    let ctx = context(&raw, &delivery);
+    let mut ctx = context(&raw, &delivery);
+    ctx.progress = super::progress::ProgressSink::new(
+        shared.server.backend().clone(),
+        raw.state_queue(&delivery.queue),
+        raw.uuid,
+        config.progress_interval,
+    );
     let mut times = None;
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
@@ -93,6 +99,11 @@ pub(crate) async fn process(
             outcome
         }
     };
+    // The last progress value lands before the final state, so whoever sees the task
+    // finished can read its last progress.
+    if let Some(progress) = &ctx.progress {
+        progress.finish().await;
+    }
     drop(permit);
     let completion = settle(&shared, &raw, &ctx, &delivery, outcome, None, started_at).await;
     shared.hooks.after(&ctx, &completion.state);
@@ -110,6 +121,7 @@ fn context(raw: &RawSignature, delivery: &Delivery) -> TaskContext {
         group_uuid: raw.group_uuid,
         queue: delivery.queue.clone(),
         trace: TaskTrace::start(raw, &delivery.queue, delivery.delivery_count),
+        progress: None,
     }
 }
 
