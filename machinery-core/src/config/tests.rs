@@ -874,7 +874,7 @@ fn from_yaml_unknown_key_in_a_file() {
 #[test]
 fn validate_names_yaml_keys() {
     type Case = (fn(&mut Config), &'static str, &'static str);
-    let cases: [Case; 15] = [
+    let cases: [Case; 17] = [
         (|c| c.broker = "nope".into(), "broker", "scheme"),
         (
             |c| c.result_backend = Some("ftp://x".into()),

@@ -63,7 +63,8 @@ impl<T> AsyncResult<T> {
     /// waits. A watch that drops (a lost connection) is subscribed again and the value
     /// read again.
     ///
-    /// The stream owns what it needs (`'static`), so it can outlive the handle.
+    /// The stream owns what it needs (`'static`), so it can outlive the handle, and is
+    /// `Unpin`, so `StreamExt::next` takes it as it is.
     ///
     /// # Errors
     /// Items are [`Error::Decode`] for a value that does not decode as `P` (the stream
@@ -101,7 +102,7 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn progress_stream<P: DeserializeOwned + Send + 'static>(
         &self,
-    ) -> impl Stream<Item = Result<P>> + Send + 'static {
+    ) -> impl Stream<Item = Result<P>> + Send + Unpin + 'static {
         let follow = Follow {
             backend: self.backend.clone(),
             uuid: self.uuid,
@@ -112,13 +113,13 @@ impl<T> AsyncResult<T> {
             ended: false,
             drops: 0,
         };
-        futures_util::stream::unfold(follow, |mut follow| async move {
+        Box::pin(futures_util::stream::unfold(follow, |mut follow| async move {
             let item = follow.next().await?;
             Some((
                 item.and_then(|bytes| codec::from_slice(&bytes, "task progress")),
                 follow,
             ))
-        })
+        }))
     }
 }
 
