@@ -113,13 +113,16 @@ impl<T> AsyncResult<T> {
             ended: false,
             drops: 0,
         };
-        Box::pin(futures_util::stream::unfold(follow, |mut follow| async move {
-            let item = follow.next().await?;
-            Some((
-                item.and_then(|bytes| codec::from_slice(&bytes, "task progress")),
-                follow,
-            ))
-        }))
+        Box::pin(futures_util::stream::unfold(
+            follow,
+            |mut follow| async move {
+                let item = follow.next().await?;
+                Some((
+                    item.and_then(|bytes| codec::from_slice(&bytes, "task progress")),
+                    follow,
+                ))
+            },
+        ))
     }
 }
 
