@@ -8,7 +8,7 @@ use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::{AsyncResult, TaskState};
+use super::AsyncResult;
 use crate::codec;
 use crate::engine::ResultBackend;
 use crate::error::{Error, Result};
@@ -135,7 +135,7 @@ struct Follow {
     /// The backend's watch; `None` before the first subscription and after it dropped.
     updates: Option<BoxStream<'static, Vec<u8>>>,
     /// Resolves when the task's state is final.
-    done: Option<BoxFuture<Result<TaskState>>>,
+    done: Option<BoxFuture<Result<()>>>,
     /// The last value yielded.
     last: Option<Vec<u8>>,
     ended: bool,
@@ -146,7 +146,7 @@ struct Follow {
 /// What ended a wait in [`Follow::next`].
 enum Event {
     Update(Option<Vec<u8>>),
-    Done(Result<TaskState>),
+    Done(Result<()>),
 }
 
 impl Follow {
@@ -200,7 +200,7 @@ impl Follow {
             };
             let done = self.done.get_or_insert_with(|| {
                 let (backend, queue, uuid) = (self.backend.clone(), self.queue.clone(), self.uuid);
-                Box::pin(async move { backend.wait(&queue, uuid, None).await })
+                Box::pin(async move { backend.wait(&queue, uuid, None).await.map(drop) })
             });
             // Updates first: those written before the final state come out before the
             // end.

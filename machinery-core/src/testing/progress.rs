@@ -141,7 +141,7 @@ pub async fn progress_spin(ctx: TaskContext, millis: u64) -> Result<u64, TaskErr
     while began.elapsed() < Duration::from_millis(millis) {
         calls += 1;
         ctx.set_progress(calls);
-        if calls % 1024 == 0 {
+        if calls.is_multiple_of(1024) {
             tokio::task::yield_now().await;
         }
     }
