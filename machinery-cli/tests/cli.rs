@@ -20,6 +20,12 @@ async fn hold(ms: u64) -> Result<u64, TaskError> {
     Ok(ms)
 }
 
+#[task(name = "cli_tests::report")]
+async fn report(ctx: machinery_core::TaskContext, done: u32) -> Result<(), TaskError> {
+    ctx.set_progress(serde_json::json!({"done": done, "of": 4, "stage": "copy\u{1b}[31m"}));
+    Ok(())
+}
+
 #[task(name = "cli_tests::refuse")]
 async fn refuse(reason: String) -> Result<(), TaskError> {
     Err(TaskError::msg(reason))
@@ -752,4 +758,45 @@ async fn metrics_are_served_from_the_broker() {
         "{body}\nstderr: {}",
         text(&output.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_show_has_the_progress() {
+    let redis = RedisServer::start();
+    let server = connect(&redis).await;
+    let worker = Worker::new()
+        .task(report::ENTRY)
+        .task(hold::ENTRY)
+        .server(&server)
+        .spawn()
+        .unwrap();
+    let reported = report::s(3).send_with(&server).await.unwrap();
+    reported.get_timeout(Duration::from_secs(20)).await.unwrap();
+    let quiet = hold::s(1).send_with(&server).await.unwrap();
+    quiet.get_timeout(Duration::from_secs(20)).await.unwrap();
+    worker.shutdown().await.unwrap();
+
+    let task = json(&redis, &["task", "show", &reported.uuid().to_string()]);
+    assert_eq!(
+        task["progress"],
+        serde_json::json!({"done": 3, "of": 4, "stage": "copy\u{1b}[31m"})
+    );
+    let shown = ok(&redis, &["task", "show", &reported.uuid().to_string()]);
+    let row = shown
+        .lines()
+        .find(|l| l.contains("progress"))
+        .unwrap_or_else(|| panic!("no progress row: {shown}"));
+    assert!(
+        !shown.contains('\u{1b}'),
+        "control characters are escaped: {shown}"
+    );
+    assert!(
+        row.contains("\"of\": 4") || shown.contains("\"of\": 4"),
+        "{shown}"
+    );
+    // A task that reported nothing has no progress field or row.
+    let task = json(&redis, &["task", "show", &quiet.uuid().to_string()]);
+    assert!(task.get("progress").is_none(), "{task}");
+    let shown = ok(&redis, &["task", "show", &quiet.uuid().to_string()]);
+    assert!(!shown.contains("progress"), "{shown}");
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -32,6 +33,9 @@ pub struct TaskContext {
     pub(crate) trace: TaskTrace,
     /// Fired when the task is revoked while it runs.
     pub(crate) cancel: CancellationToken,
+    /// Where [`set_progress`](TaskContext::set_progress) sends values; `None` outside a
+    /// worker.
+    pub(crate) progress: Option<std::sync::Arc<crate::worker::ProgressSink>>,
 }
 
 impl TaskContext {
@@ -125,6 +129,48 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
+    /// Reports the task's progress: any serde value (a percentage, a struct of counts),
+    /// encoded with MessagePack (as a map keyed by field name) and readable by anyone
+    /// holding the task's handle: [`AsyncResult::progress`](crate::AsyncResult::progress),
+    /// [`AsyncResult::progress_stream`](crate::AsyncResult::progress_stream), and
+    /// `machinery task show`.
+    ///
+    /// Cheap and never blocking, so it can be called from a tight loop, in `async` and
+    /// blocking `fn` tasks alike: the value is handed to the worker, which writes the
+    /// first one at once, then at most one per `progress_interval` (default 250 ms; the
+    /// newest, values in between are dropped), and always the last one before the
+    /// task's final state. Calls after the task settled, and on a
+    /// [`detached`](TaskContext::detached) context, do nothing.
+    ///
+    /// Never fails the task: a value that cannot be encoded, or a write the result
+    /// backend refuses, is logged and dropped. The value is kept for the results TTL
+    /// after its write.
+    ///
+    /// ```
+    /// use machinery_core::prelude::*;
+    ///
+    /// #[task]
+    /// async fn import(ctx: TaskContext, rows: u32) -> Result<u32, TaskError> {
+    ///     for done in 1..=rows {
+    ///         // ... import one row ...
+    ///         ctx.set_progress(done * 100 / rows);
+    ///     }
+    ///     Ok(rows)
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn set_progress(&self, value: impl Serialize) {
+        let Some(sink) = &self.progress else {
+            return;
+        };
+        match crate::codec::to_vec_named(&value, "task progress") {
+            Ok(bytes) => sink.set(bytes),
+            Err(e) => {
+                tracing::warn!(task.id = %self.uuid, task.name = %self.name, error = %e, "progress value cannot be encoded; dropped");
+            }
+        }
+    }
+
     /// A context for calling a task function directly, outside a worker (tests).
     pub fn detached(name: impl Into<String>) -> Self {
         let uuid = Uuid::now_v7();
@@ -139,6 +185,7 @@ impl TaskContext {
             group_uuid: None,
             queue: String::new(),
             cancel: CancellationToken::new(),
+            progress: None,
         }
     }
 }

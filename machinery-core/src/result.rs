@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::server::Server;
 
 pub(crate) mod id;
+mod progress;
 
 /// Until when a revocation made now is kept (ms since the Unix epoch), for results TTL
 /// `ttl` (`None`: forever).

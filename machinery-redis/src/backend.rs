@@ -13,7 +13,7 @@ use machinery_core::engine::{
 };
 use machinery_core::{Error as CoreError, Result as CoreResult, State, TaskState};
 use redis::aio::{PubSubSink, PubSubStream};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, oneshot, watch};
 use uuid::Uuid;
 
 use crate::conn::Engine;
@@ -57,6 +57,9 @@ struct Channel {
     refs: usize,
     /// Waiters to wake with the next message.
     senders: Vec<oneshot::Sender<Vec<u8>>>,
+    /// Watchers sent every message (progress streams); dropped when the connection is
+    /// lost, which ends their streams.
+    streams: Vec<watch::Sender<Vec<u8>>>,
     /// Orders SUBSCRIBE and UNSUBSCRIBE of this channel, and holds the generation of the
     /// connection it is subscribed on.
     gate: Arc<Mutex<Option<u64>>>,
@@ -163,6 +166,7 @@ impl Waiters {
         }
         for c in self.lock().values_mut() {
             c.senders.clear();
+            c.streams.clear();
         }
     }
 
@@ -170,19 +174,46 @@ impl Waiters {
     /// current connection before returning, so a message published afterwards is seen.
     async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<Subscription> {
         let (tx, woken) = oneshot::channel();
+        let release = self.join(channel, |c| c.senders.push(tx)).await?;
+        Ok(Subscription {
+            woken,
+            _release: release,
+        })
+    }
+
+    /// Registers a watcher sent every message of `channel` from now on, subscribed as
+    /// in [`subscribe`](Self::subscribe). The stream ends when the connection is lost.
+    async fn watch(self: &Arc<Self>, channel: &str) -> Result<BoxStream<'static, Vec<u8>>> {
+        let (tx, rx) = watch::channel(Vec::new());
+        let release = self.join(channel, |c| c.streams.push(tx)).await?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            (rx, release),
+            |(mut rx, release)| async move {
+                rx.changed().await.ok()?;
+                let value = rx.borrow_and_update().clone();
+                Some((value, (rx, release)))
+            },
+        )))
+    }
+
+    /// Takes a share of `channel`, registers on it with `register`, and makes sure it is
+    /// subscribed on the current connection; the share is given up when the returned
+    /// [`Release`] is dropped.
+    async fn join(
+        self: &Arc<Self>,
+        channel: &str,
+        register: impl FnOnce(&mut Channel),
+    ) -> Result<Release> {
         let gate = {
             let mut channels = self.lock();
             let c = channels.entry(channel.to_owned()).or_default();
             c.refs += 1;
-            c.senders.push(tx);
+            register(c);
             c.gate.clone()
         };
-        let subscription = Subscription {
-            woken,
-            _release: Release {
-                waiters: self.clone(),
-                channel: channel.to_owned(),
-            },
+        let release = Release {
+            waiters: self.clone(),
+            channel: channel.to_owned(),
         };
         let mut subscribed = gate.lock().await;
         let mut conn = self.connection().await?;
@@ -202,7 +233,7 @@ impl Waiters {
                 }
             }
         }
-        Ok(subscription)
+        Ok(release)
     }
 
     /// Unsubscribes `channel` when no waiter holds it any more. Runs under the channel's
@@ -253,7 +284,15 @@ async fn read_messages(
             return;
         };
         let senders = match waiters.lock().get_mut(msg.get_channel_name()) {
-            Some(c) => std::mem::take(&mut c.senders),
+            Some(c) => {
+                if !c.streams.is_empty() {
+                    let payload = msg.get_payload_bytes();
+                    // A watcher that went away is dropped here (its `Release` gives up
+                    // its share of the channel).
+                    c.streams.retain(|tx| tx.send(payload.to_vec()).is_ok());
+                }
+                std::mem::take(&mut c.senders)
+            }
             None => continue,
         };
         for tx in senders {
@@ -688,6 +727,9 @@ impl ResultBackend for RedisBackend {
             .cmd("DEL")
             .arg(self.engine.keys.state(queue, uuid))
             .ignore()
+            .cmd("DEL")
+            .arg(self.engine.keys.progress(queue, uuid))
+            .ignore()
             .cmd("PUBLISH")
             .arg(self.engine.keys.done(uuid))
             .arg(FORGOTTEN)
@@ -879,6 +921,58 @@ impl ResultBackend for RedisBackend {
 
     async fn watch_revocations(&self) -> CoreResult<BoxStream<'static, Revocation>> {
         Ok(watch_revocations(&self.engine).await?)
+    }
+
+    async fn set_progress(&self, queue: &str, uuid: Uuid, value: &[u8]) -> CoreResult<()> {
+        // One round trip: the value, with the results TTL from now, then its watchers.
+        let ttl = self.engine.ttl_ms();
+        let mut pipe = redis::pipe();
+        let set = pipe
+            .cmd("SET")
+            .arg(self.engine.keys.progress(queue, uuid))
+            .arg(value);
+        if ttl > 0 {
+            set.arg("PX").arg(ttl);
+        }
+        set.ignore();
+        pipe.cmd("PUBLISH")
+            .arg(self.engine.keys.progress_channel(uuid))
+            .arg(value)
+            .ignore();
+        let () = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(())
+    }
+
+    async fn progress(&self, queue: &str, uuid: Uuid) -> CoreResult<Option<Vec<u8>>> {
+        let queue = if queue.is_empty() {
+            // Kept under the task's queue, like its state: found through the state.
+            match self.load("", uuid).await? {
+                Some(state) => state.queue,
+                None => return Ok(None),
+            }
+        } else {
+            queue.to_owned()
+        };
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.engine.keys.progress(&queue, uuid))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(value)
+    }
+
+    async fn watch_progress(
+        &self,
+        _queue: &str,
+        uuid: Uuid,
+    ) -> CoreResult<BoxStream<'static, Vec<u8>>> {
+        Ok(self
+            .waiters
+            .watch(&self.engine.keys.progress_channel(uuid))
+            .await?)
     }
 
     fn store_id(&self) -> Option<&StoreId> {

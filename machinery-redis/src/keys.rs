@@ -18,6 +18,8 @@
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS, FAILURE or REVOKED, which no non-final write replaces (nor a SUCCESS or FAILURE a REVOKED: only a new send does) |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:progress:<uuid>` | string | the last progress value (MessagePack) a task sent to the queue reported (`TaskContext::set_progress`), written at most once per `progress_interval` while it runs; the results TTL from each write (none when results are kept forever) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:unique:<key>` | string | a unique task's lock: the UUID of the task that holds it, with the lock's TTL (PX); deleted when that task reaches its final state (unless it keeps the lock until the TTL) |
@@ -33,6 +35,7 @@
 //! | `<p>:{revoked}` | zset | revoked task UUIDs (score: when the revocation ends, ms since the Unix epoch: the results TTL after the revoke; `+inf` when results are kept for ever); ended ones are dropped (up to 1,000 per call) whenever one is recorded or the set is read |
 //! | `<p>:{revoked}:reason` | hash | task UUID → the reason of its revocation in `<p>:{revoked}` (same slot, dropped with it) |
 //! | `<p>:revoked` | pub/sub channel | each revocation as it is recorded, `<uuid>\n<until ms, empty for ever>\n<reason>`, for the workers watching (a channel, not a key) |
+//! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 
@@ -138,6 +141,16 @@ impl Keys {
         format!("{}:{{q:{queue}}}:state:{uuid}", self.prefix)
     }
 
+    /// The last progress value of a task sent to `queue`.
+    pub(crate) fn progress(&self, queue: &str, uuid: Uuid) -> String {
+        format!("{}:{{q:{queue}}}:progress:{uuid}", self.prefix)
+    }
+
+    /// The pub/sub channel of a task's progress values.
+    pub(crate) fn progress_channel(&self, uuid: Uuid) -> String {
+        format!("{}:progress:{uuid}", self.prefix)
+    }
+
     /// The pub/sub channel of a task's final state.
     pub(crate) fn done(&self, uuid: Uuid) -> String {
         format!("{}:done:{uuid}", self.prefix)
@@ -201,6 +214,8 @@ mod tests {
             k.revoked(),
             k.revoked_reasons(),
             k.revoked_channel(),
+            k.progress(q, u),
+            k.progress_channel(u),
             k.periodic_entries(),
             k.periodic_entry("<name>"),
         ]);
@@ -307,6 +322,7 @@ mod tests {
                 ":state:",
                 "chord:",
                 ":done:",
+                ":progress:",
                 ":results",
                 ":paused",
                 ":unique",

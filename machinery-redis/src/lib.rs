@@ -172,6 +172,12 @@
 //! that died silently ends the watch and the worker subscribes again), and read the
 //! set when they start: revocations outlive worker restarts until their end, and reach
 //! a running task within a millisecond or so of the revoke.
+//! **Progress** (`TaskContext::set_progress`): a worker writes a running task's value
+//! with `SET <prefix>:{q:<queue>}:progress:<uuid>` (results TTL) and `PUBLISH`es it on
+//! `<prefix>:progress:<uuid>` in one pipeline, at most once per `progress_interval` per
+//! task. `AsyncResult::progress_stream` subscribes to that channel on the same shared
+//! pub/sub connection as the result waiters, then reads the key, and ends on the task's
+//! `done` message: no polling.
 //!
 //! **Clocks**: lease deadlines and the "now" that ETAs are compared with are the Redis
 //! server's (`TIME` inside the scripts); ETAs themselves are the producers' wall clock,
@@ -195,6 +201,8 @@
 //! | `<p>:{q:<queue>}:lease_seq` | string | lease token counter |
 //! | `<p>:{q:<queue>}:dead` | list | dead letters: `<reason length>:<reason><payload>` |
 //! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS, FAILURE or REVOKED, which no non-final write replaces (nor a SUCCESS or FAILURE a REVOKED: only a new send does) |
+//! | `<p>:{q:<queue>}:state:<uuid>` | string | the state (MessagePack) of a task sent to the queue: no TTL while PENDING, RECEIVED, STARTED or RETRY; the results TTL from the write of its SUCCESS or FAILURE, which no non-final write replaces |
+//! | `<p>:{q:<queue>}:progress:<uuid>` | string | the last progress value (MessagePack) a task sent to the queue reported (`TaskContext::set_progress`), written at most once per `progress_interval` while it runs; the results TTL from each write (none when results are kept forever) |
 //! | `<p>:{q:<queue>}:chord:<group>` | hash | a chord whose callback goes to the queue: count, callback payload, priority, fired, failure; no TTL until the callback's state is final, then the results TTL |
 //! | `<p>:{q:<queue>}:chord:<group>:results` | hash | member index → encoded result; expires with the chord's hash |
 //! | `<p>:{q:<queue>}:unique:<key>` | string | a unique task's lock: the UUID of the task that holds it, with the lock's TTL (PX); deleted when that task reaches its final state (unless it keeps the lock until the TTL) |
@@ -210,6 +218,7 @@
 //! | `<p>:{revoked}` | zset | revoked task UUIDs (score: when the revocation ends, ms since the Unix epoch: the results TTL after the revoke; `+inf` when results are kept for ever); ended ones are dropped (up to 1,000 per call) whenever one is recorded or the set is read |
 //! | `<p>:{revoked}:reason` | hash | task UUID → the reason of its revocation in `<p>:{revoked}` (same slot, dropped with it) |
 //! | `<p>:revoked` | pub/sub channel | each revocation as it is recorded, `<uuid>\n<until ms, empty for ever>\n<reason>`, for the workers watching (a channel, not a key) |
+//! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
 //!

@@ -133,6 +133,9 @@ fn details(info: &TaskInfo, now: u64) -> comfy_table::Table {
     if let Some(error) = &info.error {
         row("error", error.clone());
     }
+    if let Some(progress) = &info.progress {
+        row("progress", pretty(progress));
+    }
     row("retried", info.retried.to_string());
     if let Some(group) = info.group {
         row("group", group.to_string());

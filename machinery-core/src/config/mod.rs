@@ -24,6 +24,7 @@
 //! | `stats` | `MACHINERY_STATS` | `true` | `true` or `false` (as `result_extended`) |
 //! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
 //! | `revoke_grace` | `MACHINERY_REVOKE_GRACE` | `10s` | duration, `0` = abort at once |
+//! | `progress_interval` | `MACHINERY_PROGRESS_INTERVAL` | `250ms` | duration, at least `10ms` |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -185,6 +186,15 @@ pub struct Config {
     /// REVOKED and frees the slot while the thread runs on.
     #[serde(deserialize_with = "duration::seconds")]
     pub revoke_grace: Duration,
+    /// The shortest time between two progress writes of one running task
+    /// (`progress_interval`, `MACHINERY_PROGRESS_INTERVAL`); default 250 ms; at least
+    /// 10 ms. A worker writes the first value a task reports at once, then at most one
+    /// value per interval (the newest, values in between are dropped), and always the
+    /// last one before the task's final state: a task calling
+    /// [`TaskContext::set_progress`](crate::TaskContext::set_progress) in a tight loop
+    /// costs the result backend at most 1 / interval writes a second (4 by default).
+    #[serde(deserialize_with = "duration::seconds")]
+    pub progress_interval: Duration,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -208,6 +218,7 @@ impl Default for Config {
             stats: true,
             stats_window: Duration::from_secs(24 * 3600),
             revoke_grace: Duration::from_secs(10),
+            progress_interval: Duration::from_millis(250),
             sections: Sections::default(),
         }
     }
@@ -232,6 +243,7 @@ impl fmt::Debug for Config {
             stats,
             stats_window,
             revoke_grace,
+            progress_interval,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -250,6 +262,7 @@ impl fmt::Debug for Config {
             .field("stats", stats)
             .field("stats_window", stats_window)
             .field("revoke_grace", revoke_grace)
+            .field("progress_interval", progress_interval)
             .field("sections", sections)
             .finish()
     }
@@ -402,6 +415,7 @@ impl Config {
             stats: _,
             stats_window,
             revoke_grace,
+            progress_interval,
             sections,
         } = self;
         check_url("broker", broker)?;
@@ -435,6 +449,12 @@ impl Config {
             .map_err(|reason| Error::config("stats_window", reason))?;
         check_duration(*revoke_grace, Duration::ZERO, "0 = abort at once")
             .map_err(|reason| Error::config("revoke_grace", reason))?;
+        check_duration(
+            *progress_interval,
+            Duration::from_millis(10),
+            "at least 10ms",
+        )
+        .map_err(|reason| Error::config("progress_interval", reason))?;
         if *max_deliveries < 2 {
             return Err(Error::config(
                 "max_deliveries",

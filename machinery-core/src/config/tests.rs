@@ -158,6 +158,7 @@ fn defaults_are_as_documented() {
     assert!(c.stats);
     assert_eq!(c.stats_window, secs(24 * 3600));
     assert_eq!(c.revoke_grace, secs(10));
+    assert_eq!(c.progress_interval, ms(250));
     assert_eq!(c.section::<TestEngineConfig>(), TestEngineConfig::default());
     c.validate().expect("defaults are valid");
 }
@@ -182,6 +183,7 @@ fn the_keys_are_the_serde_fields() {
             "stats",
             "stats_window",
             "revoke_grace",
+            "progress_interval",
         ]
     );
     // Every key has a distinct variable, listed in the module docs' table.
@@ -240,6 +242,7 @@ fn every_variable_is_read() {
         ("MACHINERY_STATS", "off"),
         ("MACHINERY_STATS_WINDOW", "7d"),
         ("MACHINERY_REVOKE_GRACE", "1500ms"),
+        ("MACHINERY_PROGRESS_INTERVAL", "1s"),
         ("MACHINERY_TESTENG_KEY_PREFIX", "app:v2"),
         ("MACHINERY_TESTENG_WAIT_MS", "250"),
         ("MACHINERY_TESTENG_IDLE", "2m"),
@@ -261,6 +264,7 @@ fn every_variable_is_read() {
     assert!(!c.stats);
     assert_eq!(c.stats_window, secs(7 * 86_400));
     assert_eq!(c.revoke_grace, ms(1500));
+    assert_eq!(c.progress_interval, secs(1));
     let t: TestEngineConfig = c.section();
     assert_eq!(t.key_prefix, "app:v2");
     assert_eq!(t.wait, ms(250));
@@ -553,6 +557,7 @@ fn yaml_sets_every_key() {
          stats: no\n\
          stats_window: 1h\n\
          revoke_grace: 0\n\
+         progress_interval: 100ms\n\
          testeng:\n\
          \x20 key_prefix: app\n\
          \x20 wait_ms: 100\n\
@@ -578,6 +583,7 @@ fn yaml_sets_every_key() {
     assert!(!c.stats);
     assert_eq!(c.stats_window, secs(3600));
     assert_eq!(c.revoke_grace, Duration::ZERO);
+    assert_eq!(c.progress_interval, ms(100));
     assert_eq!(
         c.section::<TestEngineConfig>(),
         TestEngineConfig {
@@ -874,7 +880,7 @@ fn from_yaml_unknown_key_in_a_file() {
 #[test]
 fn validate_names_yaml_keys() {
     type Case = (fn(&mut Config), &'static str, &'static str);
-    let cases: [Case; 16] = [
+    let cases: [Case; 18] = [
         (|c| c.broker = "nope".into(), "broker", "scheme"),
         (
             |c| c.result_backend = Some("ftp://x".into()),
@@ -943,6 +949,16 @@ fn validate_names_yaml_keys() {
             "revoke_grace",
             "at most",
         ),
+        (
+            |c| c.progress_interval = ms(9),
+            "progress_interval",
+            "at least 10ms",
+        ),
+        (
+            |c| c.progress_interval = Duration::MAX,
+            "progress_interval",
+            "at most",
+        ),
     ];
     for (mutate, want_key, needle) in cases {
         let mut c = Config::default();
@@ -962,6 +978,7 @@ fn validate_accepts_edge_values() {
         max_message_bytes: 1024,
         worker_heartbeat: secs(1),
         stats_window: secs(60),
+        progress_interval: ms(10),
         ..Config::default()
     };
     c.section_mut::<TestEngineConfig>().key_prefix = "a:b-c_d.e".into();
@@ -1042,4 +1059,30 @@ fn observability_durations_are_checked_when_loaded() {
     assert!(reason.contains("at least 1m"), "{reason}");
     let c = Config::from_yaml_str("worker_heartbeat: 1\nstats_window: 1m").expect("edges");
     assert_eq!((c.worker_heartbeat, c.stats_window), (secs(1), secs(60)));
+}
+
+#[test]
+fn progress_interval_takes_every_duration_form() {
+    for (value, want) in [
+        ("250ms", ms(250)),
+        ("2", secs(2)),
+        ("1s", secs(1)),
+        ("10ms", ms(10)),
+    ] {
+        let c = env(&[("MACHINERY_PROGRESS_INTERVAL", value)]).expect(value);
+        assert_eq!(c.progress_interval, want, "{value}");
+        let c = Config::from_yaml_str(&format!("progress_interval: {value}")).expect(value);
+        assert_eq!(c.progress_interval, want, "{value}");
+    }
+    let (key, reason) = config_error(env(&[("MACHINERY_PROGRESS_INTERVAL", "5ms")]));
+    assert_eq!(key, "MACHINERY_PROGRESS_INTERVAL");
+    assert!(reason.contains("at least 10ms"), "{reason}");
+    let (key, reason) = config_error(Config::from_yaml_str("progress_interval: 0"));
+    assert_eq!(key, "progress_interval");
+    assert!(reason.contains("at least 10ms"), "{reason}");
+    let (key, reason) = config_error(Config::from_yaml_str("progress_interval: soon"));
+    assert_eq!(key, "progress_interval");
+    assert!(reason.contains("`soon`"), "{reason}");
+    let shown = format!("{:?}", Config::default());
+    assert!(shown.contains("progress_interval: 250ms"), "{shown}");
 }

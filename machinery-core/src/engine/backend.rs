@@ -201,6 +201,59 @@ pub trait ResultBackend: Send + Sync + 'static {
         })
     }
 
+    /// Records the progress of task `uuid`, sent to `queue` (the queue its state is kept
+    /// under): `value` is the MessagePack encoding of what the task reported
+    /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)), replacing the
+    /// previous value. The value is kept for the results TTL from this write (forever
+    /// when the TTL is 0), so it can still be read for about as long as the task's final
+    /// state; and every watcher of the task
+    /// ([`watch_progress`](ResultBackend::watch_progress)) is sent it at once.
+    ///
+    /// Workers call this at most once per `progress_interval` per running task; it is a
+    /// single write, not a read-modify-write, so the last write wins.
+    ///
+    /// The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn set_progress(&self, queue: &str, uuid: Uuid, value: &[u8]) -> Result<()> {
+        let _ = (queue, uuid, value);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "task progress",
+        })
+    }
+
+    /// The last progress value recorded for task `uuid`, sent to `queue` (empty: looked
+    /// up as in [`load`](ResultBackend::load)); `None` when the task never reported
+    /// progress, is unknown, or its value expired.
+    ///
+    /// The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn progress(&self, queue: &str, uuid: Uuid) -> Result<Option<Vec<u8>>> {
+        let _ = (queue, uuid);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "task progress",
+        })
+    }
+
+    /// A stream of the progress values of task `uuid`, sent to `queue`, recorded after
+    /// this call returns, delivered within milliseconds without polling (on Redis by
+    /// pub/sub). The value stored before the call is not in it: read it with
+    /// [`progress`](ResultBackend::progress) after subscribing. A reader that falls
+    /// behind may see only the newest value of several (progress is a level, not a log).
+    ///
+    /// The stream does not know about the task's state: it never ends because the task
+    /// finished. It ends when the connection behind it is lost (the caller subscribes
+    /// again and re-reads the value), or when the engine drops the task's progress
+    /// (expired, forgotten). `queue` must be the task's queue (not empty).
+    ///
+    /// The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn watch_progress(&self, queue: &str, uuid: Uuid) -> Result<BoxStream<'static, Vec<u8>>> {
+        let _ = (queue, uuid);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "watching task progress",
+        })
+    }
+
     /// The store this backend keeps its states in, when a broker may share it: a broker
     /// whose own [`StoreId`] is equal writes states itself, in the same atomic step as
     /// its own changes ([`Broker::complete`](super::Broker::complete),

@@ -87,6 +87,11 @@ pub struct TaskInfo {
     pub result: Option<serde_json::Value>,
     /// The error text, on FAILURE and RETRY.
     pub error: Option<String>,
+    /// The last progress value it reported
+    /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)), as JSON; `None`
+    /// when it reported none, the value expired, or the result backend keeps none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
     /// Retries done so far.
     pub retried: u32,
     /// The group (or chord) it belongs to.
@@ -311,9 +316,35 @@ impl Inspector {
         {
             worker = Some(running);
         }
-        Ok(Some(build_info(
-            uuid, state, found, message, worker, warnings,
-        )))
+        let progress = match state.as_ref().filter(|s| !s.queue.is_empty()) {
+            Some(s) => self.progress(&s.queue, uuid, &mut warnings).await,
+            None => None,
+        };
+        let mut info = build_info(uuid, state, found, message, worker, warnings);
+        info.progress = progress;
+        Ok(Some(info))
+    }
+
+    /// The last progress value of task `uuid`, kept under `queue`, as JSON; what could
+    /// not be read goes to `warnings` (an engine without progress is no warning).
+    async fn progress(
+        &self,
+        queue: &str,
+        uuid: Uuid,
+        warnings: &mut Vec<String>,
+    ) -> Option<serde_json::Value> {
+        match self.server.backend().progress(queue, uuid).await {
+            Ok(bytes) => bytes.and_then(|b| {
+                msgpack_to_json(&b)
+                    .map_err(|e| warnings.push(format!("the progress value does not decode: {e}")))
+                    .ok()
+            }),
+            Err(Error::Unsupported { .. }) => None,
+            Err(e) => {
+                warnings.push(format!("the progress value could not be read: {e}"));
+                None
+            }
+        }
     }
 
     /// The workers alive, by name then id.
@@ -522,6 +553,7 @@ fn build_info(
         state: s.map(|s| s.state),
         result,
         error: s.and_then(|s| s.error.clone()),
+        progress: None,
         retried: s
             .map(|s| s.retried)
             .or_else(|| message.as_ref().map(|m| m.retried))
@@ -939,6 +971,55 @@ mod tests {
         assert_eq!(info.warnings.len(), 2, "{:?}", info.warnings);
         assert!(info.warnings[0].contains("cannot look messages up"));
         assert!(info.warnings[1].contains("result does not decode"));
+    }
+
+    #[tokio::test]
+    async fn the_progress_is_shown_as_json_or_explained() {
+        let (server, backend) = server(FakeAdmin {
+            can_find: true,
+            ..FakeAdmin::default()
+        });
+        let inspector = server.inspect().unwrap();
+        let (with, without, garbled) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for uuid in [with, without, garbled] {
+            backend
+                .store(&[TaskState::new(uuid, "t", "q", State::Started)])
+                .await
+                .unwrap();
+        }
+        #[derive(Serialize)]
+        struct Done {
+            rows: u32,
+            of: u32,
+        }
+        let value = rmp_serde::to_vec_named(&Done { rows: 3, of: 10 }).unwrap();
+        backend.set_progress("q", with, &value).await.unwrap();
+        backend
+            .set_progress("q", garbled, &[0x92, 1])
+            .await
+            .unwrap();
+
+        let info = inspector.task(with).await.unwrap().unwrap();
+        assert_eq!(info.progress, Some(json!({"rows": 3, "of": 10})));
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+        let shown = serde_json::to_value(&info).unwrap();
+        assert_eq!(shown["progress"]["rows"], 3);
+
+        let info = inspector.task(without).await.unwrap().unwrap();
+        assert_eq!(info.progress, None);
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+        let shown = serde_json::to_value(&info).unwrap();
+        assert!(shown.get("progress").is_none(), "{shown}");
+
+        let info = inspector.task(garbled).await.unwrap().unwrap();
+        assert_eq!(info.progress, None);
+        assert!(
+            info.warnings
+                .iter()
+                .any(|w| w.contains("progress value does not decode")),
+            "{:?}",
+            info.warnings
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ pub struct MemoryBackend {
     ttl: Option<Duration>,
     /// Revocations as they are recorded, for the workers watching them.
     revoked: broadcast::Sender<Revocation>,
+    progress: super::progress::ProgressStore,
 }
 
 struct Chord {
@@ -63,6 +64,7 @@ impl MemoryBackend {
             inner: Mutex::new(Inner::default()),
             ttl,
             revoked: broadcast::channel(1024).0,
+            progress: Default::default(),
         }
     }
 
@@ -292,6 +294,8 @@ impl ResultBackend for MemoryBackend {
         if let Some(n) = inner.waiters.remove(&uuid) {
             n.notify_waiters();
         }
+        drop(inner);
+        self.progress.forget(uuid);
         Ok(())
     }
 
@@ -365,6 +369,23 @@ impl ResultBackend for MemoryBackend {
             rx.recv().await.ok().map(|r| (r, rx))
         });
         Ok(Box::pin(stream))
+    }
+
+    async fn set_progress(&self, _queue: &str, uuid: Uuid, value: &[u8]) -> Result<()> {
+        self.progress.set(uuid, value, self.ttl);
+        Ok(())
+    }
+
+    async fn progress(&self, _queue: &str, uuid: Uuid) -> Result<Option<Vec<u8>>> {
+        Ok(self.progress.get(uuid))
+    }
+
+    async fn watch_progress(
+        &self,
+        _queue: &str,
+        uuid: Uuid,
+    ) -> Result<futures_util::stream::BoxStream<'static, Vec<u8>>> {
+        Ok(self.progress.watch(uuid))
     }
 
     // Every memory backend lives in this process: its writes cannot fail, which is what

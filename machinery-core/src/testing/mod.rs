@@ -15,6 +15,7 @@
 //! harness must isolate servers from each other (memory: a new engine; Redis: a new key
 //! prefix). The suite's tasks are registered under names starting with `conformance.`.
 
+pub mod progress;
 pub mod revoke;
 pub mod suite;
 pub mod tasks;
@@ -120,7 +121,13 @@ macro_rules! conformance_suite {
             unique_race_of_fifty_senders
         );
         $crate::conformance_suite!(@tests $harness; );
-        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness;
+            progress_read_back, progress_stream_follows_and_ends,
+            progress_stream_of_finished_tasks_ends, progress_stream_ends_at_failure,
+            progress_is_coalesced, progress_from_blocking_tasks,
+            progress_unencodable_is_not_fatal, progress_of_unknown_task,
+            progress_outlives_the_task_until_the_ttl
+        );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {
         $(

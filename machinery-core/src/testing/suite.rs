@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use super::Harness;
+pub use super::progress::*;
 use super::tasks::{self, *};
 #[allow(unused_imports)]
 pub use super::unique::*;

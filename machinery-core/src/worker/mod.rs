@@ -3,6 +3,7 @@
 mod hooks;
 pub(crate) mod observe;
 mod process;
+mod progress;
 mod report;
 mod run;
 #[cfg(feature = "metrics")]
@@ -26,6 +27,7 @@ use crate::result::TaskState;
 use crate::server::Server;
 
 pub(crate) use hooks::Hooks;
+pub(crate) use progress::ProgressSink;
 
 /// Consumes queues and runs the tasks it knows.
 ///

@@ -72,7 +72,13 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
-    let ctx = context(&raw, &delivery, cancel.clone());
+    let mut ctx = context(&raw, &delivery, cancel.clone());
+    ctx.progress = super::progress::ProgressSink::new(
+        shared.server.backend().clone(),
+        raw.state_queue(&delivery.queue),
+        raw.uuid,
+        config.progress_interval,
+    );
     let mut times = None;
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {
         Err(e) => Err(e),
@@ -106,6 +112,11 @@ pub(crate) async fn process(
             outcome
         }
     };
+    // The last progress value lands before the final state, so whoever sees the task
+    // finished can read its last progress.
+    if let Some(progress) = &ctx.progress {
+        progress.finish().await;
+    }
     drop(permit);
     // Revoked before the run finished: REVOKED, whatever the task returned.
     let completion = if cancel.is_cancelled() {
@@ -272,6 +283,7 @@ fn context(raw: &RawSignature, delivery: &Delivery, cancel: CancellationToken) -
         queue: delivery.queue.clone(),
         trace: TaskTrace::start(raw, &delivery.queue, delivery.delivery_count),
         cancel,
+        progress: None,
     }
 }
 
