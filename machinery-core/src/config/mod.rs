@@ -23,6 +23,7 @@
 //! | `worker_heartbeat` | `MACHINERY_WORKER_HEARTBEAT` | `5s` | duration, at least `1s` |
 //! | `stats` | `MACHINERY_STATS` | `true` | `true` or `false` (as `result_extended`) |
 //! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
+//! | `rate_limits` | `MACHINERY_RATE_LIMITS` | none | mapping of queue → rate (`{emails: 100/s}`); in the environment `emails=100/s,sms=10/m` |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -60,6 +61,7 @@
 
 mod duration;
 mod load;
+mod rates;
 mod redact;
 mod section;
 mod switch;
@@ -177,6 +179,13 @@ pub struct Config {
     /// (`stats_window`, `MACHINERY_STATS_WINDOW`); default 24 hours; at least 1 minute.
     #[serde(deserialize_with = "duration::seconds")]
     pub stats_window: Duration,
+    /// Rate limits per queue (`rate_limits`, `MACHINERY_RATE_LIMITS`): at most so many
+    /// task starts per period from that queue, across every worker (see
+    /// [`RateLimit`](crate::RateLimit)); default none. YAML takes a mapping
+    /// (`rate_limits: {emails: 100/s, sms: 10/m}`), the environment a list
+    /// (`MACHINERY_RATE_LIMITS="emails=100/s,sms=10/m"`).
+    #[serde(deserialize_with = "rates::deserialize")]
+    pub rate_limits: std::collections::BTreeMap<String, crate::RateLimit>,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -199,6 +208,7 @@ impl Default for Config {
             worker_heartbeat: Duration::from_secs(5),
             stats: true,
             stats_window: Duration::from_secs(24 * 3600),
+            rate_limits: std::collections::BTreeMap::new(),
             sections: Sections::default(),
         }
     }
@@ -222,6 +232,7 @@ impl fmt::Debug for Config {
             worker_heartbeat,
             stats,
             stats_window,
+            rate_limits,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -239,6 +250,7 @@ impl fmt::Debug for Config {
             .field("worker_heartbeat", worker_heartbeat)
             .field("stats", stats)
             .field("stats_window", stats_window)
+            .field("rate_limits", rate_limits)
             .field("sections", sections)
             .finish()
     }
@@ -390,6 +402,7 @@ impl Config {
             worker_heartbeat,
             stats: _,
             stats_window,
+            rate_limits: _,
             sections,
         } = self;
         check_url("broker", broker)?;

@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::admin::BrokerAdmin;
 use super::backend::ResultBackend;
 use super::complete::complete_step_by_step;
+use super::rate::Reservation;
 use crate::error::Result;
+use crate::rate::RateLimit;
 use crate::reason::DeadLetterReason;
 use crate::result::TaskState;
 
@@ -211,6 +213,34 @@ pub trait Broker: Send + Sync + 'static {
         backend: &dyn ResultBackend,
     ) -> Result<Vec<Result<()>>> {
         complete_step_by_step(self, completions, backend).await
+    }
+
+    /// Reserves a start slot under the rate limit `limit` named `key` (a task's
+    /// `task:<name>`, a queue's `queue:<queue>`), shared by every worker of this broker
+    /// (GCRA with reservation, see [`gcra`](super::gcra)): when the next free slot is
+    /// at most `horizon` away it is taken and the answer is
+    /// [`Reservation::Granted`] with the wait until it; otherwise nothing is taken and
+    /// the answer is [`Reservation::Later`]. Starts granted under one key are at least
+    /// `limit`'s interval apart, on the engine's clock (Redis: the server's).
+    ///
+    /// The worker calls it only for tasks that have a limit. The default fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported), and the worker then runs
+    /// limited tasks without a limit (logging it once).
+    ///
+    /// # Errors
+    /// Engine errors; calling again is safe (a call that failed after reserving only
+    /// spends a slot).
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: RateLimit,
+        horizon: Duration,
+    ) -> Result<Reservation> {
+        let _ = (key, limit, horizon);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "rate limits",
+        })
     }
 
     /// The broker's admin plane (listings, counts, dead letters), or `None` when the

@@ -34,6 +34,8 @@ pub struct MemoryBroker {
     max_bytes: usize,
     /// The origin of the instants written into cursors (tokio time).
     epoch: Instant,
+    /// The rate limits' reservations.
+    rates: super::rate::Rates,
 }
 
 /// Delayed order: due instant (tokio time), then a sequence number.
@@ -526,6 +528,7 @@ impl MemoryBroker {
             visibility: config.visibility_timeout,
             max_bytes: config.max_message_bytes,
             epoch: Instant::now(),
+            rates: super::rate::Rates::new(),
         }
     }
 
@@ -610,6 +613,15 @@ impl std::fmt::Debug for MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: crate::RateLimit,
+        horizon: Duration,
+    ) -> Result<crate::engine::Reservation> {
+        Ok(self.rates.reserve(key, limit, horizon))
+    }
+
     fn engine(&self) -> &'static str {
         "memory"
     }

@@ -12,6 +12,7 @@
 
 mod backend;
 mod broker;
+mod rate;
 mod ready;
 
 pub use backend::MemoryBackend;
