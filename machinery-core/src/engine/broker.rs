@@ -171,6 +171,21 @@ pub trait Broker: Send + Sync + 'static {
     /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease is no longer held.
     async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()>;
 
+    /// Hands back a delivery that did not run because its rate limit had no start slot
+    /// near ([`reserve_rate`](Broker::reserve_rate) said Later): it becomes ready again
+    /// after `delay`, in its old place, and this delivery is not counted (its next
+    /// delivery has the same [`delivery_count`](Delivery::delivery_count)), so a task
+    /// waiting for its slot many times is neither run alone as a suspect nor
+    /// dead-lettered for its deliveries.
+    ///
+    /// The default is [`release`](Broker::release), which counts the delivery.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease is no longer held.
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        self.release(delivery, Some(delay)).await
+    }
+
     /// Moves a delivery to the dead-letter queue of its queue with a reason (listed by
     /// [`BrokerAdmin::dead_letters`]).
     ///

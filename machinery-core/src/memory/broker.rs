@@ -743,6 +743,23 @@ impl Broker for MemoryBroker {
         self.bury(delivery, reason.clone())
     }
 
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let (queue, mut message) = inner.take_inflight(delivery)?;
+            // Not counted: the task did not run.
+            message.delivery_count = message.delivery_count.saturating_sub(1);
+            if delay.is_zero() {
+                inner.push_ready(queue, message);
+            } else {
+                let seq = inner.next_seq();
+                inner.push_delayed((after(delay), seq), queue, message, eta_after(delay));
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
     async fn publish_with_states(
         &self,
         messages: Vec<Outgoing>,

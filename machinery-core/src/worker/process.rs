@@ -61,6 +61,19 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
+    // A rate-limited task waits for its start slot, or goes back to its queue.
+    let Some(started_at) = super::limit::admit(
+        &shared,
+        &delivery,
+        &raw,
+        entry.options.rate_limit,
+        &mut started,
+        started_at,
+    )
+    .await
+    else {
+        return;
+    };
     let ctx = context(&raw, &delivery);
     let mut times = None;
     let outcome = match chord_arguments(&shared, &raw, &delivery.queue).await {

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) completions: mpsc::Sender<Completion>,
     /// Stops the worker on the first permanent error of its loops.
     fatal: Arc<Fatal>,
+    /// The rate limits: reservations, and the queues paused while theirs has no slot.
+    pub(crate) limits: super::limit::Limits,
 }
 
 impl Shared {
@@ -251,6 +253,10 @@ impl Runner {
         let (heartbeat_every, stats_window) = (config.worker_heartbeat, config.stats_window);
         let (tx, rx) = mpsc::channel(COMPLETION_BATCH * 4);
         let fatal = Arc::new(Fatal::new("worker", stop.clone()));
+        let limits = super::limit::Limits::new(
+            config.rate_limits.clone(),
+            server.broker().visibility_timeout(),
+        );
         let shared = Arc::new(Shared {
             server,
             registry,
@@ -261,6 +267,7 @@ impl Runner {
             inflight: Mutex::new(HashMap::new()),
             completions: tx,
             fatal: fatal.clone(),
+            limits,
         });
         let tracker = TaskTracker::new();
         let slots = match worker.concurrency {
@@ -454,6 +461,14 @@ async fn fetch_loop(
     let broker = shared.server.broker().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
+        // Every queue waits for its rate limit's next slot: nothing to fetch until then.
+        if let Some(pause) = shared.limits.all_paused(&queues) {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
         let first = tokio::select! {
             p = semaphore.clone().acquire_owned() => p,
             () = stop.cancelled() => return,
@@ -469,8 +484,13 @@ async fn fetch_loop(
             permits.merge(more);
         }
         let max = permits.num_permits();
+        let (fetchable, wait) = shared.limits.fetchable(&queues, FETCH_WAIT);
+        if fetchable.is_empty() {
+            // Paused since the check above: the top of the loop waits.
+            continue;
+        }
         let fetched = tokio::select! {
-            r = broker.fetch(&queues, max, FETCH_WAIT) => r,
+            r = broker.fetch(&fetchable, max, wait) => r,
             () = stop.cancelled() => return,
         };
         let batch = match fetched {
