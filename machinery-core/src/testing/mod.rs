@@ -15,6 +15,7 @@
 //! harness must isolate servers from each other (memory: a new engine; Redis: a new key
 //! prefix). The suite's tasks are registered under names starting with `conformance.`.
 
+pub mod rate;
 pub mod suite;
 pub mod tasks;
 
@@ -105,7 +106,11 @@ macro_rules! conformance_suite {
         // list per module of the suite.
         $crate::conformance_suite!(@tests $harness; );
         $crate::conformance_suite!(@tests $harness; );
-        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness;
+            rate_task_limit_spaces_starts, rate_two_workers_share_a_limit,
+            rate_queue_limit_spaces_any_task, rate_task_and_queue_limits_both_hold,
+            rate_backlog_waits_without_spinning, rate_unlimited_tasks_never_reserve
+        );
         $crate::conformance_suite!(@tests $harness; );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

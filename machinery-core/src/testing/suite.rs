@@ -19,6 +19,8 @@ use crate::result::{State, TaskState};
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
+#[allow(unused_imports)]
+pub use super::rate::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
