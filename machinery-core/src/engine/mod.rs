@@ -44,5 +44,5 @@ pub use admin::{BrokerAdmin, DeadLetter, QueueDepth};
 pub use backend::{ChordOutcome, ResultBackend, Revocation, RevokeOutcome, StoreId};
 pub use broker::{Broker, Completion, Delivery, GroupMember, Outgoing};
 pub use complete::complete_step_by_step;
-pub use rate::{Reservation, gcra};
 pub(crate) use complete::{complete_one, record, settle_each};
+pub use rate::{Reservation, gcra};

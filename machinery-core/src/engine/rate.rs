@@ -86,7 +86,12 @@ mod tests {
         // and the next one an interval later.
         let later = now + 60_000_000;
         let (r, next) = gcra(tat, later, limit, horizon);
-        assert_eq!(r, Reservation::Granted { wait: Duration::ZERO });
+        assert_eq!(
+            r,
+            Reservation::Granted {
+                wait: Duration::ZERO
+            }
+        );
         assert_eq!(next, Some(later + 100_000));
     }
 }

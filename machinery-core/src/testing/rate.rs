@@ -88,7 +88,10 @@ async fn all_succeed_first_time(results: &[AsyncResult<()>]) {
         r.get_timeout(WAIT).await.expect("succeeds");
         let state: TaskState = r.task_state().await.unwrap();
         assert_eq!(state.state, State::Success);
-        assert_eq!(state.delivery, 1, "waiting for a slot counted as a delivery");
+        assert_eq!(
+            state.delivery, 1,
+            "waiting for a slot counted as a delivery"
+        );
     }
 }
 
@@ -174,7 +177,10 @@ pub async fn rate_queue_limit_spaces_any_task<H: Harness>(h: &H) {
             .unwrap();
     }
     let w = worker(&server, &["rate-q", "rate-free"]);
-    eventually("the unlimited queue drained", || async { count(&free) == 20 }).await;
+    eventually("the unlimited queue drained", || async {
+        count(&free) == 20
+    })
+    .await;
     for r in &results {
         r.get_timeout(WAIT).await.unwrap();
     }
@@ -334,7 +340,10 @@ pub async fn rate_backlog_waits_without_spinning<H: Harness>(h: &H) {
     assert_eq!(started(&k).len(), 1);
     let fetched = counting.fetches.load(Ordering::SeqCst) - fetches;
     let reserved = counting.reserves.load(Ordering::SeqCst) - reserves;
-    assert!(fetched <= 30, "{fetched} fetches in 3 s while the backlog waits");
+    assert!(
+        fetched <= 30,
+        "{fetched} fetches in 3 s while the backlog waits"
+    );
     assert!(
         reserved <= 3,
         "{reserved} reservations in 3 s while the backlog waits"
@@ -347,7 +356,10 @@ pub async fn rate_backlog_waits_without_spinning<H: Harness>(h: &H) {
         counting.reserves.load(Ordering::SeqCst)
     );
     let state = slow[0].state().await.unwrap();
-    assert!(matches!(state, State::Pending | State::Success), "{state:?}");
+    assert!(
+        matches!(state, State::Pending | State::Success),
+        "{state:?}"
+    );
     w.shutdown().await.unwrap();
 }
 

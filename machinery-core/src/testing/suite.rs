@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use super::Harness;
+#[allow(unused_imports)]
+pub use super::rate::*;
 use super::tasks::{self, *};
 use crate::config::Config;
 use crate::engine::{BrokerAdmin, Completion, Outgoing};
@@ -19,8 +21,6 @@ use crate::result::{State, TaskState};
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature};
 use crate::worker::{Worker, WorkerHandle};
-#[allow(unused_imports)]
-pub use super::rate::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

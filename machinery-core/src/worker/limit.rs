@@ -147,19 +147,20 @@ impl Limits {
         let mut wait = Duration::ZERO;
         for (i, (key, limit)) in limits.iter().enumerate() {
             let is_queue = i == 0 && self.queues.contains_key(queue);
-            let pause = |delay: Duration| if is_queue { delay } else { delay.min(TASK_PAUSE) };
+            let pause = |delay: Duration| {
+                if is_queue {
+                    delay
+                } else {
+                    delay.min(TASK_PAUSE)
+                }
+            };
             if let Some(delay) = self.blocked(key) {
                 return Admission::Later {
                     delay,
                     pause: pause(delay),
                 };
             }
-            let turn = self
-                .state()
-                .turns
-                .entry(key.clone())
-                .or_default()
-                .clone();
+            let turn = self.state().turns.entry(key.clone()).or_default().clone();
             let _turn = turn.lock().await;
             // Whoever held the turn before may have learnt that there is no slot.
             if let Some(delay) = self.blocked(key) {
