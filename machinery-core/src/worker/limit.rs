@@ -52,6 +52,8 @@ pub(crate) struct Limits {
     state: Mutex<State>,
     /// Set once the broker answered Unsupported (logged once; tasks then run unlimited).
     unsupported: AtomicBool,
+    /// Set once any queue was paused: until then the fetch loop takes no lock here.
+    ever_paused: AtomicBool,
 }
 
 #[derive(Default)]
@@ -79,7 +81,14 @@ impl Limits {
             horizon: HORIZON.min(visibility / 3).max(Duration::from_millis(1)),
             state: Mutex::new(State::default()),
             unsupported: AtomicBool::new(false),
+            ever_paused: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a task with `task_limit` may be limited at all: it has a limit, or some
+    /// queue has one. False for the common task, which then skips [`admit`] entirely.
+    pub(crate) fn applies(&self, task_limit: Option<RateLimit>) -> bool {
+        task_limit.is_some() || !self.queues.is_empty()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -93,6 +102,9 @@ impl Limits {
         queues: &'q [String],
         wait: Duration,
     ) -> (Cow<'q, [String]>, Duration) {
+        if !self.ever_paused.load(Ordering::Relaxed) {
+            return (Cow::Borrowed(queues), wait);
+        }
         let mut state = self.state();
         if state.paused.is_empty() {
             return (Cow::Borrowed(queues), wait);
@@ -112,6 +124,9 @@ impl Limits {
 
     /// When every one of `queues` is paused: how long until the first resumes.
     pub(crate) fn all_paused(&self, queues: &[String]) -> Option<Duration> {
+        if !self.ever_paused.load(Ordering::Relaxed) {
+            return None;
+        }
         let state = self.state();
         if state.paused.is_empty() || queues.is_empty() {
             return None;
@@ -220,6 +235,7 @@ impl Limits {
             return;
         }
         let until = Instant::now() + pause;
+        self.ever_paused.store(true, Ordering::Relaxed);
         let mut state = self.state();
         let entry = state.paused.entry(queue.to_owned()).or_insert(until);
         *entry = (*entry).max(until);
@@ -239,9 +255,6 @@ pub(crate) async fn admit(
     started_at: u64,
 ) -> Option<u64> {
     let limits = &shared.limits;
-    if task_limit.is_none() && limits.queues.is_empty() {
-        return Some(started_at);
-    }
     let of = limits.of(&raw.name, task_limit, &delivery.queue);
     if of.is_empty() {
         return Some(started_at);

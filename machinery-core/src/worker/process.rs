@@ -61,18 +61,23 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
-    // A rate-limited task waits for its start slot, or goes back to its queue.
-    let Some(started_at) = super::limit::admit(
-        &shared,
-        &delivery,
-        &raw,
-        entry.options.rate_limit,
-        &mut started,
-        started_at,
-    )
-    .await
-    else {
-        return;
+    // A rate-limited task waits for its start slot, or goes back to its queue (boxed:
+    // the run of an unlimited task does not carry its state).
+    let started_at = if shared.limits.applies(entry.options.rate_limit) {
+        let admitted = super::limit::admit(
+            &shared,
+            &delivery,
+            &raw,
+            entry.options.rate_limit,
+            &mut started,
+            started_at,
+        );
+        match Box::pin(admitted).await {
+            Some(at) => at,
+            None => return,
+        }
+    } else {
+        started_at
     };
     let ctx = context(&raw, &delivery);
     let mut times = None;
