@@ -211,6 +211,7 @@
 //! | `<p>:{q:<queue>}:stats:<minute>` | hash | one minute's statistics: `<task>:<field>` → count (`processed`, `failed`, `retried`, `dead`, `run_sum`, `run:<bucket>`, `wait_sum`, `wait:<bucket>`); expires the statistics window after its minute |
 //! | `<p>:{wake}:<queue>` | list | wake-up tokens for the queue's blocked workers (at most 16); one slot for all queues, so a worker blocks on all its queues in one `BLPOP` |
 //! | `<p>:queues` | set | every queue published to (for listings; written by clients, one key per command) |
+//! | `<p>:{rate:<key>}` | string | a rate limit's theoretical arrival time (µs, server clock; `<key>` is `task:<name>` or `queue:<queue>`), expiring once past (`lua/rate.lua`) |
 //! | `<p>:{workers}:all` | zset | the ids of registered workers (score: when the record expires, ms, server clock) |
 //! | `<p>:{workers}:worker:<id>` | string | a worker's registry record (MessagePack `WorkerInfo`), with the TTL it was written with |
 //! | `<p>:done:<uuid>` | pub/sub channel | the final state, published when written; `forgotten` when the state is deleted (a channel, not a key) |

@@ -208,6 +208,9 @@ pub(crate) enum Settle<'a> {
     Dead { reason: &'a str },
     /// Ready again at once, this delivery not counted (its fetch was cancelled).
     Return,
+    /// Ready again after `delay_ms`, this delivery not counted (it did not run: its
+    /// rate limit had no start slot near).
+    Defer { delay_ms: u64 },
 }
 
 /// `settle.lua`: one delivery of `queue`, message `id`, held as `receipt`.
@@ -227,6 +230,7 @@ impl SettleArgs<'_> {
             Settle::Release { delay_ms } => invocation.arg("release").arg(delay_ms),
             Settle::Dead { reason } => invocation.arg("dead").arg(reason),
             Settle::Return => invocation.arg("return").arg(0),
+            Settle::Defer { delay_ms } => invocation.arg("return").arg(delay_ms),
         };
         invocation
     }

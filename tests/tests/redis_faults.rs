@@ -672,7 +672,9 @@ async fn revoke_cancels_a_running_task_in_a_worker_process() {
         other => panic!("the running task was not revoked: {other:?}"),
     }
     let latency = started.elapsed();
-    println!("revoke → REVOKED state of a running task in a worker process: {latency:?} (grace 200 ms; the task ignores ctx.cancelled())");
+    println!(
+        "revoke → REVOKED state of a running task in a worker process: {latency:?} (grace 200 ms; the task ignores ctx.cancelled())"
+    );
     assert_eq!(running.state().await.unwrap(), State::Revoked);
     assert!(matches!(
         waiting.get_timeout(Duration::from_secs(30)).await,

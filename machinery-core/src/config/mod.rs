@@ -25,6 +25,7 @@
 //! | `stats_window` | `MACHINERY_STATS_WINDOW` | `24h` | duration, at least `1m` |
 //! | `revoke_grace` | `MACHINERY_REVOKE_GRACE` | `10s` | duration, `0` = abort at once |
 //! | `progress_interval` | `MACHINERY_PROGRESS_INTERVAL` | `250ms` | duration, at least `10ms` |
+//! | `rate_limits` | `MACHINERY_RATE_LIMITS` | none | mapping of queue → rate (`{emails: 100/s}`); in the environment `emails=100/s,sms=10/m` |
 //! | `redis.key_prefix` | `MACHINERY_REDIS_KEY_PREFIX` | `machinery` | non-empty, no whitespace, `{` or `}` |
 //! | `redis.connect_timeout_ms` | `MACHINERY_REDIS_CONNECT_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
 //! | `redis.response_timeout_ms` | `MACHINERY_REDIS_RESPONSE_TIMEOUT_MS` | `5s` | duration, bare number = milliseconds, at least `1ms` |
@@ -62,6 +63,7 @@
 
 mod duration;
 mod load;
+mod rates;
 mod redact;
 mod section;
 mod switch;
@@ -195,6 +197,13 @@ pub struct Config {
     /// costs the result backend at most 1 / interval writes a second (4 by default).
     #[serde(deserialize_with = "duration::seconds")]
     pub progress_interval: Duration,
+    /// Rate limits per queue (`rate_limits`, `MACHINERY_RATE_LIMITS`): at most so many
+    /// task starts per period from that queue, across every worker (see
+    /// [`RateLimit`](crate::RateLimit)); default none. YAML takes a mapping
+    /// (`rate_limits: {emails: 100/s, sms: 10/m}`), the environment a list
+    /// (`MACHINERY_RATE_LIMITS="emails=100/s,sms=10/m"`).
+    #[serde(deserialize_with = "rates::deserialize")]
+    pub rate_limits: std::collections::BTreeMap<String, crate::RateLimit>,
     /// The engine sections (`redis:`), by name.
     #[serde(skip)]
     pub(crate) sections: Sections,
@@ -219,6 +228,7 @@ impl Default for Config {
             stats_window: Duration::from_secs(24 * 3600),
             revoke_grace: Duration::from_secs(10),
             progress_interval: Duration::from_millis(250),
+            rate_limits: std::collections::BTreeMap::new(),
             sections: Sections::default(),
         }
     }
@@ -244,6 +254,7 @@ impl fmt::Debug for Config {
             stats_window,
             revoke_grace,
             progress_interval,
+            rate_limits,
             sections,
         } = self;
         f.debug_struct("Config")
@@ -263,6 +274,7 @@ impl fmt::Debug for Config {
             .field("stats_window", stats_window)
             .field("revoke_grace", revoke_grace)
             .field("progress_interval", progress_interval)
+            .field("rate_limits", rate_limits)
             .field("sections", sections)
             .finish()
     }
@@ -416,6 +428,7 @@ impl Config {
             stats_window,
             revoke_grace,
             progress_interval,
+            rate_limits: _,
             sections,
         } = self;
         check_url("broker", broker)?;

@@ -184,6 +184,7 @@ fn the_keys_are_the_serde_fields() {
             "stats_window",
             "revoke_grace",
             "progress_interval",
+            "rate_limits",
         ]
     );
     // Every key has a distinct variable, listed in the module docs' table.
@@ -1085,4 +1086,87 @@ fn progress_interval_takes_every_duration_form() {
     assert!(reason.contains("`soon`"), "{reason}");
     let shown = format!("{:?}", Config::default());
     assert!(shown.contains("progress_interval: 250ms"), "{shown}");
+}
+
+// ---- rate limits ----------------------------------------------------------------------
+
+#[test]
+fn rate_limits_from_env_and_yaml() {
+    use crate::RateLimit;
+    assert!(Config::default().rate_limits.is_empty());
+    let c = env(&[(
+        "MACHINERY_RATE_LIMITS",
+        " emails=100/s, sms = 10/m ,,bulk=5/10s",
+    )])
+    .expect("valid");
+    assert_eq!(c.rate_limits.len(), 3);
+    assert_eq!(c.rate_limits["emails"], RateLimit::new(100, 1000));
+    assert_eq!(c.rate_limits["sms"], RateLimit::new(10, 60_000));
+    assert_eq!(c.rate_limits["bulk"], RateLimit::new(5, 10_000));
+    let c =
+        Config::from_yaml_str("rate_limits:\n  emails: 100/s\n  sms: \"10/m\"\n").expect("valid");
+    assert_eq!(c.rate_limits.len(), 2);
+    assert_eq!(c.rate_limits["sms"], RateLimit::new(10, 60_000));
+    // Flow style, and no value at all (unset).
+    let c = Config::from_yaml_str("rate_limits: {a: 1/h}").expect("valid");
+    assert_eq!(c.rate_limits["a"], RateLimit::new(1, 3_600_000));
+    assert!(
+        Config::from_yaml_str("rate_limits:")
+            .expect("valid")
+            .rate_limits
+            .is_empty()
+    );
+    // The environment wins over the file, whole.
+    let c = Config::from_sources(
+        Some("rate_limits: {a: 1/h, b: 2/s}"),
+        vars(&[("MACHINERY_RATE_LIMITS", "c=3/s")]),
+    )
+    .expect("valid");
+    assert_eq!(c.rate_limits.keys().collect::<Vec<_>>(), ["c"]);
+    assert!(format!("{c:?}").contains("rate_limits"));
+}
+
+#[test]
+fn rate_limit_errors_name_the_key_and_the_queue() {
+    for (value, says) in [
+        ("emails", "is not `queue=rate`"),
+        ("emails=fast", "queue `emails`"),
+        ("emails=0/s", "from 1"),
+        ("emails=10/fortnight", "unknown period"),
+        ("=10/s", "non-empty queue name"),
+        ("my queue=10/s", "without whitespace"),
+        ("a=1/s,a=2/s", "listed twice"),
+    ] {
+        let (key, reason) = config_error(env(&[("MACHINERY_RATE_LIMITS", value)]));
+        assert_eq!(key, "MACHINERY_RATE_LIMITS", "{value}");
+        assert!(reason.contains(says), "{value}: {reason}");
+    }
+    for (yaml, at, says) in [
+        (
+            "rate_limits: {emails: fast}",
+            "rate_limits",
+            "queue `emails`",
+        ),
+        (
+            "rate_limits: {emails: 100}",
+            "rate_limits",
+            "queue `emails`",
+        ),
+        ("rate_limits: {emails: 0/s}", "rate_limits", "from 1"),
+        (
+            "rate_limits: [a, b]",
+            "rate_limits",
+            "mapping of queue names",
+        ),
+        ("rate_limits: 5", "rate_limits", "mapping of queue names"),
+        (
+            "rate_limits: {\"a b\": 1/s}",
+            "rate_limits",
+            "without whitespace",
+        ),
+    ] {
+        let (key, reason) = config_error(Config::from_yaml_str(yaml));
+        assert!(key.starts_with(at), "{yaml}: {key}");
+        assert!(reason.contains(says), "{yaml}: {reason}");
+    }
 }

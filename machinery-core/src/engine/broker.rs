@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::admin::BrokerAdmin;
 use super::backend::ResultBackend;
 use super::complete::complete_step_by_step;
+use super::rate::Reservation;
 use crate::error::Result;
+use crate::rate::RateLimit;
 use crate::reason::DeadLetterReason;
 use crate::result::TaskState;
 use crate::signature::UniqueLock;
@@ -208,6 +210,21 @@ pub trait Broker: Send + Sync + 'static {
     /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease is no longer held.
     async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()>;
 
+    /// Hands back a delivery that did not run because its rate limit had no start slot
+    /// near ([`reserve_rate`](Broker::reserve_rate) said Later): it becomes ready again
+    /// after `delay`, in its old place, and this delivery is not counted (its next
+    /// delivery has the same [`delivery_count`](Delivery::delivery_count)), so a task
+    /// waiting for its slot many times is neither run alone as a suspect nor
+    /// dead-lettered for its deliveries.
+    ///
+    /// The default is [`release`](Broker::release), which counts the delivery.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the lease is no longer held.
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        self.release(delivery, Some(delay)).await
+    }
+
     /// Moves a delivery to the dead-letter queue of its queue with a reason (listed by
     /// [`BrokerAdmin::dead_letters`]).
     ///
@@ -300,6 +317,34 @@ pub trait Broker: Send + Sync + 'static {
         backend: &dyn ResultBackend,
     ) -> Result<Vec<Result<()>>> {
         complete_step_by_step(self, completions, backend).await
+    }
+
+    /// Reserves a start slot under the rate limit `limit` named `key` (a task's
+    /// `task:<name>`, a queue's `queue:<queue>`), shared by every worker of this broker
+    /// (GCRA with reservation, see [`gcra`](super::gcra)): when the next free slot is
+    /// at most `horizon` away it is taken and the answer is
+    /// [`Reservation::Granted`] with the wait until it; otherwise nothing is taken and
+    /// the answer is [`Reservation::Later`]. Starts granted under one key are at least
+    /// `limit`'s interval apart, on the engine's clock (Redis: the server's).
+    ///
+    /// The worker calls it only for tasks that have a limit. The default fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported), and the worker then runs
+    /// limited tasks without a limit (logging it once).
+    ///
+    /// # Errors
+    /// Engine errors; calling again is safe (a call that failed after reserving only
+    /// spends a slot).
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: RateLimit,
+        horizon: Duration,
+    ) -> Result<Reservation> {
+        let _ = (key, limit, horizon);
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "rate limits",
+        })
     }
 
     /// The broker's admin plane (listings, counts, dead letters), or `None` when the

@@ -35,6 +35,7 @@ mod admin;
 mod backend;
 mod broker;
 mod complete;
+mod rate;
 
 pub use crate::config::{EngineSection, FieldError, Section};
 pub use crate::registry::BoxFuture;
@@ -44,3 +45,4 @@ pub use backend::{ChordOutcome, ResultBackend, Revocation, RevokeOutcome, StoreI
 pub use broker::{Broker, Completion, Delivery, Enqueued, GroupMember, Outgoing};
 pub use complete::complete_step_by_step;
 pub(crate) use complete::{complete_one, record, refuse_revoked, settle_each};
+pub use rate::{Reservation, gcra};

@@ -36,6 +36,8 @@ pub struct MemoryBroker {
     epoch: Instant,
     /// Unique locks, held across a whole unique send (which awaits the backend).
     unique: tokio::sync::Mutex<UniqueLocks>,
+    /// The rate limits' reservations.
+    rates: super::rate::Rates,
 }
 
 /// The unique locks of every queue: (queue, key) → holder and expiry.
@@ -563,6 +565,7 @@ impl MemoryBroker {
             max_bytes: config.max_message_bytes,
             epoch: Instant::now(),
             unique: tokio::sync::Mutex::default(),
+            rates: super::rate::Rates::new(),
         }
     }
 
@@ -648,6 +651,15 @@ impl std::fmt::Debug for MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: crate::RateLimit,
+        horizon: Duration,
+    ) -> Result<crate::engine::Reservation> {
+        Ok(self.rates.reserve(key, limit, horizon))
+    }
+
     fn engine(&self) -> &'static str {
         "memory"
     }
@@ -767,6 +779,23 @@ impl Broker for MemoryBroker {
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &DeadLetterReason) -> Result<()> {
         self.bury(delivery, reason.clone())
+    }
+
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let (queue, mut message) = inner.take_inflight(delivery)?;
+            // Not counted: the task did not run.
+            message.delivery_count = message.delivery_count.saturating_sub(1);
+            if delay.is_zero() {
+                inner.push_ready(queue, message);
+            } else {
+                let seq = inner.next_seq();
+                inner.push_delayed((after(delay), seq), queue, message, eta_after(delay));
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
     }
 
     async fn publish_with_states(

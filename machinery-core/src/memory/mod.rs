@@ -13,6 +13,7 @@
 mod backend;
 mod broker;
 mod progress;
+mod rate;
 mod ready;
 
 pub use backend::MemoryBackend;

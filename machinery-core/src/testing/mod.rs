@@ -16,6 +16,7 @@
 //! prefix). The suite's tasks are registered under names starting with `conformance.`.
 
 pub mod progress;
+pub mod rate;
 pub mod revoke;
 pub mod suite;
 pub mod tasks;
@@ -120,7 +121,11 @@ macro_rules! conformance_suite {
             unique_delayed_holds_the_lock, unique_ignored_in_workflows,
             unique_race_of_fifty_senders
         );
-        $crate::conformance_suite!(@tests $harness; );
+        $crate::conformance_suite!(@tests $harness;
+            rate_task_limit_spaces_starts, rate_two_workers_share_a_limit,
+            rate_queue_limit_spaces_any_task, rate_task_and_queue_limits_both_hold,
+            rate_backlog_waits_without_spinning, rate_unlimited_tasks_never_reserve
+        );
         $crate::conformance_suite!(@tests $harness;
             progress_read_back, progress_stream_follows_and_ends,
             progress_stream_of_finished_tasks_ends, progress_stream_ends_at_failure,

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::Harness;
 pub use super::progress::*;
+#[allow(unused_imports)]
+pub use super::rate::*;
 use super::tasks::{self, *};
 #[allow(unused_imports)]
 pub use super::unique::*;

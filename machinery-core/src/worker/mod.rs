@@ -1,6 +1,7 @@
 //! The worker: consumes queues and runs tasks.
 
 mod hooks;
+mod limit;
 pub(crate) mod observe;
 mod process;
 mod progress;

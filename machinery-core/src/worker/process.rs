@@ -72,6 +72,37 @@ pub(crate) async fn process(
         unregistered(&shared, &delivery, &raw, started).await;
         return;
     };
+    // A rate-limited task waits for its start slot, or goes back to its queue (boxed:
+    // the run of an unlimited task does not carry its state).
+    let started_at = if shared.limits.applies(entry.options.rate_limit) {
+        let admitted = super::limit::admit(
+            &shared,
+            &delivery,
+            &raw,
+            entry.options.rate_limit,
+            &mut started,
+            started_at,
+        );
+        match Box::pin(admitted).await {
+            Some(at) => at,
+            None => return,
+        }
+    } else {
+        started_at
+    };
+    // Revoked or expired while it waited for its start slot: it does not run.
+    if started_at != 0
+        && shared.limits.applies(entry.options.rate_limit)
+        && let Some(reason) = revoked_before_run(&shared, &raw, &cancel)
+    {
+        drop(permit);
+        tracing::info!(task.id = %raw.uuid, task.name = %raw.name, %reason, "task revoked while it waited for its rate limit; not running it");
+        let ctx = context(&raw, &delivery, cancel);
+        let completion = settle_revoked(&shared, &raw, &delivery, &reason, 0).await;
+        shared.hooks.after(&ctx, &completion.state);
+        send_completion(&shared, &delivery, completion, &mut started, None).await;
+        return;
+    }
     let mut ctx = context(&raw, &delivery, cancel.clone());
     ctx.progress = super::progress::ProgressSink::new(
         shared.server.backend().clone(),

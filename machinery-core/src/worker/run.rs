@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     revocations_read: CancellationToken,
     /// Stops the worker on the first permanent error of its loops.
     fatal: Arc<Fatal>,
+    /// The rate limits: reservations, and the queues paused while theirs has no slot.
+    pub(crate) limits: super::limit::Limits,
 }
 
 impl Shared {
@@ -316,6 +318,10 @@ impl Runner {
         let (heartbeat_every, stats_window) = (config.worker_heartbeat, config.stats_window);
         let (tx, rx) = mpsc::channel(COMPLETION_BATCH * 4);
         let fatal = Arc::new(Fatal::new("worker", stop.clone()));
+        let limits = super::limit::Limits::new(
+            config.rate_limits.clone(),
+            server.broker().visibility_timeout(),
+        );
         let shared = Arc::new(Shared {
             server,
             registry,
@@ -328,6 +334,7 @@ impl Runner {
             fatal: fatal.clone(),
             revoked: Mutex::new(HashMap::new()),
             revocations_read: CancellationToken::new(),
+            limits,
         });
         let revocations = tokio::spawn(revocation_loop(shared.clone()));
         let tracker = TaskTracker::new();
@@ -534,6 +541,14 @@ async fn fetch_loop(
     }
     let mut backoff = Duration::from_millis(50);
     loop {
+        // Every queue waits for its rate limit's next slot: nothing to fetch until then.
+        if let Some(pause) = shared.limits.all_paused(&queues) {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
         let first = tokio::select! {
             p = semaphore.clone().acquire_owned() => p,
             () = stop.cancelled() => return,
@@ -549,8 +564,13 @@ async fn fetch_loop(
             permits.merge(more);
         }
         let max = permits.num_permits();
+        let (fetchable, wait) = shared.limits.fetchable(&queues, FETCH_WAIT);
+        if fetchable.is_empty() {
+            // Paused since the check above: the top of the loop waits.
+            continue;
+        }
         let fetched = tokio::select! {
-            r = broker.fetch(&queues, max, FETCH_WAIT) => r,
+            r = broker.fetch(&fetchable, max, wait) => r,
             () = stop.cancelled() => return,
         };
         let batch = match fetched {

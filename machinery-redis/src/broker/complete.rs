@@ -55,7 +55,7 @@ impl RedisBroker {
             action,
         };
         pipe.invoke_script(&args.invocation(&self.engine.scripts, &self.engine.keys));
-        if let Settle::Release { .. } = action {
+        if let Settle::Release { .. } | Settle::Defer { .. } = action {
             // Back in the queue: a blocked worker may take it (a token for nothing, when
             // the lease was lost, only makes a worker look once).
             add_wakes(&mut pipe, &[self.engine.keys.wake(&d.queue)]);
@@ -72,6 +72,15 @@ impl RedisBroker {
 
     pub(super) async fn ack_delivery(&self, delivery: &Delivery) -> CoreResult<()> {
         self.settle(delivery, Settle::Ack).await
+    }
+
+    pub(super) async fn defer_delivery(
+        &self,
+        delivery: &Delivery,
+        delay: std::time::Duration,
+    ) -> CoreResult<()> {
+        let delay_ms = millis(delay);
+        self.settle(delivery, Settle::Defer { delay_ms }).await
     }
 
     pub(super) async fn release_delivery(

@@ -13,6 +13,7 @@ mod cursor;
 mod fetch;
 mod inspect;
 mod publish;
+mod rate;
 mod registry;
 mod reply;
 mod stats;
@@ -117,6 +118,15 @@ impl RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: machinery_core::RateLimit,
+        horizon: Duration,
+    ) -> CoreResult<machinery_core::engine::Reservation> {
+        self.reserve(key, limit, horizon).await
+    }
+
     fn engine(&self) -> &'static str {
         "redis"
     }
@@ -148,6 +158,10 @@ impl Broker for RedisBroker {
 
     async fn release(&self, delivery: &Delivery, delay: Option<Duration>) -> CoreResult<()> {
         self.release_delivery(delivery, delay).await
+    }
+
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> CoreResult<()> {
+        self.defer_delivery(delivery, delay).await
     }
 
     async fn dead_letter(

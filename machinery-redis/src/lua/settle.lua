@@ -2,7 +2,8 @@
 -- KEYS: the queue's keys (`queue_keys`, 8).
 -- ARGV: id, receipt ('<id>/<token>'), action, arg (`SettleArgs` in scripts.rs).
 --   action: 'ack' | 'release' (arg = delay ms) | 'dead' (arg = reason)
---         | 'return' (a fetch whose caller went away: ready again, that delivery uncounted).
+--         | 'return' (arg = delay ms: ready again, that delivery uncounted: a fetch whose
+--           caller went away, or a task whose rate limit had no start slot near).
 -- Reply: 0 when the lease is no longer held (nothing changed), else 1.
 local q = queue_keys()
 local id, member, action, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
