@@ -343,8 +343,32 @@ impl Server {
             return Ok(out);
         }
         let sent = futures_util::future::try_join_all(unique.iter().map(
-            |(_, message, state, lock, _)| {
-                broker.publish_unique(message.clone(), state, lock, backend)
+            |(_, message, state, lock, _)| async move {
+                let sent = broker
+                    .publish_unique(message.clone(), state, lock, backend)
+                    .await?;
+                // A lock whose holder was revoked before a worker settled it (its
+                // message still waits, to be skipped) is free: released once
+                // (compare-and-delete, so a racing sender's new lock stays), then the
+                // send is decided again.
+                match sent {
+                    Enqueued::Duplicate { uuid }
+                        if uuid != message.uuid
+                            && !lock.key.is_empty()
+                            && backend
+                                .load(&message.queue, uuid)
+                                .await?
+                                .is_some_and(|st| st.state == State::Revoked) =>
+                    {
+                        broker
+                            .release_unique(&message.queue, &lock.key, uuid)
+                            .await?;
+                        broker
+                            .publish_unique(message.clone(), state, lock, backend)
+                            .await
+                    }
+                    sent => Ok(sent),
+                }
             },
         ))
         .await?;

@@ -855,7 +855,7 @@ impl ResultBackend for RedisBackend {
         };
         // Then PENDING or RETRY → REVOKED, compared and set: a state that changed in
         // between is decided again (a worker took the task, or it finished).
-        for _ in 0..REVOKE_ATTEMPTS {
+        for attempt in 0..REVOKE_ATTEMPTS {
             let Some((queue, bytes)) = stored else {
                 return Ok(RevokeOutcome::Unknown);
             };
@@ -863,6 +863,9 @@ impl ResultBackend for RedisBackend {
             match state.state {
                 State::Pending | State::Retry => {}
                 State::Received | State::Started => return Ok(RevokeOutcome::Cancelling),
+                // Not final when first read, REVOKED now: a worker ran it and stopped it
+                // on this revocation (it was running, not yet recorded as STARTED).
+                State::Revoked if attempt > 0 => return Ok(RevokeOutcome::Cancelling),
                 s => return Ok(RevokeOutcome::Finished(s)),
             }
             let mut revoked = state;

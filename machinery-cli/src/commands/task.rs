@@ -85,8 +85,13 @@ pub async fn cancel(server: &Server, uuid: Uuid, queue: Option<String>, out: &mu
             "outcome": name,
             "state": state.map(|s| s.as_str()),
         }))?;
-    } else {
-        out.line(line)?;
+    } else if outcome != RevokeOutcome::Unknown {
+        out.line(line.clone())?;
+    }
+    // Nothing is stored for the UUID (a typo, or a task long expired): status 3, as for
+    // `task show`, so that a script can tell.
+    if outcome == RevokeOutcome::Unknown {
+        return Err(Failure::not_found(line));
     }
     Ok(())
 }

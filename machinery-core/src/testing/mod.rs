@@ -119,7 +119,7 @@ macro_rules! conformance_suite {
             unique_until_ttl_outlives_the_task, unique_ttl_frees_a_pending_lock,
             unique_with_uuid_deduplicates, unique_task_attribute, unique_in_a_batch,
             unique_delayed_holds_the_lock, unique_ignored_in_workflows,
-            unique_race_of_fifty_senders
+            unique_race_of_fifty_senders, unique_revoked_holder_frees_the_key
         );
         $crate::conformance_suite!(@tests $harness;
             rate_task_limit_spaces_starts, rate_two_workers_share_a_limit,

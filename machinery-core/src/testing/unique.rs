@@ -577,3 +577,44 @@ pub async fn unique_race_of_fifty_senders<H: Harness>(h: &H) {
     assert_eq!(sends, 1);
     assert_eq!(waiting(&server).await, 2);
 }
+
+/// A unique task revoked before any worker took it frees its key at once: the next send
+/// enqueues (its message waits to be skipped, which does not hold the key), and a worker
+/// then runs the new task and skips the revoked one.
+pub async fn unique_revoked_holder_frees_the_key<H: Harness>(h: &H) {
+    let server = server(h).await;
+    let k = key("revoked-holder");
+    let a = add::s(6, 6)
+        .unique_key(k.clone())
+        .send_with(&server)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.cancel().await.unwrap(),
+        crate::engine::RevokeOutcome::Revoked
+    );
+    let b = add::s(6, 6)
+        .unique_key(k.clone())
+        .on_duplicate_error()
+        .send_with(&server)
+        .await
+        .expect("the revoked holder's key is free");
+    assert_ne!(b.uuid(), a.uuid());
+    // The new holder keeps the key as usual.
+    match add::s(6, 6)
+        .unique_key(k.clone())
+        .on_duplicate_error()
+        .send_with(&server)
+        .await
+    {
+        Err(Error::Duplicate { uuid, .. }) => assert_eq!(uuid, b.uuid()),
+        other => panic!("expected the new holder's duplicate: {other:?}"),
+    }
+    let w = worker(&server);
+    assert_eq!(b.get_timeout(WAIT).await.unwrap(), 12);
+    assert!(matches!(
+        a.get_timeout(WAIT).await,
+        Err(Error::Revoked { .. })
+    ));
+    w.shutdown().await.unwrap();
+}
