@@ -40,7 +40,7 @@ fn noted(key: &str) -> Vec<String> {
 }
 
 /// Notes `started <uuid>`, then waits for its cancellation (noting `cancelled`) and
-/// returns 1; returns 0 after [`FOREVER`].
+/// returns 1; returns 0 after `FOREVER`.
 #[task(name = "conformance.revoke_wait")]
 pub async fn revoke_wait(ctx: TaskContext, key: String) -> Result<i64, TaskError> {
     jot(&key, format!("started {}", ctx.uuid()));
@@ -53,7 +53,7 @@ pub async fn revoke_wait(ctx: TaskContext, key: String) -> Result<i64, TaskError
     }
 }
 
-/// Notes `started`, sleeps [`FOREVER`] whatever happens, then notes `finished`.
+/// Notes `started`, sleeps `FOREVER` whatever happens, then notes `finished`.
 #[task(name = "conformance.revoke_ignore")]
 pub async fn revoke_ignore(key: String) -> Result<(), TaskError> {
     jot(&key, "started");
