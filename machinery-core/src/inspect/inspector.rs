@@ -96,6 +96,10 @@ pub struct TaskInfo {
     pub retried: u32,
     /// The group (or chord) it belongs to.
     pub group: Option<Uuid>,
+    /// The workflow (chain, group or chord) it is a part of, when it was sent as one:
+    /// [`Inspector::workflow`] shows the whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Uuid>,
     /// When it was sent, started and finished.
     pub timings: Timings,
     /// The delivery of the message that wrote the state (1 for the first); 0 when no
@@ -561,6 +565,7 @@ fn build_info(
         group: s
             .and_then(|s| s.group_uuid)
             .or_else(|| message.as_ref().and_then(|m| m.group_uuid)),
+        workflow: None,
         timings,
         delivery: s.map_or(0, |s| s.delivery),
         worker,

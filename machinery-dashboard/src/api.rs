@@ -1,0 +1,54 @@
+//! The JSON twin of every page: the same data as the page shows, as the page module's
+//! `data` function gathers it.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde_json::Value;
+
+use crate::Shared;
+use crate::error::PageError;
+use crate::pages;
+
+type ApiResult = Result<Json<Value>, PageError>;
+
+fn json<T: serde::Serialize>(r: Result<T, PageError>) -> ApiResult {
+    let data = r.map_err(PageError::json)?;
+    serde_json::to_value(data).map(Json).map_err(|e| {
+        PageError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).json()
+    })
+}
+
+pub(crate) async fn overview(State(shared): State<Shared>) -> ApiResult {
+    json(pages::overview::data(&shared).await)
+}
+
+pub(crate) async fn queues(State(shared): State<Shared>) -> ApiResult {
+    json(pages::queues::data(&shared).await)
+}
+
+pub(crate) async fn tasks(
+    State(shared): State<Shared>,
+    Query(query): Query<pages::tasks::ListQuery>,
+) -> ApiResult {
+    json(pages::tasks::data(&shared, &query).await)
+}
+
+pub(crate) async fn task(State(shared): State<Shared>, Path(uuid): Path<String>) -> ApiResult {
+    json(pages::task::data(&shared, &uuid).await)
+}
+
+pub(crate) async fn workers(State(shared): State<Shared>) -> ApiResult {
+    json(pages::workers::data(&shared).await)
+}
+
+pub(crate) async fn workflow(State(shared): State<Shared>, Path(uuid): Path<String>) -> ApiResult {
+    json(pages::workflows::data(&shared, &uuid).await)
+}
+
+pub(crate) async fn registered(State(shared): State<Shared>) -> ApiResult {
+    json(pages::registered::data(&shared).await)
+}
+
+pub(crate) async fn periodic(State(shared): State<Shared>) -> ApiResult {
+    json(pages::periodic::data(&shared).await)
+}

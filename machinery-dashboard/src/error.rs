@@ -1,0 +1,87 @@
+//! What a page or an action answers when it cannot do what was asked.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use machinery_core::{Error, ErrorKind};
+use maud::{DOCTYPE, html};
+
+/// An HTTP error with a sentence for the user: an HTML page, or `{"error": "…"}` from
+/// the JSON routes.
+#[derive(Debug)]
+pub(crate) struct PageError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) json: bool,
+}
+
+impl PageError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        PageError {
+            status,
+            message: message.into(),
+            json: false,
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The same error, answered as JSON.
+    pub(crate) fn json(mut self) -> Self {
+        self.json = true;
+        self
+    }
+}
+
+impl From<Error> for PageError {
+    fn from(e: Error) -> Self {
+        let status = match (&e, e.kind()) {
+            (Error::Unsupported { .. }, _) => StatusCode::NOT_IMPLEMENTED,
+            (Error::InvalidCursor { .. }, _) => StatusCode::BAD_REQUEST,
+            (_, ErrorKind::NotFound) => StatusCode::NOT_FOUND,
+            (_, ErrorKind::Rejected | ErrorKind::Config) => StatusCode::BAD_REQUEST,
+            (_, ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Transient) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        PageError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if self.json {
+            return (
+                self.status,
+                Json(serde_json::json!({ "error": self.message })),
+            )
+                .into_response();
+        }
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let page = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head { meta charset="utf-8"; title { (title) " · Machinery" } }
+                body {
+                    h1 { (self.status.as_u16()) " " (title) }
+                    p.error { (self.message) }
+                }
+            }
+        };
+        (self.status, page).into_response()
+    }
+}
+
+/// What page handlers return.
+pub(crate) type PageResult<T = maud::Markup> = Result<T, PageError>;
