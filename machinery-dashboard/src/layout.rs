@@ -123,6 +123,8 @@ pub(crate) fn page(ctx: &Ctx, nav: Nav, title: &str, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // For scripts that post with the `X-CSRF-Token` header.
+                meta name="csrf-token" content=(ctx.csrf);
                 @if !ctx.refresh.is_zero() {
                     meta name="machinery-refresh" content=(ctx.refresh.as_millis());
                 }

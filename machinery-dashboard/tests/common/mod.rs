@@ -113,10 +113,10 @@ impl Env {
             .await
     }
 
-    /// The CSRF token, read off the overview page's forms or the page at `path`.
+    /// The CSRF token, read off a page as a script would (`<meta name="csrf-token">`).
     pub async fn csrf(&self) -> String {
-        let page = self.get("/queues").await;
-        csrf_of(&page.body).expect("a page with a form carries the CSRF token")
+        let page = self.get("/workers").await;
+        csrf_of(&page.body).expect("every page carries the CSRF token")
     }
 
     /// `POST path` with `fields` as a form, plus the right CSRF token.
@@ -146,9 +146,9 @@ impl Env {
     }
 }
 
-/// The value of the first `name="csrf"` hidden input of `html`.
+/// The CSRF token of a page: its `<meta name="csrf-token">`.
 pub fn csrf_of(html: &str) -> Option<String> {
-    let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let at = html.find("name=\"csrf-token\" content=\"")? + "name=\"csrf-token\" content=\"".len();
     let rest = &html[at..];
     Some(rest[..rest.find('"')?].to_owned())
 }
