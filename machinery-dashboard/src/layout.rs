@@ -66,8 +66,17 @@ fn serde_urlencoded_flash(query: &str) -> Option<String> {
 }
 
 impl Ctx {
-    /// `path` (starting with `/`) under the mount path.
+    /// `path` (starting with `/`) under the mount path; `/` is the mount path itself
+    /// (axum matches a nested router's root without the trailing slash).
     pub(crate) fn href(&self, path: &str) -> String {
+        if path == "/" && !self.base.is_empty() {
+            return self.base.clone();
+        }
+        if let Some(query) = path.strip_prefix("/?")
+            && !self.base.is_empty()
+        {
+            return format!("{}?{query}", self.base);
+        }
         format!("{}{}", self.base, path)
     }
 

@@ -93,6 +93,11 @@ impl Dashboard {
         }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &DashboardConfig {
+        &self.shared.config
+    }
+
     /// The axum router of every page, JSON route, action and asset, with the
     /// credentials check when credentials are configured. Nest it under any path
     /// (`Router::nest("/admin", …)`): links follow the mount path.

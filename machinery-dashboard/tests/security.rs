@@ -276,4 +276,6 @@ async fn a_mounted_dashboard_links_under_its_path() {
         "{body}"
     );
     assert!(body.contains("href=\"/admin/tasks/workers\""), "{body}");
+    // The mount path itself, not `/admin/tasks/`, which a nested router does not match.
+    assert!(body.contains("href=\"/admin/tasks\""), "{body}");
 }
