@@ -80,6 +80,18 @@ impl Ctx {
         format!("{}{}", self.base, path)
     }
 
+    /// `path` under the mount path with `pairs` as its query string, each encoded:
+    /// `ctx.link("/tasks", &[("queue", q), ("list", "dead")])`. Use it for every link
+    /// that carries a value from the broker (queue names, task names, cursors).
+    pub(crate) fn link(&self, path: &str, pairs: &[(&str, &str)]) -> String {
+        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+        if query.is_empty() {
+            self.href(path)
+        } else {
+            format!("{}?{query}", self.href(path))
+        }
+    }
+
     /// A one-button `POST` form to `path` with the CSRF token and `fields` as hidden
     /// inputs. With `confirm`, the browser asks first (progressive: without scripts the
     /// action runs at once, so destructive bulk actions confirm on the server too).
@@ -101,6 +113,20 @@ impl Ctx {
             }
         }
     }
+}
+
+/// Characters left as they are in a path segment (RFC 3986 `unreserved`); everything
+/// else, `/`, `?`, `#` and `%` included, is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `name` as one path segment: `/queues/{segment(q)}/pause` routes to queue `q` whatever
+/// it contains (axum decodes the segment back).
+pub(crate) fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 /// The pages of the navigation bar.
@@ -225,6 +251,25 @@ pub(crate) fn count(n: u64) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_url_syntax_stay_one_segment_or_one_value() {
+        assert_eq!(segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
+        assert_eq!(segment("emails.high-1_~"), "emails.high-1_~");
+        let ctx = Ctx {
+            base: "/admin".into(),
+            csrf: String::new(),
+            refresh: Duration::ZERO,
+            page_size: 50,
+            flash: None,
+            engine: "memory",
+        };
+        assert_eq!(
+            ctx.link("/tasks", &[("queue", "a&list=dead"), ("list", "pending")]),
+            "/admin/tasks?queue=a%26list%3Ddead&list=pending"
+        );
+        assert_eq!(ctx.link("/", &[]), "/admin");
+    }
 
     #[test]
     fn counts_and_durations_read_well() {
