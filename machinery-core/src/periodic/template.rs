@@ -516,8 +516,8 @@ mod tests {
         let b = Template::record(&server, flow()).expect("records");
         assert_eq!(a.handle_uuid("e", 1_000), b.handle_uuid("e", 1_000));
         assert_ne!(a.handle_uuid("e", 1_000), a.handle_uuid("e", 2_000));
-        // chord group, two members, callback, the chained step.
-        assert_eq!(a.index.len(), 5);
+        // chord group, two members, callback, the chained step, the workflow id.
+        assert_eq!(a.index.len(), 6);
 
         let s1 = Server::memory();
         let s2 = Server::memory();
@@ -545,7 +545,8 @@ mod tests {
         let server = Server::memory();
         let flow = add::s(1, 1).then(add::partial(2)).then(add::partial(3));
         let t = Template::record(&server, flow).expect("records");
-        assert_eq!(t.index.len(), 3);
+        // Three steps, then the workflow id.
+        assert_eq!(t.index.len(), 4);
         let s1 = Server::memory();
         let handle = t.publish(&s1, "e", 1_000).await.expect("publishes");
         let pending = s1.pending_tasks("machinery_tasks").await.expect("pending");
@@ -564,6 +565,17 @@ mod tests {
             );
             let state = s1.result::<i64>(step.uuid, &step.name).state().await;
             assert!(matches!(state, Ok(crate::State::Pending)), "{state:?}");
+            assert_eq!(step.workflow, Some(tick_uuid("e", 1_000, 3)));
         }
+        // The tick's workflow record names the tick's UUIDs.
+        let info = s1
+            .inspect()
+            .expect("inspector")
+            .workflow(handle)
+            .await
+            .expect("loads")
+            .expect("recorded");
+        assert_eq!(info.id, tick_uuid("e", 1_000, 3));
+        assert_eq!(info.steps.len(), 3);
     }
 }
