@@ -131,8 +131,10 @@ const ORDER: [State; 7] = [
 /// The workflow `id` recorded as `record`, with the states of its tasks read from
 /// `server`'s result backend, [`CONCURRENCY`] at a time.
 pub(crate) async fn load(server: &Server, id: Uuid, record: &Record) -> Result<WorkflowInfo> {
-    let mut wanted: Vec<(Uuid, &str)> = Vec::new();
-    let mut want = |t: &RecordTask| wanted.push((t.0, record.name_queue(t).1));
+    // Owned, so the reads are futures of no borrow (the dashboard's handlers need
+    // them `Send` for any lifetime).
+    let mut wanted: Vec<(Uuid, String)> = Vec::new();
+    let mut want = |t: &RecordTask| wanted.push((t.0, record.name_queue(t).1.to_owned()));
     for step in &record.steps {
         match step {
             RecordStep::Task(t) => want(t),
@@ -145,16 +147,19 @@ pub(crate) async fn load(server: &Server, id: Uuid, record: &Record) -> Result<W
             }
         }
     }
-    let backend = server.backend();
-    let states: HashMap<Uuid, State> = stream::iter(wanted)
-        .map(|(uuid, queue)| async move {
-            let state = backend.load(queue, uuid).await?;
-            Ok::<_, crate::Error>(state.map(|s| (uuid, s.state)))
+    let backend = server.backend().clone();
+    let found: Vec<Option<(Uuid, State)>> = stream::iter(wanted)
+        .map(move |(uuid, queue)| {
+            let backend = backend.clone();
+            async move {
+                let state = backend.load(&queue, uuid).await?;
+                Ok::<_, crate::Error>(state.map(|s| (uuid, s.state)))
+            }
         })
         .buffer_unordered(CONCURRENCY)
-        .try_filter_map(|found| async move { Ok(found) })
         .try_collect()
         .await?;
+    let states: HashMap<Uuid, State> = found.into_iter().flatten().collect();
     let task = |t: &RecordTask| {
         let (name, queue) = record.name_queue(t);
         WorkflowTask {
