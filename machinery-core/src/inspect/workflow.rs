@@ -197,9 +197,7 @@ pub(crate) async fn load(server: &Server, id: Uuid, record: &Record) -> Result<W
                     .map(|s| Some(*s))
                     .chain([None])
                     .filter_map(|state| {
-                        counts
-                            .get(&state)
-                            .map(|&count| StateCount { state, count })
+                        counts.get(&state).map(|&count| StateCount { state, count })
                     })
                     .collect();
                 WorkflowStep::Group(WorkflowGroup {

@@ -253,7 +253,10 @@ pub async fn workflow_absent_for_a_plain_task<H: Harness>(h: &H) {
     assert_eq!(r.task_state().await.unwrap().workflow, None);
     let inspector = server.inspect().unwrap();
     assert_eq!(inspector.workflow(r.uuid()).await.unwrap(), None);
-    assert_eq!(inspector.task(r.uuid()).await.unwrap().unwrap().workflow, None);
+    assert_eq!(
+        inspector.task(r.uuid()).await.unwrap().unwrap().workflow,
+        None
+    );
     assert_eq!(inspector.workflow(Uuid::now_v7()).await.unwrap(), None);
     w.shutdown().await.unwrap();
 }

@@ -79,8 +79,10 @@ impl<T> Chain<T> {
             what: "chain",
             reason: "a chain needs at least one step".into(),
         })?;
-        let mut plan = Plan::default();
-        plan.workflow = Some((workflow, record));
+        let mut plan = Plan {
+            workflow: Some((workflow, record)),
+            ..Plan::default()
+        };
         plan.entries = build::build(server, self.links, &mut plan)?;
         build::send(server, plan, usize::MAX).await?;
         Ok(ChainResult {

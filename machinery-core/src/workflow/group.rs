@@ -115,8 +115,10 @@ impl<T> Group<T> {
         for m in &mut members {
             record::stamp(server, m, workflow);
         }
-        let mut plan = Plan::default();
-        plan.workflow = Some((workflow, Record::of_group(group, &members).encode()?));
+        let mut plan = Plan {
+            workflow: Some((workflow, Record::of_group(group, &members).encode()?)),
+            ..Plan::default()
+        };
         let mut ends = Vec::with_capacity(members.len());
         for (i, mut member) in members.into_iter().enumerate() {
             build::mark_member(&mut member, group, i as u32, count, false);
@@ -350,8 +352,10 @@ impl<U> Chord<U> {
         record::stamp(server, &mut links, workflow);
         let record = Record::of_links(WorkflowKind::Chord, &links).encode()?;
         let (uuid, name, queue) = end(&links)?;
-        let mut plan = Plan::default();
-        plan.workflow = Some((workflow, record));
+        let mut plan = Plan {
+            workflow: Some((workflow, record)),
+            ..Plan::default()
+        };
         plan.entries = build::build(server, links, &mut plan)?;
         build::send(server, plan, batch).await?;
         Ok(ChordResult {

@@ -96,8 +96,7 @@ fn task_part(ctx: &Ctx, t: &WorkflowTask, current: Option<Uuid>, class: &str) ->
 fn group_part(ctx: &Ctx, g: &WorkflowGroup, current: Option<Uuid>) -> Markup {
     let hidden = g.count.saturating_sub(g.members.len());
     let outlined = current == Some(g.group)
-        || g
-            .members
+        || g.members
             .iter()
             .flat_map(|m| &m.tasks)
             .any(|t| Some(t.uuid) == current);
