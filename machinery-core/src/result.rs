@@ -106,6 +106,10 @@ pub struct TaskState {
     /// The group the task belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_uuid: Option<Uuid>,
+    /// The workflow the task is part of ([`RawSignature::workflow`](crate::RawSignature::workflow)),
+    /// written with every state of the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Uuid>,
     /// When this state was written, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub updated_at: u64,
@@ -168,6 +172,7 @@ impl TaskState {
             error: None,
             retried: 0,
             group_uuid: None,
+            workflow: None,
             updated_at: crate::signature::now_ms(),
             sent_at: 0,
             started_at: 0,

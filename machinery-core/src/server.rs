@@ -314,6 +314,7 @@ impl Server {
             // The message is encoded: its parts move into the state.
             let mut state = TaskState::new(raw.uuid, raw.name, raw.routing_key, State::Pending);
             state.group_uuid = raw.group_uuid;
+            state.workflow = raw.workflow;
             state.sent_at = raw.created_at;
             if extended {
                 state.args = Some(raw.args);

@@ -41,6 +41,15 @@ pub struct RawSignature {
     /// This task's position in its group.
     #[serde(skip_serializing_if = "is_zero")]
     pub group_index: u32,
+    /// The workflow (chain, group or chord) this task is part of: a fresh UUID v7 made
+    /// when the workflow is sent, carried by every part of it (each task, each later
+    /// step inside [`chain`](Self::chain), each chord member and the chord callback),
+    /// under which the workflow's shape is stored
+    /// ([`ResultBackend::store_workflow`](crate::engine::ResultBackend::store_workflow)).
+    /// `None` for a task sent on its own. Celery's protocol carries the same thing as
+    /// `root_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Uuid>,
     /// The arguments: a positional MessagePack array.
     #[serde(with = "codec::bytes")]
     pub args: Vec<u8>,
@@ -179,6 +188,7 @@ impl Default for RawSignature {
             group_uuid: None,
             group_task_count: 0,
             group_index: 0,
+            workflow: None,
             args: Vec::new(),
             headers: BTreeMap::new(),
             priority: 0,
@@ -225,6 +235,7 @@ impl RawSignature {
         );
         s.retried = self.retried;
         s.group_uuid = self.group_uuid;
+        s.workflow = self.workflow;
         s.sent_at = self.created_at;
         s
     }

@@ -978,6 +978,30 @@ impl ResultBackend for RedisBackend {
             .await?)
     }
 
+    async fn store_workflow(&self, workflow: Uuid, record: &[u8]) -> CoreResult<()> {
+        // One command per workflow sent, whatever its size.
+        let ttl = self.engine.ttl_ms();
+        let mut set = redis::cmd("SET");
+        set.arg(self.engine.keys.workflow(workflow)).arg(record);
+        if ttl > 0 {
+            set.arg("PX").arg(ttl);
+        }
+        let () = set
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(())
+    }
+
+    async fn load_workflow(&self, workflow: Uuid) -> CoreResult<Option<Vec<u8>>> {
+        let record: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.engine.keys.workflow(workflow))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(Error::from)?;
+        Ok(record)
+    }
+
     fn store_id(&self) -> Option<&StoreId> {
         Some(&self.engine.store_id)
     }

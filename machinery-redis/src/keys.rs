@@ -38,6 +38,7 @@
 //! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
+//! | `<p>:{wf:<workflow>}` | string | a workflow's record (its steps and their tasks, MessagePack written by core), written once when a chain, group or chord is sent; the results TTL from that write (none when results are kept forever); its own slot |
 
 use uuid::Uuid;
 
@@ -185,6 +186,11 @@ impl Keys {
         format!("{}:{{q:{queue}}}:chord:{group}:results", self.prefix)
     }
 
+    /// The record of a workflow: its own hash tag, as nothing else is read with it.
+    pub(crate) fn workflow(&self, workflow: Uuid) -> String {
+        format!("{}:{{wf:{workflow}}}", self.prefix)
+    }
+
     pub(crate) fn periodic_entries(&self) -> String {
         format!("{}:{{periodic}}:entries", self.prefix)
     }
@@ -225,6 +231,7 @@ mod tests {
             k.progress_channel(u),
             k.periodic_entries(),
             k.periodic_entry("<name>"),
+            k.workflow(u).replace(&u.to_string(), "<workflow>"),
         ]);
         names
             .into_iter()

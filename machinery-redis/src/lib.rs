@@ -221,6 +221,7 @@
 //! | `<p>:progress:<uuid>` | pub/sub channel | each progress value of the task, published with its write (a channel, not a key) |
 //! | `<p>:{periodic}:entries` | set | every periodic entry name |
 //! | `<p>:{periodic}:entry:<name>` | hash | a periodic entry: `spec`, `tz`, `paused` (`0`/`1`), `next_run`, `last_run` (ms), `last_task` (UUID), `claimed` (ms: the claim watermark) |
+//! | `<p>:{wf:<workflow>}` | string | a workflow's record (its steps and their tasks, MessagePack written by core), written once when a chain, group or chord is sent; the results TTL from that write (none when results are kept forever); its own slot |
 //!
 //! A task's state is found by its UUID *and* queue, which
 //! [`AsyncResult`](machinery_core::AsyncResult) carries. On Redis 7 the scripts start

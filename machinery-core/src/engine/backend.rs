@@ -254,6 +254,32 @@ pub trait ResultBackend: Send + Sync + 'static {
         })
     }
 
+    /// Stores the record of workflow `workflow` (a chain, group or chord: its steps and
+    /// their tasks, as core encodes them; opaque to the engine), replacing any record
+    /// stored under that id. Called once per workflow send, before the parts' states are
+    /// stored; the record is kept for the results TTL from now (forever when the TTL is
+    /// 0). One write, whatever the workflow's size.
+    ///
+    /// The default keeps nothing: [`load_workflow`](ResultBackend::load_workflow) then
+    /// says the engine does not keep workflows.
+    async fn store_workflow(&self, workflow: Uuid, record: &[u8]) -> Result<()> {
+        let _ = (workflow, record);
+        Ok(())
+    }
+
+    /// The record stored for workflow `workflow` by
+    /// [`store_workflow`](ResultBackend::store_workflow); `None` when unknown or
+    /// expired.
+    ///
+    /// The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn load_workflow(&self, workflow: Uuid) -> Result<Option<Vec<u8>>> {
+        let _ = workflow;
+        Err(crate::Error::Unsupported {
+            engine: self.engine(),
+            what: "workflow records",
+        })
+    }
+
     /// The store this backend keeps its states in, when a broker may share it: a broker
     /// whose own [`StoreId`] is equal writes states itself, in the same atomic step as
     /// its own changes ([`Broker::complete`](super::Broker::complete),

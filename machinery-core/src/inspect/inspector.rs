@@ -329,6 +329,43 @@ impl Inspector {
         Ok(Some(info))
     }
 
+    /// The workflow (chain, group or chord) `uuid` names, or that task `uuid` is a part
+    /// of: its parts in order with their current states, each group's members counted
+    /// per state and the first [`WORKFLOW_MEMBERS_SHOWN`](super::WORKFLOW_MEMBERS_SHOWN)
+    /// listed. `None` when `uuid` is neither a workflow id nor a part of one (a task
+    /// sent on its own), or when the workflow's record expired.
+    ///
+    /// A part is found through its stored state, or else its message in the broker
+    /// (as [`task`](Inspector::task) finds it). The states are read with bounded
+    /// concurrency: a 10,000-member chord costs 10,000 reads, pipelined.
+    ///
+    /// # Errors
+    /// Engine errors; [`Error::Unsupported`] when the result backend keeps no workflow
+    /// records; [`Error::Decode`] when the record does not decode.
+    pub async fn workflow(&self, uuid: Uuid) -> Result<Option<super::WorkflowInfo>> {
+        let backend = self.server.backend();
+        let (id, bytes) = match backend.load_workflow(uuid).await? {
+            Some(bytes) => (uuid, bytes),
+            None => {
+                let part = match backend.load("", uuid).await? {
+                    Some(state) => state.workflow,
+                    None => self.task(uuid).await?.and_then(|t| t.workflow),
+                };
+                let Some(id) = part else {
+                    return Ok(None);
+                };
+                match backend.load_workflow(id).await? {
+                    Some(bytes) => (id, bytes),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let record = crate::workflow::record::Record::decode(&bytes)?;
+        super::workflow::load(&self.server, id, &record)
+            .await
+            .map(Some)
+    }
+
     /// The last progress value of task `uuid`, kept under `queue`, as JSON; what could
     /// not be read goes to `warnings` (an engine without progress is no warning).
     async fn progress(
@@ -565,7 +602,9 @@ fn build_info(
         group: s
             .and_then(|s| s.group_uuid)
             .or_else(|| message.as_ref().and_then(|m| m.group_uuid)),
-        workflow: None,
+        workflow: s
+            .and_then(|s| s.workflow)
+            .or_else(|| message.as_ref().and_then(|m| m.workflow)),
         timings,
         delivery: s.map_or(0, |s| s.delivery),
         worker,

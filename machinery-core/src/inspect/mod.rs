@@ -21,10 +21,15 @@ use crate::reason::DeadLetterReason;
 mod inspector;
 mod json;
 mod summary;
+mod workflow;
 
 pub use inspector::{Confirm, Inspector, TaskInfo, TaskLocation, Timings};
 pub use json::msgpack_to_json;
 pub use summary::{StatsSummary, StatsTotals, percentile};
+pub use workflow::{
+    StateCount, WORKFLOW_MEMBERS_SHOWN, WorkflowGroup, WorkflowInfo, WorkflowKind, WorkflowMember,
+    WorkflowStep, WorkflowTask,
+};
 
 /// One page of a listing, and where the next one starts.
 ///

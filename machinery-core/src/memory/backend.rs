@@ -47,6 +47,8 @@ struct Inner {
     /// Recorded revocations: the reason, and until when (ms since the Unix epoch) the
     /// revocation is kept.
     revocations: HashMap<Uuid, (String, Option<u64>)>,
+    /// Workflow records, and when each expires (`None`: never).
+    workflows: HashMap<Uuid, (Arc<[u8]>, Option<Instant>)>,
     writes: u64,
 }
 
@@ -113,6 +115,9 @@ impl MemoryBackend {
             inner
                 .chords
                 .retain(|_, c| c.expires.is_none_or(|e| e > now));
+            inner
+                .workflows
+                .retain(|_, (_, expires)| expires.is_none_or(|e| e > now));
         }
     }
 }
@@ -164,6 +169,24 @@ impl ResultBackend for MemoryBackend {
     async fn store_new(&self, states: &[TaskState]) -> Result<()> {
         self.write(states, false);
         Ok(())
+    }
+
+    async fn store_workflow(&self, workflow: Uuid, record: &[u8]) -> Result<()> {
+        let expires = self.ttl.map(|t| Instant::now() + t);
+        let mut inner = self.lock();
+        inner.workflows.insert(workflow, (record.into(), expires));
+        inner.writes += 1;
+        Ok(())
+    }
+
+    async fn load_workflow(&self, workflow: Uuid) -> Result<Option<Vec<u8>>> {
+        let now = Instant::now();
+        let inner = self.lock();
+        Ok(inner
+            .workflows
+            .get(&workflow)
+            .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+            .map(|(record, _)| record.to_vec()))
     }
 
     // One process, no slots: a state is found by its UUID alone.

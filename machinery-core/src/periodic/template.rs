@@ -25,6 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::result::TaskState;
 use crate::server::Server;
 use crate::signature::{RawSignature, Signature, now_ms};
+use crate::workflow::record::Record;
 use crate::workflow::{Chain, Chord, Group};
 
 /// The namespace of periodic tick UUIDs (a UUID v5 namespace).
@@ -119,6 +120,10 @@ enum Op {
         messages: Vec<RawSignature>,
         states: Vec<TaskState>,
     },
+    StoreWorkflow {
+        id: Uuid,
+        record: Record,
+    },
 }
 
 /// The recorded messages of one entry.
@@ -161,9 +166,18 @@ impl Template {
                     }
                     states.iter().for_each(|s| state_uuids(s, &mut number));
                 }
+                // Numbered last (below), so the numbers of the other UUIDs are the
+                // same as before workflows had ids.
+                Op::StoreWorkflow { .. } => {}
             }
         }
         number(handle);
+        for op in &ops {
+            if let Op::StoreWorkflow { id, record } = op {
+                number(*id);
+                record.uuids().into_iter().for_each(&mut number);
+            }
+        }
         Ok(Template {
             ops,
             index,
@@ -193,6 +207,7 @@ impl Template {
             let mut s = s.clone();
             s.uuid = self.rename(entry, at_ms, s.uuid);
             s.group_uuid = s.group_uuid.map(|g| self.rename(entry, at_ms, g));
+            s.workflow = s.workflow.map(|w| self.rename(entry, at_ms, w));
             s.updated_at = now;
             s
         };
@@ -203,6 +218,15 @@ impl Template {
         };
         for op in &self.ops {
             match op {
+                Op::StoreWorkflow { id, record } => {
+                    let mut record = record.clone();
+                    record.map_uuids(|u| self.rename(entry, at_ms, u));
+                    let id = self.rename(entry, at_ms, *id);
+                    server
+                        .backend()
+                        .store_workflow(id, &record.encode()?)
+                        .await?;
+                }
                 Op::Store(states) => {
                     let states: Vec<TaskState> = states.iter().map(rename_state).collect();
                     server.backend().store(&states).await?;
@@ -248,6 +272,7 @@ impl Template {
         raw.uuid = self.rename(entry, at_ms, raw.uuid);
         raw.group_uuid = raw.group_uuid.map(|g| self.rename(entry, at_ms, g));
         raw.chord_of = raw.chord_of.map(|g| self.rename(entry, at_ms, g));
+        raw.workflow = raw.workflow.map(|w| self.rename(entry, at_ms, w));
         // A delay set on the signature counts from the tick.
         raw.eta = raw
             .eta
@@ -414,6 +439,12 @@ impl ResultBackend for Recorder {
         Self::unsupported("load states")
     }
 
+    async fn store_workflow(&self, id: Uuid, record: &[u8]) -> Result<()> {
+        let record = Record::decode(record)?;
+        self.lock().push(Op::StoreWorkflow { id, record });
+        Ok(())
+    }
+
     async fn wait(&self, _: &str, _: Uuid, _: Option<Duration>) -> Result<TaskState> {
         Self::unsupported("wait for results")
     }
@@ -485,8 +516,8 @@ mod tests {
         let b = Template::record(&server, flow()).expect("records");
         assert_eq!(a.handle_uuid("e", 1_000), b.handle_uuid("e", 1_000));
         assert_ne!(a.handle_uuid("e", 1_000), a.handle_uuid("e", 2_000));
-        // chord group, two members, callback, the chained step.
-        assert_eq!(a.index.len(), 5);
+        // chord group, two members, callback, the chained step, the workflow id.
+        assert_eq!(a.index.len(), 6);
 
         let s1 = Server::memory();
         let s2 = Server::memory();
@@ -514,7 +545,8 @@ mod tests {
         let server = Server::memory();
         let flow = add::s(1, 1).then(add::partial(2)).then(add::partial(3));
         let t = Template::record(&server, flow).expect("records");
-        assert_eq!(t.index.len(), 3);
+        // Three steps, then the workflow id.
+        assert_eq!(t.index.len(), 4);
         let s1 = Server::memory();
         let handle = t.publish(&s1, "e", 1_000).await.expect("publishes");
         let pending = s1.pending_tasks("machinery_tasks").await.expect("pending");
@@ -533,6 +565,17 @@ mod tests {
             );
             let state = s1.result::<i64>(step.uuid, &step.name).state().await;
             assert!(matches!(state, Ok(crate::State::Pending)), "{state:?}");
+            assert_eq!(step.workflow, Some(tick_uuid("e", 1_000, 3)));
         }
+        // The tick's workflow record names the tick's UUIDs.
+        let info = s1
+            .inspect()
+            .expect("inspector")
+            .workflow(handle)
+            .await
+            .expect("loads")
+            .expect("recorded");
+        assert_eq!(info.id, tick_uuid("e", 1_000, 3));
+        assert_eq!(info.steps.len(), 3);
     }
 }

@@ -21,6 +21,7 @@ pub mod revoke;
 pub mod suite;
 pub mod tasks;
 pub mod unique;
+pub mod workflow;
 
 use std::future::Future;
 
@@ -132,6 +133,11 @@ macro_rules! conformance_suite {
             progress_is_coalesced, progress_from_blocking_tasks,
             progress_unencodable_is_not_fatal, progress_of_unknown_task,
             progress_outlives_the_task_until_the_ttl
+        );
+        $crate::conformance_suite!(@tests $harness;
+            workflow_chain_shows_each_step, workflow_found_from_any_part,
+            workflow_chord_counts_states, workflow_group_member_chain,
+            workflow_absent_for_a_plain_task
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {

@@ -14,6 +14,7 @@ pub use super::rate::*;
 use super::tasks::{self, *};
 #[allow(unused_imports)]
 pub use super::unique::*;
+pub use super::workflow::*;
 use crate::config::Config;
 use crate::engine::{BrokerAdmin, Completion, Outgoing};
 use crate::error::Error;

@@ -49,6 +49,8 @@ pub(crate) struct Plan {
     pub(crate) chords: Vec<(Uuid, u32, RawSignature)>,
     /// PENDING states of everything that runs later (every task but the entries).
     pub(crate) later: Vec<TaskState>,
+    /// The workflow's id and its encoded record, stored once before anything else.
+    pub(crate) workflow: Option<(Uuid, Vec<u8>)>,
 }
 
 /// Where a flow's result will be: the UUID, name and routing key (empty: the default
@@ -229,9 +231,13 @@ fn pending(raw: &RawSignature, extended: bool) -> TaskState {
     s
 }
 
-/// Stores PENDING states, registers the plan's chords, then publishes the entries in
-/// batches of `batch` messages.
+/// Stores the workflow's record and PENDING states, registers the plan's chords, then
+/// publishes the entries in batches of `batch` messages.
 pub(crate) async fn send(server: &Server, plan: Plan, batch: usize) -> Result<()> {
+    // The record first: whoever finds a part of the workflow can show the whole.
+    if let Some((workflow, record)) = &plan.workflow {
+        server.backend().store_workflow(*workflow, record).await?;
+    }
     // Everything that runs later gets a PENDING state now, so handles can wait on it.
     if !plan.later.is_empty() {
         server.backend().store(&plan.later).await?;

@@ -13,7 +13,10 @@ use crate::result::{AsyncResult, State};
 use crate::server::Server;
 use crate::signature::Signature;
 
+use crate::inspect::WorkflowKind;
+
 use super::build::{self, Link, Plan};
+use super::record::{self, Record};
 use super::step::{Flow, Step};
 
 /// Steps run one after another, each receiving the previous result as its last
@@ -62,19 +65,30 @@ impl<T> Chain<T> {
     ///
     /// # Errors
     /// Encoding and engine errors.
-    pub async fn send_with(self, server: &Server) -> Result<ChainResult<T>> {
+    pub async fn send_with(mut self, server: &Server) -> Result<ChainResult<T>> {
+        let workflow = Uuid::now_v7();
+        record::stamp(server, &mut self.links, workflow);
+        let kind = match self.links.as_slice() {
+            [Link::Chord(_)] => WorkflowKind::Chord,
+            _ => WorkflowKind::Chain,
+        };
+        let record = Record::of_links(kind, &self.links).encode()?;
         let mut uuids = Vec::new();
         collect_uuids(&self.links, &mut uuids);
         let (last, name, queue) = build::end_of(&self.links).ok_or_else(|| Error::Encode {
             what: "chain",
             reason: "a chain needs at least one step".into(),
         })?;
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            workflow: Some((workflow, record)),
+            ..Plan::default()
+        };
         plan.entries = build::build(server, self.links, &mut plan)?;
         build::send(server, plan, usize::MAX).await?;
         Ok(ChainResult {
             last: AsyncResult::on(server, last, name, server.queue_or(queue)),
             steps: uuids,
+            workflow: Some(workflow),
         })
     }
 }
@@ -105,6 +119,7 @@ impl<T> Flow for Chain<T> {
 pub struct ChainResult<T> {
     last: AsyncResult<T>,
     steps: Vec<Uuid>,
+    workflow: Option<Uuid>,
 }
 
 impl<T> fmt::Debug for ChainResult<T> {
@@ -112,6 +127,7 @@ impl<T> fmt::Debug for ChainResult<T> {
         f.debug_struct("ChainResult")
             .field("last", &self.last)
             .field("steps", &self.steps)
+            .field("workflow", &self.workflow)
             .finish()
     }
 }
@@ -134,6 +150,7 @@ impl<T> ChainResult<T> {
         Ok(ChainResult {
             last: AsyncResult::from_ref(server, last),
             steps,
+            workflow: None,
         })
     }
 }
@@ -142,6 +159,14 @@ impl<T: DeserializeOwned> ChainResult<T> {
     /// The UUIDs of every step, in order (chord members before their callback).
     pub fn steps(&self) -> &[Uuid] {
         &self.steps
+    }
+
+    /// The chain's workflow id ([`RawSignature::workflow`](crate::RawSignature::workflow)),
+    /// under which [`Inspector::workflow`](crate::inspect::Inspector::workflow) shows
+    /// it; `None` for a handle restored from its [`id`](ChainResult::id) (any step's
+    /// UUID finds the workflow too).
+    pub fn workflow(&self) -> Option<Uuid> {
+        self.workflow
     }
 
     /// The handle of the last step.

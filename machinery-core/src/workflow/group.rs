@@ -12,7 +12,10 @@ use crate::result::id::{self, TaskRef, TaskRefs};
 use crate::result::{AsyncResult, State};
 use crate::server::Server;
 
+use crate::inspect::WorkflowKind;
+
 use super::build::{self, ChordLink, Link, Plan};
+use super::record::{self, Record};
 use super::step::{Flow, Step};
 
 /// Members that run in parallel; `T` is each member's result.
@@ -107,9 +110,17 @@ impl<T> Group<T> {
     pub async fn send_with(self, server: &Server) -> Result<GroupResult<T>> {
         let group = Uuid::now_v7();
         let count = member_count(self.members.len())?;
-        let mut plan = Plan::default();
-        let mut ends = Vec::with_capacity(self.members.len());
-        for (i, mut member) in self.members.into_iter().enumerate() {
+        let workflow = Uuid::now_v7();
+        let mut members = self.members;
+        for m in &mut members {
+            record::stamp(server, m, workflow);
+        }
+        let mut plan = Plan {
+            workflow: Some((workflow, Record::of_group(group, &members).encode()?)),
+            ..Plan::default()
+        };
+        let mut ends = Vec::with_capacity(members.len());
+        for (i, mut member) in members.into_iter().enumerate() {
             build::mark_member(&mut member, group, i as u32, count, false);
             ends.push(end(&member)?);
             let entries = build::build(server, member, &mut plan)?;
@@ -336,9 +347,15 @@ impl<U> Chord<U> {
         let group = self.group;
         let batch = self.batch;
         let link = self.into_link()?;
-        let links = vec![link];
+        let mut links = vec![link];
+        let workflow = Uuid::now_v7();
+        record::stamp(server, &mut links, workflow);
+        let record = Record::of_links(WorkflowKind::Chord, &links).encode()?;
         let (uuid, name, queue) = end(&links)?;
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            workflow: Some((workflow, record)),
+            ..Plan::default()
+        };
         plan.entries = build::build(server, links, &mut plan)?;
         build::send(server, plan, batch).await?;
         Ok(ChordResult {

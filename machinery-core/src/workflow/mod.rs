@@ -48,6 +48,7 @@
 pub(crate) mod build;
 mod chain;
 mod group;
+pub(crate) mod record;
 mod step;
 
 pub use chain::{Chain, ChainResult};
