@@ -870,3 +870,47 @@ async fn task_data_is_escaped_everywhere() {
 fn urlencode(text: &str) -> String {
     serde_urlencoded::to_string([("", text)]).unwrap()[1..].to_owned()
 }
+
+/// Not a check, a measurement (no timing is asserted): how long the listing, the
+/// filtered listing and a task page take with 10 and with 1,000,000 pending tasks, and
+/// how large a full listing page is. Run it with
+/// `cargo test --release -p machinery-dashboard --test tasks -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: sends a million tasks"]
+async fn measure_a_listing_of_a_million() {
+    for engine in ENGINES {
+        let env = Env::new(engine).await;
+        let mut sent = 0usize;
+        let mut last = None;
+        for target in [10usize, 1_000_000] {
+            while sent < target {
+                let n = (target - sent).min(10_000);
+                let batch: Vec<RawSignature> = (0..n)
+                    .map(|i| raw("big", "dash_tasks::add", &(i, 1)))
+                    .collect();
+                last = batch.last().map(|r| r.uuid);
+                env.server.send_batch(batch).await.unwrap();
+                sent += n;
+            }
+            let last = last.unwrap();
+            for path in [
+                "/tasks?queue=big".to_owned(),
+                "/api/tasks?queue=big".to_owned(),
+                "/tasks?queue=big&name=dash_tasks::echo".to_owned(),
+                format!("/tasks/{last}"),
+            ] {
+                ok(&env, &path).await;
+                let start = Instant::now();
+                let runs = 5;
+                let mut bytes = 0;
+                for _ in 0..runs {
+                    bytes = ok(&env, &path).await.body.len();
+                }
+                println!(
+                    "{engine:?} {target:>9} pending  GET {path:<45} {:>8.2} ms  {bytes} bytes",
+                    start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
+                );
+            }
+        }
+    }
+}

@@ -209,3 +209,105 @@ fn actions(ctx: &Ctx, info: &TaskInfo) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            base: "/admin".into(),
+            csrf: "token".into(),
+            refresh: Duration::ZERO,
+            page_size: 50,
+            flash: None,
+            engine: "memory",
+        }
+    }
+
+    /// A task as the inspector would describe it, with `extra` fields set.
+    fn info(extra: Value) -> TaskInfo {
+        let mut base = json!({
+            "uuid": "0191c1f2-8b5e-7c3a-9a51-2f6d1c3b4a5e",
+            "name": "emails::send",
+            "queue": "emails",
+            "state": "SUCCESS",
+            "result": null,
+            "error": null,
+            "retried": 0,
+            "group": null,
+            "timings": {},
+            "delivery": 1,
+            "worker": null,
+            "headers": {},
+            "schema": null,
+            "args": [1],
+            "location": null,
+        });
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(base).expect("a TaskInfo")
+    }
+
+    #[test]
+    fn fractions_are_read_from_numbers_and_objects() {
+        assert_eq!(fraction(&json!(0.25)), Some((0.25, 1.0)));
+        assert_eq!(fraction(&json!(3)), None);
+        assert_eq!(fraction(&json!({"done": 3, "of": 4})), Some((3.0, 4.0)));
+        assert_eq!(fraction(&json!({"done": 1, "total": 2})), Some((1.0, 2.0)));
+        assert_eq!(
+            fraction(&json!({"current": 5, "total": 10})),
+            Some((5.0, 10.0))
+        );
+        assert_eq!(fraction(&json!({"done": 5, "total": 0})), None);
+        assert_eq!(fraction(&json!({"done": "a", "total": 2})), None);
+        assert_eq!(fraction(&json!("half")), None);
+    }
+
+    #[test]
+    fn a_workflow_member_links_to_its_workflow() {
+        let page = render(
+            &ctx(),
+            &info(json!({"workflow": "0191c1f2-0000-7000-8000-000000000001"})),
+        )
+        .into_string();
+        assert!(
+            page.contains(
+                "href=\"/admin/workflows/0191c1f2-0000-7000-8000-000000000001?from=\
+                 0191c1f2-8b5e-7c3a-9a51-2f6d1c3b4a5e\""
+            ),
+            "{page}"
+        );
+        let page = render(&ctx(), &info(json!({}))).into_string();
+        assert!(!page.contains("/workflows/"), "{page}");
+    }
+
+    #[test]
+    fn actions_follow_where_the_task_is() {
+        let buttons = |extra: Value| {
+            let page = actions(&ctx(), &info(extra)).into_string();
+            ["Requeue", "Delete", "Cancel"]
+                .into_iter()
+                .filter(|b| page.contains(&format!(">{b}</button>")))
+                .collect::<Vec<_>>()
+        };
+        let location = |list: &str| {
+            json!({"state": "PENDING", "location": {
+                "list": list, "queue": "emails", "eta": null, "lease_deadline": null,
+                "deliveries": 0, "reason": null,
+            }})
+        };
+        assert_eq!(buttons(location("dead")), ["Requeue", "Delete"]);
+        assert_eq!(buttons(location("pending")), ["Delete", "Cancel"]);
+        assert_eq!(buttons(location("delayed")), ["Delete", "Cancel"]);
+        assert_eq!(buttons(location("in_flight")), ["Cancel"]);
+        assert_eq!(buttons(json!({"state": "STARTED"})), ["Cancel"]);
+        assert_eq!(buttons(json!({"state": "SUCCESS"})), Vec::<&str>::new());
+        assert_eq!(buttons(json!({"state": "REVOKED"})), Vec::<&str>::new());
+    }
+}
