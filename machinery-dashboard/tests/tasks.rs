@@ -914,3 +914,55 @@ async fn measure_a_listing_of_a_million() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_and_forms_follow_the_mount_path() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use machinery_dashboard::Dashboard;
+    use tower::ServiceExt;
+
+    for engine in ENGINES {
+        let env = Env::new(engine).await;
+        let task = add::s(1, 2)
+            .queue("work")
+            .send_with(&env.server)
+            .await
+            .unwrap();
+        let dashboard = Dashboard::new(env.server.inspect().unwrap(), DashboardConfig::default());
+        let app: axum::Router = axum::Router::new().nest("/admin", dashboard.router());
+        let get = |path: String| {
+            let app = app.clone();
+            async move {
+                let response = app
+                    .oneshot(Request::get(&path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        let id = task.uuid();
+        let listing = get("/admin/tasks?queue=work".into()).await;
+        assert!(
+            listing.contains(&format!("class=\"task\" href=\"/admin/tasks/{id}\"")),
+            "{listing}"
+        );
+        assert!(
+            listing.contains(&format!("action=\"/admin/tasks/{id}/delete\"")),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("href=\"/admin/tasks?queue=work&amp;list=dead\""),
+            "{listing}"
+        );
+        let page = get(format!("/admin/tasks/{id}")).await;
+        assert!(
+            page.contains(&format!("action=\"/admin/tasks/{id}/cancel\"")),
+            "{page}"
+        );
+        assert!(page.contains("href=\"/admin/tasks?queue=work\""), "{page}");
+    }
+}
