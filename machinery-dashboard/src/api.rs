@@ -27,7 +27,7 @@ fn json<T: serde::Serialize>(r: Result<T, PageError>) -> ApiResult {
 /// JSON value): task data never reaches a browser as markup, even from a JSON route
 /// opened as a page or sniffed as HTML. These characters only occur inside strings in
 /// JSON text, where the escapes are valid.
-fn html_safe(json: &str) -> String {
+pub(crate) fn html_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {

@@ -1,7 +1,6 @@
 //! What a page or an action answers when it cannot do what was asked.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use machinery_core::{Error, ErrorKind};
 use maud::{DOCTYPE, html};
@@ -62,9 +61,11 @@ impl From<Error> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         if self.json {
+            let body = serde_json::json!({ "error": self.message }).to_string();
             return (
                 self.status,
-                Json(serde_json::json!({ "error": self.message })),
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::api::html_safe(&body),
             )
                 .into_response();
         }
