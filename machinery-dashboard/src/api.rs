@@ -18,8 +18,12 @@ fn json<T: serde::Serialize>(r: Result<T, PageError>) -> ApiResult {
     })
 }
 
-pub(crate) async fn overview(State(shared): State<Shared>) -> ApiResult {
-    json(pages::overview::data(&shared).await)
+pub(crate) async fn overview(
+    State(shared): State<Shared>,
+    Query(window): Query<pages::overview::Window>,
+) -> ApiResult {
+    let hours = window.hours().map_err(PageError::json)?;
+    json(pages::overview::data(&shared, hours).await)
 }
 
 pub(crate) async fn queues(State(shared): State<Shared>) -> ApiResult {
