@@ -122,7 +122,8 @@ pub(crate) fn per_minute(points: &[MinutePoint]) -> Markup {
                 text x=(format!("{x:.1}")) y=(HEIGHT - 8.0) text-anchor="middle" { (label) }
             }
             text x=(WIDTH - RIGHT) y=(HEIGHT - 8.0) text-anchor="end" { "UTC" }
-            polygon.area points=(area) {}
+            // Presentation attributes keep the area light should the stylesheet not load.
+            polygon.area points=(area) fill="#2f5bd3" fill-opacity="0.1" stroke="none" {}
             polyline.processed points=(processed) {}
             polyline.failed points=(failed) {}
         }
@@ -167,7 +168,9 @@ mod tests {
         assert!(svg.contains(">10/min<"), "{svg}");
         assert!(svg.contains(">10:00<") && svg.contains(">10:50<"), "{svg}");
         let line = |class: &str| {
-            let at = svg.find(&format!("class=\"{class}\" points=\"")).expect(class);
+            let at = svg
+                .find(&format!("class=\"{class}\" points=\""))
+                .expect(class);
             let rest = &svg[at + class.len() + 17..];
             rest[..rest.find('"').expect("end")].to_owned()
         };
@@ -182,7 +185,12 @@ mod tests {
         assert_eq!((processed.len(), failed.len()), (60, 60));
         let base = HEIGHT - BOTTOM;
         assert!(processed[30] < failed[30] && failed[30] < base);
-        assert!(processed.iter().enumerate().all(|(i, &y)| i == 30 || y == base));
+        assert!(
+            processed
+                .iter()
+                .enumerate()
+                .all(|(i, &y)| i == 30 || y == base)
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use machinery_core::Error;
-use machinery_core::inspect::{QueueInfo, TaskList, WorkerInfo};
 use machinery_core::RawSignature;
+use machinery_core::inspect::{QueueInfo, TaskList, WorkerInfo};
 use maud::html;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -228,9 +228,11 @@ async fn recent_failures(shared: &Shared, queues: &[QueueInfo]) -> PageResult<Ve
     let mut failed = Vec::new();
     let mut dead = Vec::new();
     for q in queues {
-        if let Some(page) =
-            optional(inspector.tasks(&q.name, TaskList::Failed, None, FAILURES).await)?
-        {
+        if let Some(page) = optional(
+            inspector
+                .tasks(&q.name, TaskList::Failed, None, FAILURES)
+                .await,
+        )? {
             failed.extend(page.items);
         }
         if q.dead > 0 {
@@ -311,8 +313,8 @@ fn card(label: &str, value: u64) -> maud::Markup {
 
 fn render(ctx: &Ctx, data: &Data) -> maud::Markup {
     let tasks_link = |queue: &str, list: &str| {
-        let query = serde_urlencoded::to_string([("queue", queue), ("list", list)])
-            .unwrap_or_default();
+        let query =
+            serde_urlencoded::to_string([("queue", queue), ("list", list)]).unwrap_or_default();
         ctx.href(&format!("/tasks?{query}"))
     };
     html! {

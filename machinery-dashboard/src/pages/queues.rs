@@ -39,8 +39,7 @@ pub(crate) fn segment(text: &str) -> String {
 
 /// The listing of `queue`'s `list` on the Tasks page.
 pub(crate) fn listing(ctx: &Ctx, queue: &str, list: &str) -> String {
-    let query =
-        serde_urlencoded::to_string([("queue", queue), ("list", list)]).unwrap_or_default();
+    let query = serde_urlencoded::to_string([("queue", queue), ("list", list)]).unwrap_or_default();
     ctx.href(&format!("/tasks?{query}"))
 }
 

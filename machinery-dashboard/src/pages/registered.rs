@@ -247,7 +247,10 @@ mod tests {
         let got = registered(&[
             worker("old1", &[("send", "send(String)", 1)]),
             worker("old2", &[("send", "send(String)", 1)]),
-            worker("new", &[("send", "send(String, u32)", 2), ("ok", "ok()", 3)]),
+            worker(
+                "new",
+                &[("send", "send(String, u32)", 2), ("ok", "ok()", 3)],
+            ),
         ]);
         let send = &got[1];
         assert_eq!(send.name, "send");
