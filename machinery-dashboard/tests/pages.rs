@@ -683,3 +683,24 @@ async fn queue_worker_and_task_names_are_escaped_everywhere() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_and_its_assets_weigh_under_200_kb() {
+    for engine in ENGINES {
+        let env = env(engine).await;
+        for i in 0..20 {
+            seed(&env.server, &format!("dash_pages_weight_{i:02}"), 3, 1).await;
+        }
+        let overview = page(&env, "/?hours=24").await;
+        let style = page(&env, "/assets/style.css").await;
+        let script = page(&env, "/assets/app.js").await;
+        let total = overview.len() + style.len() + script.len();
+        eprintln!(
+            "{engine:?}: overview (24 h, 20 queues, 10 failures) {} B + style.css {} B + app.js {} B = {total} B",
+            overview.len(),
+            style.len(),
+            script.len()
+        );
+        assert!(total < 200_000, "{engine:?}: {total} bytes");
+    }
+}

@@ -53,7 +53,7 @@ fn purge_form(ctx: &Ctx, queue: &str, what: &str, label: &str, question: &str) -
             input type="hidden" name="csrf" value=(ctx.csrf);
             input type="hidden" name="back" value="/queues";
             input type="hidden" name="what" value=(what);
-            input type="text" name="confirm" required placeholder="type the queue's name"
+            input type="text" name="confirm" required placeholder=(queue)
                 aria-label={ "type " (queue) " to confirm" } size="14" autocomplete="off";
             button type="submit" class="danger" { (label) }
         }
