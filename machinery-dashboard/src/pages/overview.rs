@@ -19,7 +19,7 @@ use crate::Shared;
 use crate::chart::{self, MinutePoint};
 use crate::error::{PageError, PageResult};
 use crate::layout::{Ctx, Nav, ago, count, page as shell, time_opt};
-use crate::pages::queues::segment;
+use crate::pages::queues::{listing, segment};
 
 /// How many recent failures the page lists.
 const FAILURES: usize = 10;
@@ -312,11 +312,7 @@ fn card(label: &str, value: u64) -> maud::Markup {
 }
 
 fn render(ctx: &Ctx, data: &Data) -> maud::Markup {
-    let tasks_link = |queue: &str, list: &str| {
-        let query =
-            serde_urlencoded::to_string([("queue", queue), ("list", list)]).unwrap_or_default();
-        ctx.href(&format!("/tasks?{query}"))
-    };
+    let tasks_link = |queue: &str, list: &str| listing(ctx, queue, list);
     html! {
         section #activity {
             h2 { "Last " (data.hours) (if data.hours == 1 { " hour" } else { " hours" }) }
