@@ -40,8 +40,12 @@ pub(crate) fn html_safe(json: &str) -> String {
     out
 }
 
-pub(crate) async fn overview(State(shared): State<Shared>) -> ApiResult {
-    json(pages::overview::data(&shared).await)
+pub(crate) async fn overview(
+    State(shared): State<Shared>,
+    Query(window): Query<pages::overview::Window>,
+) -> ApiResult {
+    let hours = window.hours().map_err(PageError::json)?;
+    json(pages::overview::data(&shared, hours).await)
 }
 
 pub(crate) async fn queues(State(shared): State<Shared>) -> ApiResult {

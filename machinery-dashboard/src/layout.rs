@@ -46,7 +46,7 @@ impl FromRequestParts<Shared> for Ctx {
         let flash = parts
             .uri
             .query()
-            .and_then(|q| serde_urlencoded_flash(q))
+            .and_then(serde_urlencoded_flash)
             .filter(|f| !f.is_empty());
         Ok(Ctx {
             base,
@@ -240,7 +240,7 @@ pub(crate) fn count(n: u64) -> Markup {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() * 2);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push('\u{202f}');
         }
         out.push(c);
