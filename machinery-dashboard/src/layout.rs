@@ -20,7 +20,6 @@ pub(crate) struct Ctx {
     pub(crate) base: String,
     pub(crate) csrf: String,
     pub(crate) refresh: Duration,
-    pub(crate) page_size: usize,
     /// What the last action said, shown once at the top of the page.
     pub(crate) flash: Option<String>,
     pub(crate) engine: &'static str,
@@ -52,7 +51,6 @@ impl FromRequestParts<Shared> for Ctx {
             base,
             csrf: shared.csrf.to_string(),
             refresh: shared.config.refresh,
-            page_size: shared.config.page_size,
             flash,
             engine: shared.inspector.server().broker().engine(),
         })
@@ -256,11 +254,12 @@ mod tests {
     fn names_with_url_syntax_stay_one_segment_or_one_value() {
         assert_eq!(segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
         assert_eq!(segment("emails.high-1_~"), "emails.high-1_~");
+        assert_eq!(segment("<script>"), "%3Cscript%3E");
+        assert_eq!(segment("é"), "%C3%A9");
         let ctx = Ctx {
             base: "/admin".into(),
             csrf: String::new(),
             refresh: Duration::ZERO,
-            page_size: 50,
             flash: None,
             engine: "memory",
         };

@@ -18,8 +18,9 @@ use uuid::Uuid;
 use crate::Shared;
 use crate::chart::{self, MinutePoint};
 use crate::error::{PageError, PageResult};
+use crate::layout::segment;
 use crate::layout::{Ctx, Nav, ago, count, page as shell, time_opt};
-use crate::pages::queues::{listing, segment};
+use crate::pages::queues::listing;
 
 /// How many recent failures the page lists.
 const FAILURES: usize = 10;

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::Shared;
 use crate::error::PageResult;
+use crate::layout::segment;
 use crate::layout::{Ctx, Nav, page as shell, time_opt};
-use crate::pages::queues::segment;
 
 /// What the page shows (and `/api/periodic` returns).
 #[derive(Debug, Serialize)]

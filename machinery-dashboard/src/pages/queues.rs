@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::Shared;
 use crate::error::PageResult;
-use crate::layout::{Ctx, Nav, count, page as shell};
+use crate::layout::{Ctx, Nav, count, page as shell, segment};
 
 /// What the page shows (and `/api/queues` returns).
 #[derive(Debug, Serialize)]
@@ -22,25 +22,9 @@ pub(crate) async fn data(shared: &Shared) -> PageResult<Data> {
     })
 }
 
-/// `text` as one path segment: everything but unreserved characters
-/// (`A–Z a–z 0–9 - . _ ~`) percent-encoded, so that a queue or entry name with `/`,
-/// `?`, `#` or spaces stays one segment (axum's `Path` decodes it).
-pub(crate) fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The listing of `queue`'s `list` on the Tasks page.
 pub(crate) fn listing(ctx: &Ctx, queue: &str, list: &str) -> String {
-    let query = serde_urlencoded::to_string([("queue", queue), ("list", list)]).unwrap_or_default();
-    ctx.href(&format!("/tasks?{query}"))
+    ctx.link("/tasks", &[("queue", queue), ("list", list)])
 }
 
 /// A purge form: the queue's name must be typed into `confirm` (the server checks it;
@@ -112,17 +96,4 @@ fn render(ctx: &Ctx, data: &Data) -> Markup {
 pub(crate) async fn page(State(shared): State<Shared>, ctx: Ctx) -> PageResult {
     let data = data(&shared).await?;
     Ok(shell(&ctx, Nav::Queues, "Queues", render(&ctx, &data)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::segment;
-
-    #[test]
-    fn a_segment_keeps_names_whole() {
-        assert_eq!(segment("emails"), "emails");
-        assert_eq!(segment("a/b c?#"), "a%2Fb%20c%3F%23");
-        assert_eq!(segment("<script>"), "%3Cscript%3E");
-        assert_eq!(segment("é"), "%C3%A9");
-    }
 }

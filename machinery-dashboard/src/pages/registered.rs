@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::Shared;
 use crate::error::PageResult;
+use crate::layout::segment;
 use crate::layout::{Ctx, Nav, page as shell};
-use crate::pages::queues::segment;
 
 /// What the page shows (and `/api/registered` returns).
 #[derive(Debug, Serialize)]

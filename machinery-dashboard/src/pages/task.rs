@@ -223,7 +223,6 @@ mod tests {
             base: "/admin".into(),
             csrf: "token".into(),
             refresh: Duration::ZERO,
-            page_size: 50,
             flash: None,
             engine: "memory",
         }

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::Shared;
 use crate::error::PageResult;
+use crate::layout::segment;
 use crate::layout::{Ctx, Nav, ago, count, duration, page as shell, time};
-use crate::pages::queues::{listing, segment};
+use crate::pages::queues::listing;
 
 /// What the page shows (and `/api/workers` returns).
 #[derive(Debug, Serialize)]
