@@ -121,7 +121,7 @@ pub(crate) fn per_minute(points: &[MinutePoint]) -> Markup {
                 line.axis x1=(format!("{x:.1}")) y1=(baseline) x2=(format!("{x:.1}")) y2=(baseline + 4.0) {}
                 text x=(format!("{x:.1}")) y=(HEIGHT - 8.0) text-anchor="middle" { (label) }
             }
-            text x=(WIDTH - RIGHT) y=(HEIGHT - 8.0) text-anchor="end" { "UTC" }
+            text x=(WIDTH - RIGHT) y=(TOP + 4.0) text-anchor="end" { "times in UTC" }
             // Presentation attributes keep the area light should the stylesheet not load.
             polygon.area points=(area) fill="#2f5bd3" fill-opacity="0.1" stroke="none" {}
             polyline.processed points=(processed) {}

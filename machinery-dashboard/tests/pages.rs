@@ -303,7 +303,7 @@ async fn overview_charts_the_tasks_a_worker_ran_and_lists_the_failure() {
 
         let one = api(&env, "/api/overview?hours=1").await;
         assert_eq!(one["minutes"].as_array().unwrap().len(), 60);
-        assert!(page(&env, "/?hours=24").await.contains(">UTC<"));
+        assert!(page(&env, "/?hours=24").await.contains(">times in UTC<"));
         for bad in ["0", "25", "x", "-1"] {
             let reply = env.get(&format!("/?hours={bad}")).await;
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "hours={bad}");
