@@ -124,7 +124,11 @@ fn basic(user: &str, password: &str) -> String {
     let bytes = format!("{user}:{password}").into_bytes();
     let mut out = String::from("Basic ");
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -150,7 +154,10 @@ fn serves_pages_and_json_on_loopback() {
 
     let page = get(port, "/", &[]);
     assert_eq!(page.status, 200, "{page:?}");
-    assert!(page.head.to_ascii_lowercase().contains("text/html"), "{page:?}");
+    assert!(
+        page.head.to_ascii_lowercase().contains("text/html"),
+        "{page:?}"
+    );
     assert!(page.body.contains("Machinery"), "{page:?}");
 
     let queues = get(port, "/api/queues", &[]);
@@ -224,7 +231,11 @@ fn a_token_guards_a_public_address() {
         let refused = get(port, path, &[]);
         assert_eq!(refused.status, 401, "{path}: {refused:?}");
         assert!(!refused.body.contains("Machinery"), "{path}: {refused:?}");
-        let wrong = get(port, path, &[("Authorization", "Bearer s3cret-token-0123456780")]);
+        let wrong = get(
+            port,
+            path,
+            &[("Authorization", "Bearer s3cret-token-0123456780")],
+        );
         assert_eq!(wrong.status, 401, "{path}: {wrong:?}");
         let bearer = format!("Bearer {token}");
         let ok = get(port, path, &[("Authorization", &bearer)]);
@@ -247,10 +258,17 @@ fn basic_auth_guards_a_public_address() {
     let refused = get(port, "/api/queues", &[]);
     assert_eq!(refused.status, 401, "{refused:?}");
     assert!(
-        refused.head.to_ascii_lowercase().contains("www-authenticate: basic"),
+        refused
+            .head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
         "{refused:?}"
     );
-    let wrong = get(port, "/api/queues", &[("Authorization", &basic("ops", "guess"))]);
+    let wrong = get(
+        port,
+        "/api/queues",
+        &[("Authorization", &basic("ops", "guess"))],
+    );
     assert_eq!(wrong.status, 401, "{wrong:?}");
     let ok = get(
         port,
@@ -259,7 +277,12 @@ fn basic_auth_guards_a_public_address() {
     );
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(
-        get(port, "/", &[("Authorization", &basic("ops", "from-the-environment"))]).status,
+        get(
+            port,
+            "/",
+            &[("Authorization", &basic("ops", "from-the-environment"))]
+        )
+        .status,
         200
     );
 }

@@ -155,7 +155,10 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
 }
 
 /// Polls `probe` until it returns `Some`, for up to [`DEADLINE`].
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(v) = probe().await {
@@ -206,14 +209,17 @@ async fn failed_task_requeued_from_the_browser() {
         .expect("send greet");
     let uuid: Uuid = sent.uuid();
     let inspector = server.inspect().expect("inspect");
-    eventually("the task to be dead-lettered with state FAILURE", || async {
-        let info = inspector.task(uuid).await.ok()??;
-        let dead = info
-            .location
-            .as_ref()
-            .is_some_and(|l| l.list == TaskList::Dead);
-        (dead && info.state == Some(State::Failure)).then_some(())
-    })
+    eventually(
+        "the task to be dead-lettered with state FAILURE",
+        || async {
+            let info = inspector.task(uuid).await.ok()??;
+            let dead = info
+                .location
+                .as_ref()
+                .is_some_and(|l| l.list == TaskList::Dead);
+            (dead && info.state == Some(State::Failure)).then_some(())
+        },
+    )
     .await;
     stranger.shutdown().await.expect("stop the first worker");
     // The worker that knows `greet` runs it once it is requeued.
@@ -271,7 +277,12 @@ async fn scenario(client: &Client, base: &str, uuid: Uuid) -> Result<(), String>
     let mut hrefs = Vec::new();
     let mut link = None;
     for candidate in links {
-        let href = candidate.attr("href").await.ok().flatten().unwrap_or_default();
+        let href = candidate
+            .attr("href")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if href.contains(&uuid.to_string()) {
             link = Some(candidate);
         }
@@ -343,7 +354,10 @@ async fn scenario(client: &Client, base: &str, uuid: Uuid) -> Result<(), String>
     let page = format!("{base}/tasks/{uuid}");
     let deadline = Instant::now() + DEADLINE;
     loop {
-        client.goto(&page).await.map_err(step("reload the task page"))?;
+        client
+            .goto(&page)
+            .await
+            .map_err(step("reload the task page"))?;
         let state = state_text(client).await;
         if state == "SUCCESS" {
             break;

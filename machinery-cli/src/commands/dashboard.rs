@@ -37,7 +37,9 @@ pub async fn prepare(config: &mut Config, args: &DashboardArgs) -> Result<Prepar
         section.username = None;
         section.password = None;
     }
-    config.validate().map_err(|e| Failure::usage(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let settings: DashboardConfig = config.section();
     let listen = settings.listen.clone();
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen.as_str())
@@ -97,5 +99,7 @@ async fn bind(listen: &str, addrs: &[SocketAddr]) -> Result<TcpListener> {
         }
     }
     let reason = last.map_or_else(|| "no address".to_owned(), |e| e.to_string());
-    Err(Failure::failed(format!("cannot listen on {listen}: {reason}")))
+    Err(Failure::failed(format!(
+        "cannot listen on {listen}: {reason}"
+    )))
 }
