@@ -63,6 +63,14 @@ pub enum Command {
     /// Serves cluster-wide Prometheus gauges (queue depths, in flight, workers alive),
     /// read from the broker, at `/metrics` until interrupted.
     Metrics(MetricsArgs),
+    /// Serves the web dashboard (queues, tasks, workers, workflows, registered tasks,
+    /// periodic entries, with actions) until interrupted.
+    ///
+    /// Settings come from the `dashboard:` section of the configuration and the
+    /// `MACHINERY_DASHBOARD_*` variables; the flags override them. Off loopback the
+    /// dashboard needs credentials (basic auth or a bearer token) and refuses to start
+    /// without them. Prefer the variables for secrets: flags show in the process list.
+    Dashboard(DashboardArgs),
 }
 
 /// `machinery stats`.
@@ -239,6 +247,25 @@ pub struct MetricsArgs {
     /// used).
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
+}
+
+/// `machinery dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to listen on, `HOST:PORT` (default: `dashboard.listen`,
+    /// `MACHINERY_DASHBOARD_LISTEN`, else `127.0.0.1:8080`); a host name is resolved.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// HTTP basic auth user name (with `--password`); overrides `dashboard.username`.
+    #[arg(long, value_name = "USER", requires = "password")]
+    pub username: Option<String>,
+    /// HTTP basic auth password (with `--username`); overrides `dashboard.password`.
+    #[arg(long, value_name = "PASSWORD", requires = "username")]
+    pub password: Option<String>,
+    /// Bearer token (`Authorization: Bearer …`, at least 16 characters); overrides
+    /// `dashboard.token`.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["username", "password"])]
+    pub token: Option<String>,
 }
 
 fn parse_since(text: &str) -> Result<Duration, String> {

@@ -11,6 +11,7 @@
 //! machinery queue pause|resume Q ; queue purge Q --yes
 //! machinery periodic ls | periodic pause|resume|remove NAME
 //! machinery metrics --listen ADDR
+//! machinery dashboard [--listen ADDR] [--username U --password P | --token T]
 //! ```
 //!
 //! Global options: `--broker URL`, `--config FILE`, `--json`; the `MACHINERY_*`

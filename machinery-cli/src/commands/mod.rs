@@ -1,5 +1,6 @@
 //! The commands, each in its file; [`run`] connects and dispatches.
 
+mod dashboard;
 mod dead;
 mod metrics;
 mod periodic;
@@ -58,7 +59,12 @@ fn confirmed(command: &Command) -> Result {
 /// Runs the command of `cli`, printing to `out`.
 pub async fn run(cli: Cli, out: &mut Out) -> Result {
     confirmed(&cli.command)?;
-    let config = config(&cli)?;
+    let mut config = config(&cli)?;
+    // The dashboard's settings and address are checked before anything connects.
+    let dashboard = match &cli.command {
+        Command::Dashboard(args) => Some(dashboard::prepare(&mut config, args).await?),
+        _ => None,
+    };
     if config.broker.starts_with("memory:") {
         eprintln!(
             "note: the broker is memory://, this process's own: it holds nothing that another \
@@ -82,6 +88,10 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result {
         Command::Queue(cmd) => queue::run(&server, cmd, out).await,
         Command::Periodic(cmd) => periodic::run(&server, cmd, out).await,
         Command::Metrics(args) => metrics::run(&server, args, out).await,
+        Command::Dashboard(_) => match dashboard {
+            Some(prepared) => dashboard::run(&server, prepared, out).await,
+            None => Err(Failure::failed("the dashboard settings were not prepared")),
+        },
     }
 }
 
