@@ -19,7 +19,7 @@ pub(crate) struct MinutePoint {
 /// The drawing's size in SVG units; the CSS scales it to the page's width.
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 220.0;
-const LEFT: f64 = 52.0;
+const LEFT: f64 = 72.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 26.0;
@@ -124,8 +124,8 @@ pub(crate) fn per_minute(points: &[MinutePoint]) -> Markup {
             text x=(WIDTH - RIGHT) y=(TOP + 4.0) text-anchor="end" { "times in UTC" }
             // Presentation attributes keep the area light should the stylesheet not load.
             polygon.area points=(area) fill="#2f5bd3" fill-opacity="0.1" stroke="none" {}
-            polyline.processed points=(processed) {}
-            polyline.failed points=(failed) {}
+            polyline.processed points=(processed) fill="none" stroke="#2f5bd3" {}
+            polyline.failed points=(failed) fill="none" stroke="#c6303e" {}
         }
     }
 }

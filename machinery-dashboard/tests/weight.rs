@@ -23,7 +23,7 @@ const DEFAULT_SCALE: usize = 200_000;
 
 #[task(name = "dash_weight::work")]
 async fn work(n: u32) -> Result<u32, TaskError> {
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         return Err(TaskError::msg(format!("{n} is a multiple of five")));
     }
     Ok(n * 2)
