@@ -13,8 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -24,7 +23,7 @@ use serde_json::{Value, json};
 
 use machinery_redis as _;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use examples::{BoxError, PrivateRedis};
 
 #[derive(Debug, Parser)]
 #[command(about = "Machinery dashboard: page cost with a deep queue")]
@@ -39,53 +38,6 @@ struct Args {
 
 /// The queue measured.
 const QUEUE: &str = "deep";
-
-/// A private `redis-server` on a free loopback port, stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Result<Self, BoxError> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start redis-server ({e}); install it (apt-get install redis-server)"
-                )
-            })?;
-        Ok(Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        })
-    }
-
-    async fn wait_ready(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        for _ in 0..100 {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
-                if pong.is_ok() {
-                    return Ok(c);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err("redis-server did not answer".into())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `count` signatures of a task nobody runs, for the deep queue.
 fn pending(from: usize, count: usize) -> Result<Vec<RawSignature>, BoxError> {
@@ -185,7 +137,7 @@ async fn measure(
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let requests = args.requests.max(1);
-    let redis = Redis::start()?;
+    let redis = PrivateRedis::start()?;
     let mut con = redis.wait_ready().await?;
     let mut config = Config::default();
     config.broker.clone_from(&redis.url);

@@ -11,7 +11,6 @@
 //! and its own worker processes (this binary, `--role worker`).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -24,7 +23,7 @@ use serde_json::{Value, json};
 
 use machinery_redis as _;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use examples::{BoxError, PrivateRedis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Role {
@@ -89,53 +88,6 @@ async fn limited(i: u64) -> Result<u64, TaskError> {
 #[task(name = "ratecheck.noop")]
 async fn noop(i: u64) -> Result<u64, TaskError> {
     Ok(i)
-}
-
-/// A private `redis-server` on a free loopback port, stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Result<Self, BoxError> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start redis-server ({e}); install it (apt-get install redis-server)"
-                )
-            })?;
-        Ok(Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        })
-    }
-
-    async fn wait_ready(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        for _ in 0..100 {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
-                if pong.is_ok() {
-                    return Ok(c);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err("redis-server did not answer".into())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn config(url: &str, queue_limit: bool) -> Config {
@@ -397,7 +349,7 @@ async fn main() -> Result<(), BoxError> {
     if args.role == Role::Worker {
         return worker_role(&args).await;
     }
-    let redis = Redis::start()?;
+    let redis = PrivateRedis::start()?;
     redis.wait_ready().await?;
     let url = redis.url.clone();
     if !args.skip_rate {
