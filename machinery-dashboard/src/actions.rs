@@ -21,11 +21,57 @@ pub(crate) struct Back {
     back: Option<String>,
 }
 
-/// `path` if it is a path of this dashboard (`/…`, not `//…` nor a URL), else `/`.
+/// `path` if it is a path of this dashboard, else `/`: it starts with one `/`, has no
+/// `..` segment, backslash, whitespace or control character (browsers drop tabs and
+/// newlines from URLs, so `/\t/evil.example` would become `//evil.example`).
 fn local(path: Option<&str>) -> &str {
     match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p
+                    .chars()
+                    .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+                && !p.split(['/', '?', '#']).any(|segment| {
+                    segment == ".." || segment == "%2e%2e" || segment == "%2E%2E"
+                }) =>
+        {
+            p
+        }
         _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local;
+
+    #[test]
+    fn only_dashboard_paths_are_followed_back() {
+        for good in [
+            "/",
+            "/queues",
+            "/tasks?queue=a%2Fb&list=dead",
+            "/tasks/0191",
+        ] {
+            assert_eq!(local(Some(good)), good);
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil",
+            "/ /evil",
+            "/\\evil",
+            "/../x",
+            "/a/../../x",
+            "/%2e%2e/x",
+            "https://evil.example",
+            "evil",
+            "",
+        ] {
+            assert_eq!(local(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local(None), "/");
     }
 }
 

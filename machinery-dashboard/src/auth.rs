@@ -21,9 +21,6 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 /// configured.
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let config = &shared.config;
-    if !config.has_credentials() {
-        return true;
-    }
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -36,10 +33,12 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
         return config
             .token
             .as_ref()
-            .is_some_and(|t| same(t.as_bytes(), rest.as_bytes()));
+            .is_some_and(|t| !t.is_empty() && same(t.as_bytes(), rest.as_bytes()));
     }
     if scheme.eq_ignore_ascii_case("basic")
         && let (Some(user), Some(password)) = (&config.username, &config.password)
+        && !user.is_empty()
+        && !password.is_empty()
         && let Ok(decoded) = STANDARD.decode(rest)
     {
         let expected = format!("{user}:{password}");
@@ -48,13 +47,91 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     false
 }
 
-/// Middleware: 401 with a basic-auth challenge unless the request carries the
-/// credentials.
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:8080",
+            "::1",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.5:8080",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0",
+            "",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
+}
+
+/// Whether `host` (a `Host` header: name or IP literal, optional port) names this
+/// machine's loopback: `localhost`, `127.0.0.0/8`, `::1`.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[::1]:8080`
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Middleware: without credentials, only requests addressed to a loopback host (DNS
+/// rebinding: a page of another site whose name is made to resolve to 127.0.0.1 sends
+/// its own name as `Host`, and would otherwise be "same origin"); with credentials, 401
+/// with a challenge unless the request carries them.
 pub(crate) async fn require(
     State(shared): State<Shared>,
     request: Request,
     next: Next,
 ) -> Response {
+    if !shared.config.has_credentials() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        return match host {
+            Some(h) if !loopback_host(h) => crate::error::PageError::new(
+                axum::http::StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this dashboard has no credentials, so it answers only requests addressed \
+                     to localhost or a loopback address, not to `{h}`; set \
+                     dashboard.username and dashboard.password, or dashboard.token, to serve \
+                     it under another name (behind a proxy: or pass the proxy's Host through)"
+                ),
+            )
+            .into_response(),
+            _ => next.run(request).await,
+        };
+    }
     if authorized(&shared, request.headers()) {
         return next.run(request).await;
     }

@@ -86,13 +86,21 @@ impl fmt::Debug for DashboardConfig {
     }
 }
 
+/// Shortest reload interval: a page reloaded faster than this is a load on the broker,
+/// not a view.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+
 /// Shortest bearer token accepted: a guessable token is no protection.
 const MIN_TOKEN_LEN: usize = 16;
 
 impl DashboardConfig {
     /// Whether basic-auth credentials or a bearer token are set.
+    ///
+    /// Empty values count as unset (and never match), so a config built in code with
+    /// an empty token does not open the dashboard off loopback.
     pub fn has_credentials(&self) -> bool {
-        self.token.is_some() || (self.username.is_some() && self.password.is_some())
+        let set = |s: &Option<String>| s.as_ref().is_some_and(|s| !s.is_empty());
+        set(&self.token) || (set(&self.username) && set(&self.password))
     }
 
     /// Refuses to serve `addr` without credentials unless it is a loopback address
@@ -149,7 +157,7 @@ impl EngineSection for DashboardConfig {
             _ => {}
         }
         if let Some(token) = &self.token
-            && (token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace()))
+            && (token.chars().count() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace()))
         {
             return invalid(
                 "token",
@@ -157,6 +165,15 @@ impl EngineSection for DashboardConfig {
                     "expected a token of at least {MIN_TOKEN_LEN} characters without \
                      whitespace; got one of {}",
                     token.len()
+                ),
+            );
+        }
+        if !self.refresh.is_zero() && self.refresh < MIN_REFRESH {
+            return invalid(
+                "refresh",
+                format!(
+                    "expected 0 (never) or at least 1s; got {}",
+                    machinery_core::config::format_duration(self.refresh)
                 ),
             );
         }
@@ -185,6 +202,11 @@ mod tests {
             ("dashboard:\n  token: short\n", "dashboard.token"),
             ("dashboard:\n  page_size: 0\n", "dashboard.page_size"),
             ("dashboard:\n  refresh: soon\n", "dashboard.refresh"),
+            ("dashboard:\n  refresh: 1ms\n", "dashboard.refresh"),
+            (
+                "dashboard:\n  username: a\n  password: ''\n",
+                "dashboard.username",
+            ),
         ] {
             let err = Config::from_yaml_str(yaml).expect_err(yaml).to_string();
             assert!(err.contains(key), "{yaml}: {err}");
@@ -209,5 +231,14 @@ mod tests {
             ..DashboardConfig::default()
         };
         assert!(closed.check_listen(any).is_ok());
+        // Set in code, empty secrets are no credentials.
+        let empty = DashboardConfig {
+            token: Some(String::new()),
+            username: Some(String::new()),
+            password: Some(String::new()),
+            ..DashboardConfig::default()
+        };
+        assert!(!empty.has_credentials());
+        assert!(empty.check_listen(any).is_err());
     }
 }

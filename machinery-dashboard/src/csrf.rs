@@ -44,18 +44,36 @@ pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), PageError> {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let origin_host = origin
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(origin)
-            .trim_end_matches('/');
-        if origin == "null" || !origin_host.eq_ignore_ascii_case(host) {
+        if origin == "null" || !same_site(origin, host) {
             return Err(PageError::forbidden(format!(
-                "cross-origin request refused (Origin: {origin}, Host: {host})"
+                "cross-origin request refused (Origin: {origin}, Host: {host}); behind a \
+                 reverse proxy, pass the Host header through"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host` (a `Host` header), a
+/// scheme's default port (80, 443) written or not.
+fn same_site(origin: &str, host: &str) -> bool {
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+    let default = match scheme {
+        "http" => Some("80"),
+        "https" => Some("443"),
+        _ => None,
+    };
+    let strip = |h: &str| -> String {
+        let h = h.trim_end_matches('/').to_ascii_lowercase();
+        match default {
+            Some(port) => h
+                .strip_suffix(&format!(":{port}"))
+                .map(str::to_owned)
+                .unwrap_or(h),
+            None => h,
+        }
+    };
+    !host.is_empty() && strip(rest) == strip(host)
 }
 
 /// An action's form, accepted only with the right CSRF token and origin.
@@ -71,6 +89,23 @@ struct WithToken<T> {
     inner: T,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::same_site;
+
+    #[test]
+    fn origins_match_their_host_with_or_without_the_default_port() {
+        assert!(same_site("http://dash.example", "dash.example:80"));
+        assert!(same_site("https://dash.example:443", "dash.example"));
+        assert!(same_site("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_site("HTTP://Dash.Example", "dash.example"));
+        assert!(!same_site("http://dash.example", "dash.example:8080"));
+        assert!(!same_site("https://dash.example", "dash.example:80"));
+        assert!(!same_site("http://evil.example", "dash.example"));
+        assert!(!same_site("http://dash.example", ""));
+    }
+}
+
 impl<T: DeserializeOwned + Send> FromRequest<Shared> for CsrfForm<T> {
     type Rejection = PageError;
 
@@ -81,9 +116,16 @@ impl<T: DeserializeOwned + Send> FromRequest<Shared> for CsrfForm<T> {
             .get(HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let axum::Form(form) = axum::Form::<WithToken<T>>::from_request(request, shared)
-            .await
-            .map_err(|e| PageError::bad_request(format!("invalid form: {e}")))?;
+        let form: WithToken<T> = if request.headers().contains_key(header::CONTENT_TYPE) {
+            let axum::Form(form) = axum::Form::<WithToken<T>>::from_request(request, shared)
+                .await
+                .map_err(|e| PageError::bad_request(format!("invalid form: {e}")))?;
+            form
+        } else {
+            // A script posting with the header alone sends no body: no fields.
+            serde_urlencoded::from_str("")
+                .map_err(|e| PageError::bad_request(format!("invalid form: {e}")))?
+        };
         let token = form.csrf.or(header_token).unwrap_or_default();
         if !same(token.as_bytes(), shared.csrf.as_bytes()) {
             return Err(PageError::forbidden(

@@ -83,7 +83,13 @@ impl std::fmt::Debug for Dashboard {
 impl Dashboard {
     /// The dashboard over `inspector` ([`Server::inspect`](machinery_core::Server::inspect)),
     /// with a fresh random CSRF token.
-    pub fn new(inspector: Inspector, config: DashboardConfig) -> Self {
+    ///
+    /// A `page_size` outside 1 to 1000 (possible for a config built in code, which
+    /// skips [validation](machinery_core::config::EngineSection::validate)) is brought
+    /// into that range; empty credentials count as none
+    /// ([`DashboardConfig::has_credentials`]).
+    pub fn new(inspector: Inspector, mut config: DashboardConfig) -> Self {
+        config.page_size = config.page_size.clamp(1, 1000);
         Dashboard {
             shared: Shared {
                 inspector,

@@ -190,7 +190,7 @@ async fn actions_need_the_csrf_token_and_the_same_origin() {
                 "/queues/guarded/pause",
                 &[("csrf", &token), ("back", "/queues")],
                 &[
-                    ("origin", "http://dashboard.test"),
+                    ("origin", "http://localhost:8080"),
                     ("sec-fetch-site", "same-origin"),
                 ],
             )
@@ -278,4 +278,114 @@ async fn a_mounted_dashboard_links_under_its_path() {
     assert!(body.contains("href=\"/admin/tasks/workers\""), "{body}");
     // The mount path itself, not `/admin/tasks/`, which a nested router does not match.
     assert!(body.contains("href=\"/admin/tasks\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_only_loopback_hosts_are_answered() {
+    let env = Env::new(common::Engine::Memory).await;
+    let token = env.csrf().await;
+    // DNS rebinding: another site's name resolved to 127.0.0.1 is its own origin.
+    for host in [
+        "attacker.example",
+        "attacker.example:8080",
+        "10.0.0.5:8080",
+        "localhost.attacker.example",
+    ] {
+        let page = env
+            .send(
+                Request::get("/api/queues")
+                    .header(header::HOST, host)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+        assert!(page.body.contains("loopback"), "{}", page.body);
+        let action = env
+            .post_raw(
+                "/queues/rebound/pause",
+                &[("csrf", &token)],
+                &[("host", host), ("origin", &format!("http://{host}"))],
+            )
+            .await;
+        assert_eq!(action.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    assert!(!paused(&env, "rebound").await);
+    for host in [
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "127.0.0.2",
+    ] {
+        let page = env
+            .send(
+                Request::get("/api/queues")
+                    .header(header::HOST, host)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{host}");
+    }
+    // With credentials any name may reach it: the credentials are the guard.
+    let mut config = DashboardConfig::default();
+    config.token = Some(TOKEN.to_owned());
+    let env = Env::with_config(common::Engine::Memory, config).await;
+    let page = env
+        .send(
+            Request::get("/api/queues")
+                .header(header::HOST, "dash.example.com")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_may_post_with_the_token_header_and_no_body() {
+    let env = Env::new(common::Engine::Memory).await;
+    let token = env.csrf().await;
+    let reply = env
+        .send(
+            Request::post("/queues/scripted/pause")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header("x-csrf-token", &token)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert!(paused(&env, "scripted").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_secrets_set_in_code_open_nothing() {
+    let mut config = DashboardConfig::default();
+    config.token = Some(String::new());
+    config.username = Some(String::new());
+    config.password = Some(String::new());
+    assert!(!config.has_credentials());
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let dashboard = Dashboard::new(machinery_core::Server::memory().inspect().unwrap(), config);
+    let refused = machinery_dashboard::serve(&dashboard, listener, async {}).await;
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("without credentials")
+    );
+    // Mounted by an app anyway, it is the loopback-only dashboard, not an open one.
+    let env = Env::new(common::Engine::Memory).await;
+    let reply = env
+        .send(
+            Request::get("/")
+                .header(header::HOST, "dash.example.com")
+                .header(header::AUTHORIZATION, "Bearer ")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::MISDIRECTED_REQUEST);
 }

@@ -135,9 +135,14 @@ impl Env {
         headers: &[(&str, &str)],
     ) -> Reply {
         let body = serde_urlencoded::to_string(fields).expect("form");
-        let mut request = Request::post(path)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::HOST, "dashboard.test");
+        let mut request =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            request = request.header(header::HOST, "localhost:8080");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
