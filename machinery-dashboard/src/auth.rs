@@ -47,40 +47,6 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::loopback_host;
-
-    #[test]
-    fn only_loopback_names_are_loopback_hosts() {
-        for host in [
-            "localhost",
-            "localhost:8080",
-            "LOCALHOST.",
-            "127.0.0.1",
-            "127.0.0.1:80",
-            "127.9.9.9:1",
-            "[::1]",
-            "[::1]:8080",
-            "::1",
-        ] {
-            assert!(loopback_host(host), "{host}");
-        }
-        for host in [
-            "attacker.example",
-            "attacker.example:8080",
-            "localhost.attacker.example",
-            "127.0.0.1.nip.io",
-            "10.0.0.5:8080",
-            "[::ffff:10.0.0.1]:80",
-            "0.0.0.0",
-            "",
-        ] {
-            assert!(!loopback_host(host), "{host}");
-        }
-    }
-}
-
 /// Whether `host` (a `Host` header: name or IP literal, optional port) names this
 /// machine's loopback: `localhost`, `127.0.0.0/8`, `::1`.
 fn loopback_host(host: &str) -> bool {
@@ -147,4 +113,38 @@ pub(crate) async fn require(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:8080",
+            "::1",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.5:8080",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0",
+            "",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 }

@@ -89,23 +89,6 @@ struct WithToken<T> {
     inner: T,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::same_site;
-
-    #[test]
-    fn origins_match_their_host_with_or_without_the_default_port() {
-        assert!(same_site("http://dash.example", "dash.example:80"));
-        assert!(same_site("https://dash.example:443", "dash.example"));
-        assert!(same_site("http://127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(same_site("HTTP://Dash.Example", "dash.example"));
-        assert!(!same_site("http://dash.example", "dash.example:8080"));
-        assert!(!same_site("https://dash.example", "dash.example:80"));
-        assert!(!same_site("http://evil.example", "dash.example"));
-        assert!(!same_site("http://dash.example", ""));
-    }
-}
-
 impl<T: DeserializeOwned + Send> FromRequest<Shared> for CsrfForm<T> {
     type Rejection = PageError;
 
@@ -133,5 +116,22 @@ impl<T: DeserializeOwned + Send> FromRequest<Shared> for CsrfForm<T> {
             ));
         }
         Ok(CsrfForm(form.inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_site;
+
+    #[test]
+    fn origins_match_their_host_with_or_without_the_default_port() {
+        assert!(same_site("http://dash.example", "dash.example:80"));
+        assert!(same_site("https://dash.example:443", "dash.example"));
+        assert!(same_site("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_site("HTTP://Dash.Example", "dash.example"));
+        assert!(!same_site("http://dash.example", "dash.example:8080"));
+        assert!(!same_site("https://dash.example", "dash.example:80"));
+        assert!(!same_site("http://evil.example", "dash.example"));
+        assert!(!same_site("http://dash.example", ""));
     }
 }
