@@ -704,3 +704,83 @@ async fn the_overview_and_its_assets_weigh_under_200_kb() {
         assert!(total < 200_000, "{engine:?}: {total} bytes");
     }
 }
+
+/// One unreadable record in Redis (a statistics counter that is not a number) leaves
+/// that part of the overview out with a warning; the rest still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_statistic_is_a_warning_not_a_broken_overview() {
+    let env = env(Engine::Redis).await;
+    let worker = Worker::new()
+        .task(ok_task::ENTRY)
+        .queue("dash_pages_junk")
+        .server(&env.server)
+        .spawn()
+        .unwrap();
+    let done = ok_task::s(1)
+        .queue("dash_pages_junk")
+        .send_with(&env.server)
+        .await
+        .unwrap();
+    done.get_timeout(Duration::from_secs(10)).await.unwrap();
+    eventually("the run's statistics", async || {
+        let data = api(&env, "/api/overview").await;
+        (data["totals"]["processed"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+
+    let url = env.redis.as_ref().unwrap().url();
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*stats:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut corrupted = 0;
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if kind != "hash" {
+            continue;
+        }
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        for field in fields {
+            let () = redis::cmd("HSET")
+                .arg(&key)
+                .arg(&field)
+                .arg("not a number")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0, "no statistics hash found to corrupt");
+
+    let reply = env.get("/api/overview").await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK, "{}", reply.body);
+    let data = reply.json();
+    let warnings = data["warnings"].as_array().expect("a warning");
+    assert!(
+        warnings[0].as_str().unwrap().contains("statistics"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        data["queues"].as_array().unwrap().len(),
+        1,
+        "the rest still shows"
+    );
+    let html = page(&env, "/").await;
+    assert!(html.contains("class=\"warn\""), "{html}");
+}

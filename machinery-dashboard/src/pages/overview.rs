@@ -69,6 +69,9 @@ pub(crate) struct Data {
     pub(crate) workers: Option<Vec<WorkerSummary>>,
     /// The most recent failures and dead letters, newest first.
     pub(crate) failures: Vec<Failure>,
+    /// What could not be read (and is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Sums of the statistics over the window.
@@ -152,6 +155,24 @@ fn optional<T>(r: machinery_core::Result<T>) -> PageResult<Option<T>> {
     }
 }
 
+/// As [`optional`], but a part that cannot be read is left out with a warning, so
+/// that one bad record (a value that does not decode) does not take the whole overview
+/// down. An unreachable broker still fails the page: the queue counts, read without
+/// this, fail with it.
+fn tolerate<T>(
+    r: machinery_core::Result<T>,
+    warnings: &mut Vec<String>,
+    what: &str,
+) -> PageResult<Option<T>> {
+    match r {
+        Err(e) if !matches!(e, Error::Unsupported { .. }) => {
+            warnings.push(format!("{what} could not be read: {e}"));
+            Ok(None)
+        }
+        r => optional(r),
+    }
+}
+
 /// Every minute from `from` to `to` (inclusive) with the buckets' counts summed per
 /// minute; minutes without a bucket are zeros.
 pub(crate) fn per_minute(
@@ -192,10 +213,16 @@ pub(crate) async fn data(shared: &Shared, hours: u32) -> PageResult<Data> {
     let to = now / 60_000;
     let from = to.saturating_sub(u64::from(hours) * 60 - 1);
     let since = Duration::from_secs(u64::from(hours) * 3600);
-    let buckets = optional(inspector.stats(since, None).await)?.unwrap_or_default();
+    let queues = inspector.queues().await?;
+    let mut warnings = Vec::new();
+    let buckets = tolerate(
+        inspector.stats(since, None).await,
+        &mut warnings,
+        "the statistics",
+    )?
+    .unwrap_or_default();
     let (minutes, totals) = per_minute(&buckets, from, to);
 
-    let queues = inspector.queues().await?;
     let workers = optional(inspector.workers().await)?;
     let mut current = Current {
         workers: workers.as_ref().map(Vec::len),
@@ -207,7 +234,7 @@ pub(crate) async fn data(shared: &Shared, hours: u32) -> PageResult<Data> {
         current.in_flight += q.in_flight;
         current.dead += q.dead;
     }
-    let failures = recent_failures(shared, &queues).await?;
+    let failures = recent_failures(shared, &queues, &mut warnings).await?;
     Ok(Data {
         hours,
         now,
@@ -217,32 +244,43 @@ pub(crate) async fn data(shared: &Shared, hours: u32) -> PageResult<Data> {
         queues,
         workers: workers.map(|ws| ws.iter().map(WorkerSummary::from).collect()),
         failures,
+        warnings,
     })
 }
 
 /// The up to [`FAILURES`] most recent failures and dead letters: the first page of
 /// each queue's `failed` and `dead` listings, named from the task's stored state (or
 /// its message, for a dead letter whose state is gone).
-async fn recent_failures(shared: &Shared, queues: &[QueueInfo]) -> PageResult<Vec<Failure>> {
+async fn recent_failures(
+    shared: &Shared,
+    queues: &[QueueInfo],
+    warnings: &mut Vec<String>,
+) -> PageResult<Vec<Failure>> {
     let inspector = &shared.inspector;
     let backend = inspector.server().backend();
     let mut failed = Vec::new();
     let mut dead = Vec::new();
     for q in queues {
-        if let Some(page) = optional(
+        let what = |list| format!("the {list} tasks of queue {}", q.name);
+        if let Some(page) = tolerate(
             inspector
                 .tasks(&q.name, TaskList::Failed, None, FAILURES)
                 .await,
+            warnings,
+            &what("failed"),
         )? {
             failed.extend(page.items);
         }
-        if q.dead > 0 {
-            dead.extend(
+        if q.dead > 0
+            && let Some(page) = tolerate(
                 inspector
                     .tasks(&q.name, TaskList::Dead, None, FAILURES)
-                    .await?
-                    .items,
-            );
+                    .await,
+                warnings,
+                &what("dead"),
+            )?
+        {
+            dead.extend(page.items);
         }
     }
     // Failures carry their time: keep the newest before reading any state.
@@ -315,6 +353,9 @@ fn card(label: &str, value: u64) -> maud::Markup {
 fn render(ctx: &Ctx, data: &Data) -> maud::Markup {
     let tasks_link = |queue: &str, list: &str| listing(ctx, queue, list);
     html! {
+        @for warning in &data.warnings {
+            p.warn { (warning) }
+        }
         section #activity {
             h2 { "Last " (data.hours) (if data.hours == 1 { " hour" } else { " hours" }) }
             nav.tabs {
