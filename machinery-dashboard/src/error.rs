@@ -73,10 +73,21 @@ impl IntoResponse for PageError {
         let page = html! {
             (DOCTYPE)
             html lang="en" {
-                head { meta charset="utf-8"; title { (title) " · Machinery" } }
+                head {
+                    meta charset="utf-8";
+                    // The broker may be back soon: a page left open (a wall screen)
+                    // tries again by itself.
+                    @if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                        meta http-equiv="refresh" content="10";
+                    }
+                    title { (title) " · Machinery" }
+                }
                 body {
                     h1 { (self.status.as_u16()) " " (title) }
                     p.error { (self.message) }
+                    @if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                        p { "This page tries again every 10 seconds." }
+                    }
                 }
             }
         };

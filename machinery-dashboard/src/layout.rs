@@ -162,8 +162,8 @@ pub(crate) fn page(ctx: &Ctx, nav: Nav, title: &str, body: Markup) -> Markup {
                     meta name="machinery-refresh" content=(ctx.refresh.as_millis());
                 }
                 title { (title) " · Machinery" }
-                link rel="stylesheet" href=(ctx.href(&format!("/assets/style.css?v={}", crate::ASSET_VERSION)));
-                script src=(ctx.href(&format!("/assets/app.js?v={}", crate::ASSET_VERSION))) defer {}
+                link rel="stylesheet" href=(ctx.href(&format!("/assets/style.css?v={:016x}", crate::assets::VERSION)));
+                script src=(ctx.href(&format!("/assets/app.js?v={:016x}", crate::assets::VERSION))) defer {}
             }
             body {
                 header.top {
@@ -227,10 +227,27 @@ pub(crate) fn ago(ms: u64, now: u64) -> String {
     format!("{} ago", duration(now.saturating_sub(ms)))
 }
 
-/// A JSON value, pretty-printed in a `<pre>` (escaped like all text).
+/// Most bytes of one JSON value shown on a page: a megabyte argument belongs to the
+/// JSON route, not to a page that reloads itself.
+const JSON_SHOWN: usize = 64 * 1024;
+
+/// A JSON value, pretty-printed in a `<pre>` (escaped like all text); cut after 64 KiB,
+/// saying so.
 pub(crate) fn json_block(value: &serde_json::Value) -> Markup {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("<{e}>"));
-    html! { pre.json { (text) } }
+    if text.len() <= JSON_SHOWN {
+        return html! { pre.json { (text) } };
+    }
+    let mut cut = JSON_SHOWN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    html! {
+        pre.json { (&text[..cut]) "…" }
+        p.muted {
+            "Cut at 64 KiB of " (count(text.len() as u64)) " bytes: the JSON route (/api/…) has all of it."
+        }
+    }
 }
 
 /// A number with thin separators: `1 000 000`.
@@ -268,6 +285,16 @@ mod tests {
             "/admin/tasks?queue=a%26list%3Ddead&list=pending"
         );
         assert_eq!(ctx.link("/", &[]), "/admin");
+    }
+
+    #[test]
+    fn big_json_is_cut_on_a_char_boundary() {
+        let value = serde_json::Value::String("é".repeat(100_000));
+        let html = json_block(&value).0;
+        assert!(html.len() < JSON_SHOWN + 1_000, "{}", html.len());
+        assert!(html.contains("Cut at 64 KiB of"));
+        let small = json_block(&serde_json::json!({"a": "<b>"})).0;
+        assert!(small.contains("&lt;b&gt;") && !small.contains("Cut at"));
     }
 
     #[test]

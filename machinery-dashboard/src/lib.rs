@@ -54,9 +54,6 @@ mod pages;
 
 pub use config::DashboardConfig;
 
-/// Changes with the assets, so a browser never keeps a stale copy.
-pub(crate) const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
-
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
@@ -150,6 +147,7 @@ impl Dashboard {
             .route("/periodic/{name}/remove", post(actions::remove_periodic))
             .route("/assets/style.css", get(assets::style))
             .route("/assets/app.js", get(assets::script))
+            .fallback(not_found)
             .layer(middleware::from_fn_with_state(
                 shared.clone(),
                 auth::require,
@@ -157,6 +155,11 @@ impl Dashboard {
             .layer(middleware::from_fn(security_headers))
             .with_state(shared)
     }
+}
+
+/// A page that says what was not found, rather than an empty 404.
+async fn not_found(uri: axum::http::Uri) -> error::PageError {
+    error::PageError::not_found(format!("no dashboard page at {}", uri.path()))
 }
 
 /// Headers on every response: no inline or foreign script, no framing, no sniffing.

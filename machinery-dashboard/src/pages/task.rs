@@ -37,6 +37,11 @@ pub(crate) async fn page(
     } else {
         format!("Task {}", info.name)
     };
+    // A finished task whose message is gone cannot change: no reloading.
+    let mut ctx = ctx;
+    if info.state.is_some_and(|s| s.is_terminal()) && info.location.is_none() {
+        ctx.refresh = std::time::Duration::ZERO;
+    }
     Ok(shell(&ctx, Nav::Tasks, &title, render(&ctx, &info)))
 }
 
@@ -109,7 +114,7 @@ fn render(ctx: &Ctx, info: &TaskInfo) -> Markup {
                 @if let Some(lease) = l.lease_deadline {
                     dt { "Lease until" } dd { (time_opt(Some(lease))) }
                 }
-                dt { "Deliveries" } dd { (l.deliveries) }
+                dt title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } dd { (l.deliveries) }
                 @if let Some(reason) = &l.reason {
                     dt { "Dead-letter reason" } dd.error { (reason.to_string()) }
                 }

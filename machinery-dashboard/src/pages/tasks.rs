@@ -351,10 +351,10 @@ fn table(ctx: &Ctx, data: &Data, here: &str) -> Markup {
             thead { tr {
                 th { "UUID" } th { "Name" } th { "Created" }
                 @match list {
-                    TaskList::Pending => { th.num { "Priority" } th.num { "Retried" } th.num { "Deliveries" } }
-                    TaskList::Delayed => { th { "ETA" } th.num { "Retried" } th.num { "Deliveries" } }
-                    TaskList::InFlight => { th { "Lease until" } th { "Worker" } th.num { "Deliveries" } }
-                    TaskList::Dead => { th { "Reason" } th.num { "Deliveries" } }
+                    TaskList::Pending => { th.num { "Priority" } th.num { "Retried" } th.num title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } }
+                    TaskList::Delayed => { th { "ETA" } th.num { "Retried" } th.num title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } }
+                    TaskList::InFlight => { th { "Lease until" } th { "Worker" } th.num title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } }
+                    TaskList::Dead => { th { "Reason" } th.num title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } }
                     _ => { th { "Failed at" } th.num { "Retried" } th { "Error" } }
                 }
                 th { "Actions" }
