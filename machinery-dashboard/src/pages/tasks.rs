@@ -324,7 +324,9 @@ fn render(ctx: &Ctx, data: &Data) -> Markup {
                 @if data.next.is_some() { " More may follow: Next continues from where the scan stopped." }
             }
         }
-        @if data.items.is_empty() {
+        @if data.items.is_empty() && data.scanned.is_some() {
+            // The scan's sentence above says what was looked at and found.
+        } @else if data.items.is_empty() {
             p.muted {
                 "No " (label(data.list).to_lowercase()) " tasks in " (queue)
                 @if data.cursor.is_some() { " from this page on" }
