@@ -26,7 +26,11 @@ async fn every_response_forbids_inline_scripts_and_framing() {
             .send(Request::get("/nope").body(Body::empty()).unwrap())
             .await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
-        assert!(missing.body.contains("no dashboard page at /nope"), "{}", missing.body);
+        assert!(
+            missing.body.contains("no dashboard page at /nope"),
+            "{}",
+            missing.body
+        );
     }
 }
 
