@@ -966,3 +966,52 @@ async fn links_and_forms_follow_the_mount_path() {
         assert!(page.contains("href=\"/admin/tasks?queue=work\""), "{page}");
     }
 }
+
+/// A failure whose stored state was overwritten with garbage is one row saying so; the
+/// rest of the listing still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_failure_state_is_one_row_not_a_broken_listing() {
+    let env = Env::new(common::Engine::Redis).await;
+    let w = worker(&env, "garbled");
+    let mut ids = Vec::new();
+    for who in ["dan", "erin"] {
+        let failed = refuse::s(who.into())
+            .queue("garbled")
+            .send_with(&env.server)
+            .await
+            .unwrap();
+        assert!(failed.get_timeout(WAIT).await.is_err());
+        ids.push(failed.uuid());
+    }
+    w.shutdown().await.unwrap();
+    eventually("both failures to be listed", || async {
+        let page = ok(&env, "/tasks?queue=garbled&list=failed").await;
+        ids.iter()
+            .all(|id| linked(&page.body).contains(&id.to_string()))
+            .then_some(())
+    })
+    .await;
+    let mut con = redis::Client::open(env.redis.as_ref().unwrap().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("machinery:{{q:garbled}}:state:{}", ids[0]);
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(b"\xc1 not msgpack".as_slice())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let page = ok(&env, "/tasks?queue=garbled&list=failed").await;
+    assert!(page.body.contains("does not decode"), "{}", page.body);
+    assert!(
+        page.body.contains("for erin"),
+        "the other row still shows: {}",
+        page.body
+    );
+    assert_eq!(
+        env.get("/api/tasks?queue=garbled&list=failed").await.status,
+        StatusCode::OK
+    );
+}

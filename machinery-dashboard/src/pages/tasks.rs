@@ -140,18 +140,28 @@ async fn item(shared: &Shared, listed: ListedTask) -> PageResult<Item> {
     // A failure's message is gone: its stored state names it.
     if listed.payload.is_empty()
         && let Some(uuid) = item.uuid
-        && let Some(state) = shared
+    {
+        // One state that does not decode is that row's problem, not the page's.
+        match shared
             .inspector
             .server()
             .backend()
             .load(&item.queue, uuid)
-            .await?
-    {
-        item.name = Some(state.name);
-        item.decodes = true;
-        item.retried = Some(state.retried);
-        item.created_at = Some(state.sent_at).filter(|&t| t != 0);
-        item.error = state.error;
+            .await
+        {
+            Ok(Some(state)) => {
+                item.name = Some(state.name);
+                item.decodes = true;
+                item.retried = Some(state.retried);
+                item.created_at = Some(state.sent_at).filter(|&t| t != 0);
+                item.error = state.error;
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == machinery_core::ErrorKind::Codec => {
+                item.error = Some(format!("its stored state does not decode: {e}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(item)
 }
