@@ -1,7 +1,9 @@
 //! The JSON twin of every page: the same data as the page shows, as the page module's
 //! `data` function gathers it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::error::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 

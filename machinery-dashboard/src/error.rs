@@ -97,3 +97,30 @@ impl IntoResponse for PageError {
 
 /// What page handlers return.
 pub(crate) type PageResult<T = maud::Markup> = Result<T, PageError>;
+
+/// `axum::extract::Query` whose refusal (`?queue=a&queue=b`, a number that is not one)
+/// is the dashboard's own 400 page, not axum's plain text.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, PageError> {
+        let json = parts.uri.path().contains("/api/");
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                let e = PageError::bad_request(format!("invalid query string: {}", e.body_text()));
+                if json { e.json() } else { e }
+            })
+    }
+}

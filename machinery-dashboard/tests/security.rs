@@ -31,6 +31,21 @@ async fn every_response_forbids_inline_scripts_and_framing() {
             "{}",
             missing.body
         );
+        for path in ["/tasks?queue=a&queue=b", "/?hours=24&hours=1", "/?hours=x"] {
+            let reply = env.get(path).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+            assert!(reply.body.contains("<h1>400"), "{path}: {}", reply.body);
+        }
+        let reply = env.get("/api/tasks?queue=a&queue=b").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate"),
+            "{}",
+            reply.body
+        );
     }
 }
 

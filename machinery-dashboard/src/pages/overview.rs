@@ -7,7 +7,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::error::Query;
 use machinery_core::Error;
 use machinery_core::RawSignature;
 use machinery_core::inspect::{QueueInfo, TaskList, WorkerInfo};

@@ -1,6 +1,8 @@
 //! The task listings: by queue and list, paginated, filtered by task name.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::error::Query;
 use machinery_core::inspect::{ListedTask, TaskList};
 use machinery_core::{DeadLetterReason, RawSignature};
 use maud::{Markup, html};

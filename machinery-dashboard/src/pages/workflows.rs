@@ -2,7 +2,9 @@
 //! its state. A group shows its members counted per state and at most
 //! [`WORKFLOW_MEMBERS_SHOWN`] member boxes, whatever its size.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::error::Query;
 use machinery_core::State as TaskState;
 use machinery_core::inspect::{
     WORKFLOW_MEMBERS_SHOWN, WorkflowGroup, WorkflowInfo, WorkflowStep, WorkflowTask,
