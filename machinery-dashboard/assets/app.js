@@ -14,7 +14,8 @@
   // Pages reload themselves every <meta name="machinery-refresh"> milliseconds, unless the
   // tab is hidden, the user is typing or selecting, or the pause box is ticked.
   var meta = document.querySelector('meta[name="machinery-refresh"]');
-  var every = meta ? parseInt(meta.getAttribute("content"), 10) : 0;
+  // At most an hour: browsers fire a timer of more than 2^31 ms at once.
+  var every = meta ? Math.min(parseInt(meta.getAttribute("content"), 10), 3600000) : 0;
   if (!(every > 0)) {
     return;
   }

@@ -33,7 +33,8 @@ fn local(path: Option<&str>) -> &str {
                     .chars()
                     .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
                 && !p.split(['/', '?', '#']).any(|segment| {
-                    segment == ".." || segment == "%2e%2e" || segment == "%2E%2E"
+                    // `.` may be written `%2e` or `%2E`: browsers resolve either.
+                    segment.to_ascii_lowercase().replace("%2e", ".") == ".."
                 }) =>
         {
             p
@@ -65,6 +66,9 @@ mod tests {
             "/../x",
             "/a/../../x",
             "/%2e%2e/x",
+            "/.%2e/x",
+            "/%2E./x",
+            "/%2e%2E/x",
             "https://evil.example",
             "evil",
             "",

@@ -30,10 +30,11 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return config
-            .token
-            .as_ref()
-            .is_some_and(|t| !t.is_empty() && same(t.as_bytes(), rest.as_bytes()));
+        return config.token_usable()
+            && config
+                .token
+                .as_ref()
+                .is_some_and(|t| same(t.as_bytes(), rest.as_bytes()));
     }
     if scheme.eq_ignore_ascii_case("basic")
         && let (Some(user), Some(password)) = (&config.username, &config.password)
@@ -51,8 +52,17 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 /// machine's loopback: `localhost`, `127.0.0.0/8`, `::1`.
 fn loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
-        // `[::1]:8080`
-        rest.split(']').next().unwrap_or("")
+        // `[::1]` or `[::1]:8080`, nothing else after the bracket.
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_only = after
+            .strip_prefix(':')
+            .is_some_and(|port| port.chars().all(|c| c.is_ascii_digit()));
+        if !after.is_empty() && !port_only {
+            return false;
+        }
+        inside
     } else {
         host.rsplit_once(':').map_or(host, |(name, port)| {
             if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') {
@@ -79,24 +89,32 @@ pub(crate) async fn require(
     next: Next,
 ) -> Response {
     if !shared.config.has_credentials() {
-        let host = request
+        // Every name the request gives for its target: each Host header (a value that
+        // is not text counts as a foreign name) and the authority of an absolute-form
+        // request line.
+        let mut names: Vec<String> = request
             .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
-        return match host {
-            Some(h) if !loopback_host(h) => crate::error::PageError::new(
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+            .collect();
+        if let Some(authority) = request.uri().authority() {
+            names.push(authority.as_str().to_owned());
+        }
+        if let Some(foreign) = names.iter().find(|h| !loopback_host(h)) {
+            let e = crate::error::PageError::new(
                 axum::http::StatusCode::MISDIRECTED_REQUEST,
                 format!(
                     "this dashboard has no credentials, so it answers only requests addressed \
-                     to localhost or a loopback address, not to `{h}`; set \
+                     to localhost or a loopback address, not to `{foreign}`: set \
                      dashboard.username and dashboard.password, or dashboard.token, to serve \
-                     it under another name (behind a proxy: or pass the proxy's Host through)"
+                     it under another name (behind a reverse proxy too)"
                 ),
-            )
-            .into_response(),
-            _ => next.run(request).await,
-        };
+            );
+            let json = request.uri().path().contains("/api/");
+            return if json { e.json() } else { e }.into_response();
+        }
+        return next.run(request).await;
     }
     if authorized(&shared, request.headers()) {
         return next.run(request).await;
@@ -143,6 +161,10 @@ mod tests {
             "[::ffff:10.0.0.1]:80",
             "0.0.0.0",
             "",
+            "[::1]attacker.example",
+            "[::1].attacker.example:80",
+            "[::1",
+            "\u{fffd}",
         ] {
             assert!(!loopback_host(host), "{host}");
         }

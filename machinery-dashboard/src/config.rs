@@ -88,7 +88,10 @@ impl fmt::Debug for DashboardConfig {
 
 /// Shortest reload interval: a page reloaded faster than this is a load on the broker,
 /// not a view.
-const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+/// Longest reload interval (browsers' timers overflow past 2^31 ms, about 24.8 days).
+pub(crate) const MAX_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Shortest bearer token accepted: a guessable token is no protection.
 const MIN_TOKEN_LEN: usize = 16;
@@ -100,7 +103,16 @@ impl DashboardConfig {
     /// an empty token does not open the dashboard off loopback.
     pub fn has_credentials(&self) -> bool {
         let set = |s: &Option<String>| s.as_ref().is_some_and(|s| !s.is_empty());
-        set(&self.token) || (set(&self.username) && set(&self.password))
+        self.token_usable() || (set(&self.username) && set(&self.password))
+    }
+
+    /// Whether the token is one [validation](EngineSection::validate) accepts: at
+    /// least 16 characters, no whitespace. A config built in code skips validation; a
+    /// token it would refuse counts as no token (and never matches).
+    pub(crate) fn token_usable(&self) -> bool {
+        self.token.as_ref().is_some_and(|t| {
+            t.chars().count() >= MIN_TOKEN_LEN && !t.chars().any(char::is_whitespace)
+        })
     }
 
     /// Refuses to serve `addr` without credentials unless it is a loopback address
@@ -164,15 +176,15 @@ impl EngineSection for DashboardConfig {
                 format!(
                     "expected a token of at least {MIN_TOKEN_LEN} characters without \
                      whitespace; got one of {}",
-                    token.len()
+                    token.chars().count()
                 ),
             );
         }
-        if !self.refresh.is_zero() && self.refresh < MIN_REFRESH {
+        if !self.refresh.is_zero() && !(MIN_REFRESH..=MAX_REFRESH).contains(&self.refresh) {
             return invalid(
                 "refresh",
                 format!(
-                    "expected 0 (never) or at least 1s; got {}",
+                    "expected 0 (never) or 1s to 1h; got {}",
                     machinery_core::config::format_duration(self.refresh)
                 ),
             );
@@ -203,6 +215,7 @@ mod tests {
             ("dashboard:\n  page_size: 0\n", "dashboard.page_size"),
             ("dashboard:\n  refresh: soon\n", "dashboard.refresh"),
             ("dashboard:\n  refresh: 1ms\n", "dashboard.refresh"),
+            ("dashboard:\n  refresh: 25d\n", "dashboard.refresh"),
             (
                 "dashboard:\n  username: a\n  password: ''\n",
                 "dashboard.username",
@@ -239,6 +252,19 @@ mod tests {
             ..DashboardConfig::default()
         };
         assert!(!empty.has_credentials());
+        let short = DashboardConfig {
+            token: Some("x".into()),
+            ..DashboardConfig::default()
+        };
+        assert!(
+            !short.has_credentials(),
+            "a token validation refuses is no token"
+        );
+        let spaces = DashboardConfig {
+            token: Some(" ".repeat(20)),
+            ..DashboardConfig::default()
+        };
+        assert!(!spaces.has_credentials());
         assert!(empty.check_listen(any).is_err());
     }
 }

@@ -231,6 +231,25 @@ pub(crate) fn ago(ms: u64, now: u64) -> String {
 /// JSON route, not to a page that reloads itself.
 const JSON_SHOWN: usize = 64 * 1024;
 
+/// At most `limit` bytes of `text` (cut on a character boundary, with `…`): task data
+/// shown whole belongs to the JSON routes, not to a page that reloads itself.
+pub(crate) fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut at = limit;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..at], text.len()))
+}
+
+/// Most bytes of an error text or header shown on a task's page.
+pub(crate) const TEXT_SHOWN: usize = 16 * 1024;
+
+/// Most bytes of an error or reason shown in a listing's row.
+pub(crate) const ROW_SHOWN: usize = 300;
+
 /// A JSON value, pretty-printed in a `<pre>` (escaped like all text); cut after 64 KiB,
 /// saying so.
 pub(crate) fn json_block(value: &serde_json::Value) -> Markup {
@@ -285,6 +304,16 @@ mod tests {
             "/admin/tasks?queue=a%26list%3Ddead&list=pending"
         );
         assert_eq!(ctx.link("/", &[]), "/admin");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary_and_says_its_size() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(10);
+        let shown = cut(&long, 5);
+        assert_eq!(shown, "éé… (20 bytes in all)");
+        let page = html! { pre { (cut(&"<b>".repeat(10_000), TEXT_SHOWN)) } }.0;
+        assert!(page.len() < 5 * TEXT_SHOWN && page.contains("&lt;b&gt;"));
     }
 
     #[test]

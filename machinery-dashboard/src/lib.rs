@@ -81,12 +81,18 @@ impl Dashboard {
     /// The dashboard over `inspector` ([`Server::inspect`](machinery_core::Server::inspect)),
     /// with a fresh random CSRF token.
     ///
-    /// A `page_size` outside 1 to 1000 (possible for a config built in code, which
-    /// skips [validation](machinery_core::config::EngineSection::validate)) is brought
-    /// into that range; empty credentials count as none
+    /// A `page_size` outside 1 to 1000 or a `refresh` outside 1 s to 1 h (possible for a
+    /// config built in code, which skips
+    /// [validation](machinery_core::config::EngineSection::validate)) is brought into
+    /// that range; empty credentials, or a token validation would refuse, count as none
     /// ([`DashboardConfig::has_credentials`]).
     pub fn new(inspector: Inspector, mut config: DashboardConfig) -> Self {
         config.page_size = config.page_size.clamp(1, 1000);
+        if !config.refresh.is_zero() {
+            config.refresh = config
+                .refresh
+                .clamp(config::MIN_REFRESH, config::MAX_REFRESH);
+        }
         Dashboard {
             shared: Shared {
                 inspector,
@@ -148,6 +154,7 @@ impl Dashboard {
             .route("/assets/style.css", get(assets::style))
             .route("/assets/app.js", get(assets::script))
             .fallback(not_found)
+            .method_not_allowed_fallback(post_only)
             .layer(middleware::from_fn_with_state(
                 shared.clone(),
                 auth::require,
@@ -160,6 +167,16 @@ impl Dashboard {
 /// A page that says what was not found, rather than an empty 404.
 async fn not_found(uri: axum::http::Uri) -> error::PageError {
     error::PageError::not_found(format!("no dashboard page at {}", uri.path()))
+}
+
+/// A page for a `GET` of an action (a reload of an action's address, say): nothing is
+/// done.
+async fn post_only() -> error::PageError {
+    error::PageError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "this address is an action: it takes a POST from the dashboard's buttons, and \
+         nothing was done",
+    )
 }
 
 /// Headers on every response: no inline or foreign script, no framing, no sniffing.

@@ -331,6 +331,32 @@ async fn without_credentials_only_loopback_hosts_are_answered() {
         assert_eq!(action.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
     }
     assert!(!paused(&env, "rebound").await);
+    // A loopback Host beside a foreign one, or a foreign absolute-form target.
+    let two = env
+        .send(
+            Request::get("/api/queues")
+                .header(header::HOST, "localhost")
+                .header(header::HOST, "attacker.example")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(two.status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(
+        two.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("attacker.example")
+    );
+    let absolute = env
+        .send(
+            Request::get("http://attacker.example/api/queues")
+                .header(header::HOST, "localhost")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(absolute.status, StatusCode::MISDIRECTED_REQUEST);
     for host in [
         "localhost:8080",
         "127.0.0.1:8080",
@@ -382,6 +408,19 @@ async fn a_script_may_post_with_the_token_header_and_no_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_secrets_set_in_code_open_nothing() {
+    let mut short = DashboardConfig::default();
+    short.token = Some("x".to_owned());
+    assert!(
+        !short.has_credentials(),
+        "a token validation refuses is no token"
+    );
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let dashboard = Dashboard::new(machinery_core::Server::memory().inspect().unwrap(), short);
+    assert!(
+        machinery_dashboard::serve(&dashboard, listener, async {})
+            .await
+            .is_err()
+    );
     let mut config = DashboardConfig::default();
     config.token = Some(String::new());
     config.username = Some(String::new());

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::Shared;
 use crate::error::{PageError, PageResult};
-use crate::layout::{Ctx, Nav, duration, json_block, page as shell, state_badge, time_opt};
+use crate::layout::{
+    Ctx, Nav, TEXT_SHOWN, cut, duration, json_block, page as shell, state_badge, time_opt,
+};
 
 /// What the page shows (and `/api/tasks/{uuid}` returns): the task's
 /// [`TaskInfo`].
@@ -116,13 +118,13 @@ fn render(ctx: &Ctx, info: &TaskInfo) -> Markup {
                 }
                 dt title="deliveries that ended without being settled (a worker died or lost its lease)" { "Lost deliveries" } dd { (l.deliveries) }
                 @if let Some(reason) = &l.reason {
-                    dt { "Dead-letter reason" } dd.error { (reason.to_string()) }
+                    dt { "Dead-letter reason" } dd.error { (cut(&reason.to_string(), TEXT_SHOWN)) }
                 }
             }
         }
         @if let Some(error) = &info.error {
             h2 { "Error" }
-            pre.error { (error) }
+            pre.error { (cut(error, TEXT_SHOWN)) }
         }
         @if let Some(progress) = &info.progress {
             h2 { "Progress" }
@@ -146,7 +148,7 @@ fn render(ctx: &Ctx, info: &TaskInfo) -> Markup {
                 thead { tr { th { "Header" } th { "Value" } } }
                 tbody {
                     @for (k, v) in &info.headers {
-                        tr { td { code { (k) } } td { code { (v) } } }
+                        tr { td { code { (cut(k, TEXT_SHOWN)) } } td { code { (cut(v, TEXT_SHOWN)) } } }
                     }
                 }
             }

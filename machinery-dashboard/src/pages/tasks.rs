@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::Shared;
 use crate::error::{PageError, PageResult};
-use crate::layout::{Ctx, Nav, count, page as shell, time, time_opt};
+use crate::layout::{Ctx, Nav, ROW_SHOWN, count, cut, page as shell, time, time_opt};
 
 /// How many listing pages a name filter walks in one request at most: a filter that
 /// matches nothing must not read a queue of a million tasks to say so.
@@ -406,12 +406,12 @@ fn table(ctx: &Ctx, data: &Data, here: &str) -> Markup {
                                 td.num { (it.deliveries) }
                             }
                             TaskList::Dead => {
-                                td { (opt(it.reason.as_ref())) } td.num { (it.deliveries) }
+                                td { (cut(&opt(it.reason.as_ref()), ROW_SHOWN)) } td.num { (it.deliveries) }
                             }
                             _ => {
                                 td { (it.failed_at.map_or_else(|| "—".to_owned(), time)) }
                                 td.num { (opt(it.retried)) }
-                                td.error { (it.error.as_deref().unwrap_or("—")) }
+                                td.error { (cut(it.error.as_deref().unwrap_or("—"), ROW_SHOWN)) }
                             }
                         }
                         td { (actions(ctx, list, it, here)) }
